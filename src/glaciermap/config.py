@@ -1,0 +1,197 @@
+"""params.yaml -> typed, validated config objects (the only place raw YAML is interpreted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from glaciermap.config_base import StrictModel
+from glaciermap.data.simulate.config import SimulateConfig
+from glaciermap.errors import ConfigError
+from glaciermap.models.config import ModelConfig
+
+OPTICAL_BANDS = ("B2", "B3", "B4", "B8", "B11", "B12")
+SAR_BANDS = ("VV", "VH", "coh")
+DEM_BANDS = ("dem", "slope", "hillshade")
+
+
+class DataConfig(StrictModel):
+    """Where the raw region and the derived products live, and how cubes are cut."""
+
+    raw_dir: Path = Path("data/raw")
+    cubes_dir: Path = Path("data/cubes")
+    crs: str = "auto"  # metric CRS of the cubes; "auto" = UTM zone of the region's centre
+    resolution_m: float = Field(10.0, gt=0)
+    buffer_m: float = Field(1280.0, ge=0)
+    max_scene_cloud_fraction: float = Field(0.98, gt=0, le=1)  # above: scene rejected as all-cloud
+    workers: int = Field(1, ge=1)  # processes building cubes in parallel
+
+
+class SensorsConfig(StrictModel):
+    """Sensor groups (band names as the raw files call them) and named sensor sets."""
+
+    groups: dict[str, list[str]] = {
+        "optical": list(OPTICAL_BANDS),
+        "sar": list(SAR_BANDS),
+        "dem": list(DEM_BANDS),
+    }
+    sets: dict[str, list[str]] = {
+        "optical": ["optical"],
+        "optical_dem": ["optical", "dem"],
+        "optical_sar": ["optical", "sar"],
+        "optical_sar_dem": ["optical", "sar", "dem"],
+    }
+
+    @model_validator(mode="after")
+    def _sets_use_known_groups(self) -> SensorsConfig:
+        for name, groups in self.sets.items():
+            unknown = [g for g in groups if g not in self.groups]
+            if unknown:
+                raise ValueError(
+                    f"sensor set {name!r} uses unknown group(s) {unknown}; "
+                    f"known groups: {sorted(self.groups)}"
+                )
+        return self
+
+    def resolve(self, sensor_set: str) -> dict[str, list[str]]:
+        """Ordered {group: bands} of a named sensor set."""
+        if sensor_set not in self.sets:
+            raise ConfigError(
+                f"unknown sensor set {sensor_set!r}", hint=f"valid sets: {sorted(self.sets)}"
+            )
+        return {g: list(self.groups[g]) for g in self.sets[sensor_set]}
+
+    def channels(self, sensor_set: str) -> dict[str, int]:
+        """Ordered {group: channel count}, the input a model factory needs."""
+        return {g: len(b) for g, b in self.resolve(sensor_set).items()}
+
+
+class FoldsConfig(StrictModel):
+    """Geographic cross-validation folds (West to East, balanced by glacierized area)."""
+
+    k: int = Field(5, ge=2)
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    min_train_area_km2: float = Field(0.1, ge=0)
+    seed: int = 0
+    path: Path = Path("data/folds.json")
+
+
+class PatchesConfig(StrictModel):
+    """How patches are cut from cubes and batched."""
+
+    size: int = Field(256, ge=32)
+    eval_stride: int = Field(192, ge=8)
+    samples_per_epoch: int = Field(1000, ge=1)
+    val_samples: int = Field(200, ge=1)
+    batch_size: int = Field(8, ge=1)
+    num_workers: int = Field(0, ge=0)
+    augment: bool = True
+
+    @field_validator("size")
+    @classmethod
+    def _multiple_of_32(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"patch size must be a multiple of 32, got {v}")
+        return v
+
+
+class TrainConfig(StrictModel):
+    """Which runs `dvc repro` trains, and how."""
+
+    models: list[str] = ["unet"]
+    sensor_sets: list[str] = ["optical_dem"]
+    max_epochs: int = Field(20, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    loss: Literal["bce", "dice", "focal", "bce_dice"] = "bce"
+    scheduler: Literal["cosine", "plateau", "none"] = "cosine"
+    early_stopping_patience: int = Field(5, ge=1)
+    precision: str = "auto"  # "auto" picks bf16-mixed on GPUs that support it, else 32-true
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    seed: int = 0
+    runs_dir: Path = Path("runs")
+    limit_train_batches: int | float | None = None  # for smoke tests
+
+
+class TrackingConfig(StrictModel):
+    """MLflow: a local SQLite database by default; MLFLOW_TRACKING_URI overrides."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "glaciermap"
+    offline_fallback: bool = False  # if the server is down: fail fast (False) or log locally
+
+
+class Params(StrictModel):
+    """Everything in params.yaml."""
+
+    simulate: SimulateConfig = SimulateConfig()
+    data: DataConfig = DataConfig()
+    sensors: SensorsConfig = SensorsConfig()
+    folds: FoldsConfig = FoldsConfig()
+    patches: PatchesConfig = PatchesConfig()
+    models: dict[str, ModelConfig] = {"unet": ModelConfig()}
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _train_names_exist(self) -> Params:
+        for m in self.train.models:
+            if m not in self.models:
+                raise ValueError(f"train.models names {m!r}, not defined under models: {sorted(self.models)}")
+        for s in self.train.sensor_sets:
+            if s not in self.sensors.sets:
+                raise ValueError(
+                    f"train.sensor_sets names {s!r}, not defined under sensors.sets: {sorted(self.sensors.sets)}"
+                )
+        return self
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}'")
+        else:
+            lines.append(f"'{key}': {e['msg']}")
+    return "; ".join(lines)
+
+
+def parse_params(raw: dict[str, Any], *, source: str | Path = "params.yaml") -> Params:
+    """Validate a params mapping into `Params`, or raise ConfigError naming the bad keys."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err), path=source,
+                          hint="see params.yaml in the repository for every key") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("file not found", path=path, hint="run from the project root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML: {err}", path=path) from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError("top level must be a mapping of sections", path=path)
+    return parse_params(raw or {}, source=path)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge `override` into a copy of `base` (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,1 @@
+"""Data layer: simulated or real raw regions -> per-glacier cubes -> folds -> patches."""

@@ -1,0 +1,117 @@
+"""Per-glacier cubes: one NetCDF per glacier and epoch (schema in docs/data-format.md, section 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import rasterio
+import xarray as xr
+from rasterio.crs import CRS
+
+from glaciermap.data.raw import Grid
+from glaciermap.errors import InputDataError
+from glaciermap.io import atomic_path
+
+MASKS = ("mask_glacier", "mask_all", "mask_invalid")
+INDEX_FILE = "index.csv"
+
+
+@dataclass
+class Cube:
+    """A cube in memory: bands (C, H, W) float32 with NaN for no data, masks (H, W) uint8."""
+
+    data: np.ndarray
+    bands: list[str]
+    mask_glacier: np.ndarray
+    mask_all: np.ndarray
+    mask_invalid: np.ndarray
+    grid: Grid
+    attrs: dict
+
+    def select(self, bands: list[str]) -> np.ndarray:
+        """(len(bands), H, W) view in the given order; absent bands come back all-NaN."""
+        out = np.full((len(bands), *self.data.shape[1:]), np.nan, dtype=np.float32)
+        for i, b in enumerate(bands):
+            if b in self.bands:
+                out[i] = self.data[self.bands.index(b)]
+        return out
+
+
+def write_cube(path: Path, cube: Cube) -> Path:
+    """Write a cube as compressed NetCDF4, atomically."""
+    xs, ys = cube.grid.xy_coords()
+    t = cube.grid.transform
+    spatial_ref = xr.DataArray(0, attrs={
+        "crs_wkt": cube.grid.crs.to_wkt(),
+        "spatial_ref": cube.grid.crs.to_wkt(),
+        "GeoTransform": " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
+    })
+    gm = {"grid_mapping": "spatial_ref"}
+    ds = xr.Dataset(
+        {
+            "data": (("band", "y", "x"), cube.data.astype(np.float32), gm),
+            **{m: (("y", "x"), getattr(cube, m).astype(np.uint8), gm) for m in MASKS},
+            "spatial_ref": spatial_ref,
+        },
+        coords={"band": cube.bands, "y": ys, "x": xs},
+        attrs={k: _attr(v) for k, v in cube.attrs.items()},
+    )
+    h, w = cube.data.shape[1:]
+    enc = {"data": {"zlib": True, "complevel": 1, "chunksizes": (1, min(h, 256), min(w, 256))}}
+    enc.update({m: {"zlib": True, "complevel": 1} for m in MASKS})
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf", encoding=enc)
+    return path
+
+
+def _attr(v):
+    if isinstance(v, (bool, np.bool_)):
+        return int(v)
+    if v is None:
+        return ""
+    return v
+
+
+def read_cube(path: str | Path) -> Cube:
+    """Load a whole cube into memory."""
+    path = Path(path)
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            ds = ds.load()
+    except (OSError, ValueError) as err:
+        raise InputDataError(f"cannot read cube: {err}", path=path,
+                             hint="re-run `glaciermap ingest`") from None
+    missing = [v for v in ("data", *MASKS, "spatial_ref") if v not in ds]
+    if missing:
+        raise InputDataError(f"not a glaciermap cube: missing {missing}", path=path)
+    return Cube(
+        data=ds["data"].values.astype(np.float32),
+        bands=[str(b) for b in ds["band"].values],
+        mask_glacier=ds["mask_glacier"].values,
+        mask_all=ds["mask_all"].values,
+        mask_invalid=ds["mask_invalid"].values,
+        grid=cube_grid(ds, path),
+        attrs=dict(ds.attrs),
+    )
+
+
+def cube_grid(ds: xr.Dataset, path: Path | str = "") -> Grid:
+    """The Grid of an open cube dataset (from its CF grid mapping)."""
+    ref = ds["spatial_ref"].attrs
+    try:
+        c, a, b, f, d, e = (float(v) for v in ref["GeoTransform"].split())
+        crs = CRS.from_wkt(ref["crs_wkt"])
+    except (KeyError, ValueError) as err:
+        raise InputDataError(f"cube has no valid grid mapping ({err})", path=path) from None
+    return Grid(crs, rasterio.Affine(a, b, c, d, e, f), ds.sizes["x"], ds.sizes["y"])
+
+
+def read_index(cubes_dir: str | Path) -> pd.DataFrame:
+    """The cube index (one row per glacier and epoch)."""
+    path = Path(cubes_dir) / INDEX_FILE
+    if not path.exists():
+        raise InputDataError("cube index missing", path=path, hint="run `glaciermap ingest` first")
+    return pd.read_csv(path, dtype={"glacier_id": str, "epoch": str})

@@ -1,0 +1,118 @@
+"""Geographic cross-validation folds, West to East, balanced by glacierized area.
+
+As in Diaconu & Bamber (2023): glaciers are sorted by centroid longitude and cut into k
+contiguous groups of about equal glacier area; each fold tests on one group and trains on the
+others (glaciers below a minimum area are left out of training and validation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from glaciermap.config import FoldsConfig
+from glaciermap.data.cubes import read_cube
+from glaciermap.errors import ConfigError, InputDataError
+from glaciermap.io import write_json
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold: glacier ids per split and normalisation stats from its training glaciers."""
+
+    index: int
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    stats: dict[str, dict[str, float]]
+    lon_range: tuple[float, float]
+
+
+def assign_folds(glaciers: pd.DataFrame, k: int) -> pd.Series:
+    """Fold number per glacier: contiguous West->East groups of ~equal total area."""
+    if len(glaciers) < k:
+        raise InputDataError(f"only {len(glaciers)} glaciers for {k} folds",
+                             hint="lower folds.k or add glaciers")
+    order = glaciers.sort_values(["lon", "glacier_id"])
+    area = order["area_km2"].to_numpy()
+    mid = (np.cumsum(area) - area / 2) / area.sum()
+    fold = np.minimum((mid * k).astype(int), k - 1)
+    if len(np.unique(fold)) < k:  # a few huge glaciers starve a fold: fall back to equal counts
+        fold = np.minimum(np.arange(len(order)) * k // len(order), k - 1)
+    return pd.Series(fold, index=order.index).reindex(glaciers.index)
+
+
+def split_train_val(ids: list[str], areas: pd.Series, val_fraction: float, seed: int) -> tuple[list, list]:
+    """Random validation subset holding about `val_fraction` of the area (at least one glacier)."""
+    rng = np.random.default_rng(seed)
+    perm = list(rng.permutation(ids))
+    total, acc, val = areas[ids].sum(), 0.0, []
+    while perm and (not val or acc < val_fraction * total) and len(perm) > 1:
+        g = perm.pop()
+        val.append(g)
+        acc += areas[g]
+    return sorted(perm), sorted(val)
+
+
+def band_stats(cube_paths: list[Path], progress: bool = False) -> dict[str, dict[str, float]]:
+    """Mean and std of every band over valid pixels of the given cubes (streamed, float64 sums)."""
+    sums: dict[str, np.ndarray] = {}
+    for p in tqdm(cube_paths, desc="band stats", disable=not progress, leave=False):
+        cube = read_cube(p)
+        for i, b in enumerate(cube.bands):
+            v = cube.data[i][np.isfinite(cube.data[i])].astype(np.float64)
+            s = sums.setdefault(b, np.zeros(3))
+            s += (v.size, v.sum(), (v**2).sum())
+    stats = {}
+    for b, (n, s1, s2) in sums.items():
+        mean = s1 / max(n, 1)
+        std = float(np.sqrt(max(s2 / max(n, 1) - mean**2, 0.0)))
+        stats[b] = {"mean": float(mean), "std": std if std > 1e-6 else 1.0, "count": int(n)}
+    return stats
+
+
+def make_folds(index: pd.DataFrame, cubes_dir: str | Path, cfg: FoldsConfig,
+               *, progress: bool = True) -> list[Fold]:
+    """Build the folds (and their statistics) from a cube index."""
+    inv = index[index["role"] == "inventory"].drop_duplicates("glacier_id").set_index("glacier_id", drop=False)
+    if inv.empty:
+        raise InputDataError("cube index holds no inventory cubes", path=Path(cubes_dir) / "index.csv")
+    fold_of = assign_folds(inv, cfg.k)
+    trainable = inv["area_km2"] >= cfg.min_train_area_km2
+    folds = []
+    for f in tqdm(range(cfg.k), desc="folds", disable=not progress):
+        test = sorted(inv.index[fold_of == f])
+        pool = sorted(inv.index[(fold_of != f) & trainable])
+        if len(pool) < 2:
+            raise ConfigError(f"fold {f} has {len(pool)} trainable glaciers (need >= 2)",
+                              hint="lower folds.k or folds.min_train_area_km2")
+        train, val = split_train_val(pool, inv["area_km2"], cfg.val_fraction, cfg.seed + f)
+        paths = [Path(cubes_dir) / inv.loc[g, "path"] for g in train]
+        lons = inv.loc[test, "lon"]
+        folds.append(Fold(f, train, val, test, band_stats(paths), (float(lons.min()), float(lons.max()))))
+    return folds
+
+
+def write_folds(path: str | Path, folds: list[Fold], cfg: FoldsConfig) -> Path:
+    """Write folds as JSON (a DVC-tracked, versioned file)."""
+    return write_json(path, {
+        "k": cfg.k, "min_train_area_km2": cfg.min_train_area_km2,
+        "folds": [{"index": f.index, "lon_range": list(f.lon_range), "train": f.train, "val": f.val,
+                   "test": f.test, "stats": f.stats} for f in folds],
+    })
+
+
+def read_folds(path: str | Path) -> list[Fold]:
+    """Read folds written by `write_folds`."""
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        raise InputDataError("folds file missing", path=path, hint="run `glaciermap folds` first")
+    raw = json.loads(path.read_text())
+    return [Fold(f["index"], f["train"], f["val"], f["test"], f["stats"], tuple(f["lon_range"]))
+            for f in raw["folds"]]

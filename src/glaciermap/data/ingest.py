@@ -1,0 +1,226 @@
+"""Raw region -> one cube per glacier and epoch, every sensor on one 10 m UTM grid.
+
+Each cube reads only the window of each raster it needs (rasterio WarpedVRT), so memory is
+bounded by the size of one glacier's cube however large the scenes are.
+"""
+
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from pyproj.aoi import AreaOfInterest
+from pyproj.database import query_utm_crs_info
+from rasterio import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.features import rasterize
+from shapely.geometry import box
+from tqdm.auto import tqdm
+
+from glaciermap.config import DataConfig, SensorsConfig
+from glaciermap.data.cubes import INDEX_FILE, Cube, write_cube
+from glaciermap.data.raw import (Grid, Region, open_raster, open_region, raster_footprint,
+                                 read_on_grid, read_outlines, band_indexes)
+from glaciermap.data.terrain import hillshade, slope_deg
+from glaciermap.errors import InputDataError
+from glaciermap.io import atomic_path
+
+CLOUD_CLEAR, CLOUD_NODATA = 0, 255
+
+
+def utm_crs(lon: float, lat: float) -> CRS:
+    """The WGS84 UTM CRS of a point."""
+    info = query_utm_crs_info(datum_name="WGS 84",
+                              area_of_interest=AreaOfInterest(lon, lat, lon, lat))[0]
+    return CRS.from_epsg(int(info.code))
+
+
+def target_crs(outlines: gpd.GeoDataFrame, cfg: DataConfig) -> CRS:
+    if cfg.crs != "auto":
+        return CRS.from_user_input(cfg.crs)
+    c = outlines.to_crs(4326).union_all().centroid
+    return utm_crs(c.x, c.y)
+
+
+def glacier_grid(geom, crs: CRS, res: float, buffer_m: float) -> Grid:
+    """Grid covering a glacier's bounds plus a buffer, snapped to multiples of the resolution."""
+    minx, miny, maxx, maxy = geom.bounds
+    minx = np.floor((minx - buffer_m) / res) * res
+    miny = np.floor((miny - buffer_m) / res) * res
+    maxx = np.ceil((maxx + buffer_m) / res) * res
+    maxy = np.ceil((maxy + buffer_m) / res) * res
+    width, height = int(round((maxx - minx) / res)), int(round((maxy - miny) / res))
+    return Grid(crs, Affine(res, 0, minx, 0, -res, maxy), width, height)
+
+
+def rasterize_geoms(geoms, grid: Grid) -> np.ndarray:
+    """uint8 mask of pixels whose centre lies inside any of the geometries."""
+    geoms = [g for g in geoms if g is not None and not g.is_empty]
+    if not geoms:
+        return np.zeros((grid.height, grid.width), np.uint8)
+    return rasterize(((g, 1) for g in geoms), out_shape=(grid.height, grid.width),
+                     transform=grid.transform, fill=0, dtype="uint8")
+
+
+def check_region(region: Region, sensors: SensorsConfig, cfg: DataConfig) -> dict[str, bool]:
+    """Check every scene up front (CRS, bands, cloud cover); return {epoch: has_sar}."""
+    optical = sensors.groups.get("optical", [])
+    has_sar = {}
+    with open_raster(region.dem_path):
+        pass
+    for epoch in region.manifest.epochs:
+        opt_path, cloud_path = region.scene_path(epoch, "optical"), region.scene_path(epoch, "cloud")
+        with open_raster(opt_path) as opt, open_raster(cloud_path) as cl:
+            band_indexes(opt, optical, opt_path)
+            if opt.crs != cl.crs or opt.transform != cl.transform or opt.shape != cl.shape:
+                raise InputDataError(
+                    f"cloud mask grid ({cl.crs}, {cl.shape}) differs from optical.tif ({opt.crs}, {opt.shape})",
+                    path=cloud_path, hint="the cloud mask must come on the optical scene's grid")
+            _check_cloud_cover(cl, cloud_path, cfg.max_scene_cloud_fraction)
+        sar_path = region.scene_path(epoch, "sar")
+        has_sar[epoch] = sar_path.exists()
+        if has_sar[epoch] and "sar" in sensors.groups:
+            with open_raster(sar_path) as sar:
+                band_indexes(sar, sensors.groups["sar"], sar_path)
+    return has_sar
+
+
+def _check_cloud_cover(ds, path: Path, max_fraction: float) -> None:
+    step = max(1, max(ds.shape) // 1024)  # decimated read: bounded memory on huge scenes
+    cl = ds.read(1, out_shape=(max(1, ds.height // step), max(1, ds.width // step)),
+                 resampling=Resampling.nearest)
+    valid = cl != CLOUD_NODATA
+    if not valid.any():
+        raise InputDataError("scene is all no-data", path=path)
+    cloudy = float((cl[valid] != CLOUD_CLEAR).mean())
+    if cloudy >= max_fraction:
+        raise InputDataError(f"scene is {cloudy:.0%} cloud / cloud shadow", path=path,
+                             hint="choose a clearer acquisition, or raise data.max_scene_cloud_fraction")
+
+
+def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geoms,
+               epoch: str, dem_block: np.ndarray, has_sar: bool, attrs: dict) -> Cube:
+    """Read every sensor of one epoch onto a glacier's grid and add masks."""
+    bands: list[str] = []
+    layers: list[np.ndarray] = []
+    optical = sensors.groups.get("optical", [])
+    opt = read_on_grid(region.scene_path(epoch, "optical"), optical, grid, resampling=Resampling.bilinear)
+    bands += optical
+    layers.append(opt)
+    if has_sar and "sar" in sensors.groups:
+        sar_bands = sensors.groups["sar"]
+        layers.append(read_on_grid(region.scene_path(epoch, "sar"), sar_bands, grid,
+                                   resampling=Resampling.bilinear))
+        bands += sar_bands
+    if "dem" in sensors.groups:
+        layers.append(dem_block)
+        bands += sensors.groups["dem"]
+    cloud = read_on_grid(region.scene_path(epoch, "cloud"), None, grid,
+                         resampling=Resampling.nearest, fill=CLOUD_NODATA)[0]
+    invalid = (cloud != CLOUD_CLEAR) | ~np.isfinite(opt).all(axis=0)
+    return Cube(
+        data=np.concatenate(layers, axis=0), bands=bands,
+        mask_glacier=rasterize_geoms([geom], grid),
+        mask_all=rasterize_geoms(all_geoms, grid),
+        mask_invalid=invalid.astype(np.uint8),
+        grid=grid,
+        attrs={**attrs, "epoch": epoch, "year": region.epoch_year(epoch),
+               "invalid_fraction": float(invalid.mean())},
+    )
+
+
+def dem_features(region: Region, grid: Grid, names: list[str], glacier_id: str) -> np.ndarray:
+    """DEM and derived features (slope, hillshade) on the cube grid; NaN in the DEM is an error."""
+    dem = read_on_grid(region.dem_path, None, grid, resampling=Resampling.bilinear)[0]
+    bad = ~np.isfinite(dem)
+    if bad.any():
+        raise InputDataError(
+            f"DEM has {bad.mean():.1%} NaN/no-data pixels around glacier {glacier_id}"
+            + (" (the DEM does not cover it)" if bad.all() else ""),
+            path=region.dem_path, hint="fill voids (e.g. gdal_fillnodata.py) or use a DEM covering the region")
+    feats = {"dem": dem, "slope": slope_deg(dem, grid.res), "hillshade": hillshade(dem, grid.res)}
+    unknown = [n for n in names if n not in feats]
+    if unknown:
+        raise InputDataError(f"unknown DEM feature(s) {unknown}; available: {list(feats)}",
+                             path=region.dem_path)
+    return np.stack([feats[n] for n in names]).astype(np.float32)
+
+
+def _glacier_job(args) -> list[dict]:
+    (region_root, sensors, cfg, out_dir, row, neighbours, crs, has_sar) = args
+    region = open_region(region_root)
+    gid, geom = row["glacier_id"], row["geometry"]
+    grid = glacier_grid(geom, crs, cfg.resolution_m, cfg.buffer_m)
+    dem_block = dem_features(region, grid, sensors.groups.get("dem", []), gid) \
+        if "dem" in sensors.groups else None
+    inv_epoch = region.nearest_inventory_epoch(row["inventory_year"])
+    attrs = {"glacier_id": gid, "inventory_year": row["inventory_year"], "inventory_epoch": inv_epoch,
+             "area_km2": geom.area / 1e6, "lon": row["lon"], "lat": row["lat"],
+             "crs": crs.to_string(), "res": cfg.resolution_m}
+    rows = []
+    for epoch in [inv_epoch, *region.recent_epochs]:
+        cube = build_cube(region, sensors, grid, geom, neighbours, epoch, dem_block,
+                          has_sar[epoch], attrs)
+        rel = Path(epoch) / f"{gid}.nc"
+        write_cube(out_dir / rel, cube)
+        rows.append({"glacier_id": gid, "epoch": epoch,
+                     "role": "inventory" if epoch == inv_epoch else "recent",
+                     "year": cube.attrs["year"], "inventory_year": row["inventory_year"],
+                     "path": rel.as_posix(), "lon": row["lon"], "lat": row["lat"],
+                     "x": geom.centroid.x, "y": geom.centroid.y, "area_km2": geom.area / 1e6,
+                     "invalid_fraction": cube.attrs["invalid_fraction"],
+                     "glacier_invalid_fraction": float(cube.mask_invalid[cube.mask_glacier == 1].mean()),
+                     "height": grid.height, "width": grid.width, "has_sar": has_sar[epoch]})
+    return rows
+
+
+def ingest_region(raw_dir: str | Path, out_dir: str | Path, cfg: DataConfig, sensors: SensorsConfig,
+                  *, progress: bool = True) -> pd.DataFrame:
+    """Build every cube of a raw region into `out_dir` (written atomically as a whole)."""
+    region = open_region(raw_dir)
+    outlines = read_outlines(region)
+    has_sar = check_region(region, sensors, cfg)
+    crs = target_crs(outlines, cfg)
+    footprint = raster_footprint(region.scene_path(region.manifest.inventory_epochs[0], "optical"),
+                                 outlines.crs)
+    inside = outlines.geometry.intersects(footprint)
+    if not inside.any():
+        raise InputDataError("no outline overlaps the optical scenes", path=region.outlines_path,
+                             hint="check the CRS of outlines and rasters")
+    if not inside.all():
+        warnings.warn(f"{region.outlines_path}: {int((~inside).sum())} outline(s) outside the scenes "
+                      f"skipped: {outlines.glacier_id[~inside].tolist()[:10]}", stacklevel=2)
+    outlines = outlines[inside.values].to_crs(crs)
+    lonlat = outlines.geometry.centroid.to_crs(4326)
+    outlines = outlines.assign(lon=lonlat.x.values, lat=lonlat.y.values)
+    sindex = outlines.sindex
+    jobs = []
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        for _, row in outlines.iterrows():
+            grid_box = glacier_grid(row.geometry, crs, cfg.resolution_m, cfg.buffer_m).bounds
+            near = outlines.geometry.iloc[sindex.query(box(*grid_box))].tolist()
+            jobs.append((region.root, sensors, cfg, tmp, row, near, crs, has_sar))
+        rows: list[dict] = []
+        bar = tqdm(total=len(jobs), desc="ingest", unit="glacier", disable=not progress)
+        if cfg.workers > 1:
+            with ProcessPoolExecutor(cfg.workers) as pool:
+                for r in pool.map(_glacier_job, jobs):
+                    rows += r
+                    bar.update()
+        else:
+            for job in jobs:
+                rows += _glacier_job(job)
+                bar.update()
+        bar.close()
+        index = pd.DataFrame(rows)
+        index.to_csv(tmp / INDEX_FILE, index=False)
+    return index
+
+
+__all__ = ["ingest_region", "utm_crs", "glacier_grid", "rasterize_geoms"]

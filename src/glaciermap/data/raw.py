@@ -1,0 +1,268 @@
+"""Read a raw region (docs/data-format.md, section 1) with clear errors for bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import yaml
+from pydantic import ValidationError
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from shapely import make_valid
+from shapely.geometry import MultiPolygon, Polygon, box
+
+from glaciermap.config_base import StrictModel
+from glaciermap.errors import InputDataError
+
+SCENE_FILES = {"optical": "optical.tif", "sar": "sar.tif", "cloud": "cloud.tif"}
+
+
+class EpochInfo(StrictModel):
+    date: dt.date
+
+
+class RegionManifest(StrictModel):
+    """The content of region.yaml."""
+
+    name: str
+    id_column: str = "glacier_id"
+    date_column: str = "date"
+    inventory_epochs: list[str]
+    epochs: dict[str, EpochInfo]
+    outlines: str = "outlines.gpkg"
+    dem: str = "dem.tif"
+
+
+@dataclass(frozen=True)
+class Region:
+    """A raw region on disk: manifest plus resolved paths."""
+
+    root: Path
+    manifest: RegionManifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def outlines_path(self) -> Path:
+        return self.root / self.manifest.outlines
+
+    @property
+    def dem_path(self) -> Path:
+        return self.root / self.manifest.dem
+
+    def scene_path(self, epoch: str, kind: str) -> Path:
+        return self.root / "scenes" / epoch / SCENE_FILES[kind]
+
+    def epoch_year(self, epoch: str) -> float:
+        """Decimal year of an epoch's acquisition date."""
+        return decimal_year(self.manifest.epochs[epoch].date)
+
+    @property
+    def recent_epochs(self) -> list[str]:
+        return [e for e in self.manifest.epochs if e not in self.manifest.inventory_epochs]
+
+    def nearest_inventory_epoch(self, year: float) -> str:
+        inv = self.manifest.inventory_epochs
+        return min(inv, key=lambda e: abs(self.epoch_year(e) - year))
+
+
+def decimal_year(d: dt.date | pd.Timestamp) -> float:
+    """2015-07-02 -> 2015.5."""
+    start = dt.date(d.year, 1, 1)
+    days = (dt.date(d.year + 1, 1, 1) - start).days
+    return d.year + (dt.date(d.year, d.month, d.day) - start).days / days
+
+
+def open_region(root: str | Path) -> Region:
+    """Read and check region.yaml and that every file it names exists."""
+    root = Path(root)
+    manifest_path = root / "region.yaml"
+    if not root.is_dir():
+        raise InputDataError("region folder not found", path=root,
+                             hint="run `glaciermap simulate` or put a raw region there (docs/data-format.md)")
+    if not manifest_path.exists():
+        raise InputDataError("region.yaml missing", path=manifest_path,
+                             hint="every raw region needs a manifest (docs/data-format.md)")
+    try:
+        raw = yaml.safe_load(manifest_path.read_text())
+        manifest = RegionManifest.model_validate(raw)
+    except (yaml.YAMLError, ValidationError) as err:
+        raise InputDataError(f"invalid manifest: {err}", path=manifest_path) from None
+    missing = [e for e in manifest.inventory_epochs if e not in manifest.epochs]
+    if missing:
+        raise InputDataError(f"inventory_epochs {missing} are not listed under epochs", path=manifest_path)
+    region = Region(root, manifest)
+    for p in [region.outlines_path, region.dem_path] + [
+        region.scene_path(e, k) for e in manifest.epochs for k in ("optical", "cloud")
+    ]:
+        if not p.exists():
+            raise InputDataError("file missing", path=p, hint=f"listed by {manifest_path}")
+    return region
+
+
+# --------------------------------------------------------------------------------------- outlines
+def read_outlines(region: Region) -> gpd.GeoDataFrame:
+    """Inventory outlines with columns glacier_id, inventory_year, geometry (CRS kept).
+
+    Invalid geometries are repaired (with a warning); empty geometries, duplicate ids, a missing
+    CRS or missing columns are errors.
+    """
+    path, m = region.outlines_path, region.manifest
+    try:
+        gdf = gpd.read_file(path)
+    except Exception as err:  # pyogrio raises several types for unreadable files
+        raise InputDataError(f"cannot read outlines: {err}", path=path) from None
+    if gdf.crs is None:
+        raise InputDataError("outlines have no CRS", path=path, hint="write a .prj or set the CRS")
+    for col in (m.id_column, m.date_column):
+        if col not in gdf.columns:
+            raise InputDataError(f"column {col!r} missing (columns: {list(gdf.columns)})", path=path,
+                                 hint="set id_column/date_column in region.yaml")
+    if len(gdf) == 0:
+        raise InputDataError("no outlines in file", path=path)
+    ids = gdf[m.id_column].astype(str)
+    dup = ids[ids.duplicated()].unique().tolist()
+    if dup:
+        raise InputDataError(f"duplicate glacier ids: {dup[:10]}", path=path)
+    empty = ids[gdf.geometry.is_empty | gdf.geometry.isna()].tolist()
+    if empty:
+        raise InputDataError(f"empty geometry for glacier(s) {empty[:10]}", path=path)
+    invalid = ~gdf.geometry.is_valid
+    if invalid.any():
+        warnings.warn(f"{path}: repaired {int(invalid.sum())} invalid geometries "
+                      f"({ids[invalid].tolist()[:5]}...) with shapely.make_valid", stacklevel=2)
+        gdf.loc[invalid, "geometry"] = gdf.geometry[invalid].apply(_polygonal_part)
+    years = gdf[m.date_column].apply(_parse_year)
+    bad = ids[years.isna()].tolist()
+    if bad:
+        raise InputDataError(f"unparseable inventory date for glacier(s) {bad[:10]}", path=path)
+    return gpd.GeoDataFrame(
+        {"glacier_id": ids.values, "inventory_year": years.astype(float).values},
+        geometry=gdf.geometry.values, crs=gdf.crs,
+    )
+
+
+def _polygonal_part(geom):
+    fixed = make_valid(geom)
+    if isinstance(fixed, (Polygon, MultiPolygon)):
+        return fixed
+    polys = [g for g in getattr(fixed, "geoms", []) if isinstance(g, (Polygon, MultiPolygon))]
+    return MultiPolygon([p for g in polys for p in getattr(g, "geoms", [g])])
+
+
+def _parse_year(value) -> float:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return np.nan
+    if isinstance(value, (int, np.integer)) and 1900 < value < 2200:
+        return float(value) + 0.5
+    text = str(value).strip()
+    if text.isdigit() and len(text) == 8:  # RGI 6 BgnDate: YYYYMMDD, with 99 for unknown parts
+        y, mo, d = int(text[:4]), int(text[4:6]), int(text[6:])
+        if mo == 99:
+            return y + 0.5
+        return decimal_year(dt.date(y, mo, 1 if d == 99 else d))
+    try:
+        return decimal_year(pd.Timestamp(text))
+    except (ValueError, TypeError):
+        return np.nan
+
+
+# ---------------------------------------------------------------------------------------- rasters
+def open_raster(path: Path) -> rasterio.io.DatasetReader:
+    """Open a GeoTIFF, turning library errors into a clear InputDataError."""
+    try:
+        ds = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as err:
+        raise InputDataError(f"cannot read raster (corrupt or not a GeoTIFF): {err}", path=path) from None
+    if ds.crs is None:
+        ds.close()
+        raise InputDataError("raster has no CRS", path=path, hint="assign one, e.g. with gdal_edit.py -a_srs")
+    return ds
+
+
+def band_indexes(ds: rasterio.io.DatasetReader, bands: list[str], path: Path) -> list[int]:
+    """1-based indexes of named bands (by band description); error lists what the file has."""
+    names = [d or f"band{i + 1}" for i, d in enumerate(ds.descriptions)]
+    missing = [b for b in bands if b not in names]
+    if missing:
+        raise InputDataError(f"missing band(s) {missing}; the file has {names}", path=path,
+                             hint="band names are read from GeoTIFF band descriptions")
+    return [names.index(b) + 1 for b in bands]
+
+
+def band_names(path: Path) -> list[str]:
+    with open_raster(path) as ds:
+        return [d or f"band{i + 1}" for i, d in enumerate(ds.descriptions)]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular target grid: CRS, affine transform and shape."""
+
+    crs: CRS
+    transform: rasterio.Affine
+    width: int
+    height: int
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        t = self.transform
+        return (t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f)
+
+    @property
+    def res(self) -> float:
+        return self.transform.a
+
+    def xy_coords(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel-centre coordinates (x ascending, y descending)."""
+        t = self.transform
+        xs = t.c + t.a * (np.arange(self.width) + 0.5)
+        ys = t.f + t.e * (np.arange(self.height) + 0.5)
+        return xs, ys
+
+
+def read_on_grid(path: Path, bands: list[str] | None, grid: Grid, *, resampling: Resampling,
+                 fill: float = np.nan) -> np.ndarray:
+    """Read bands of a raster reprojected onto `grid`, touching only the window it needs.
+
+    Returns float32 (n_bands, height, width); pixels outside the raster or nodata are `fill`.
+    Raises InputDataError if the grid does not overlap the raster at all.
+    """
+    with open_raster(path) as src:
+        idx = band_indexes(src, bands, path) if bands is not None else [1]
+        if not box(*grid.bounds).intersects(raster_footprint_of(src, grid.crs)):
+            raise InputDataError(f"no overlap with the requested area {grid.bounds} ({grid.crs})",
+                                 path=path, hint="check that rasters and outlines cover the same place")
+        with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width,
+                       height=grid.height, resampling=resampling, src_nodata=src.nodata,
+                       nodata=np.nan, dtype="float32") as vrt:
+            out = vrt.read(idx)
+    if not np.isnan(fill):
+        out[np.isnan(out)] = fill
+    return out
+
+
+def raster_footprint_of(src: rasterio.io.DatasetReader, crs: CRS) -> Polygon:
+    """An open raster's bounds as a polygon in `crs`."""
+    return box(*transform_bounds(src.crs, crs, *src.bounds, densify_pts=21))
+
+
+def raster_footprint(path: Path, crs: CRS) -> Polygon:
+    """A raster file's bounds as a polygon in `crs`."""
+    with open_raster(path) as src:
+        return raster_footprint_of(src, crs)
+
+
+__all__ = ["Region", "Grid", "open_region", "read_outlines", "read_on_grid", "band_indexes",
+           "band_names", "open_raster", "raster_footprint", "decimal_year"]

@@ -1,0 +1,1 @@
+"""Training: the Lightning task, losses, and the fold x sensor set x model runner."""

@@ -1,0 +1,190 @@
+"""Train one (model, sensor set, fold) run: Lightning + MLflow, resumable, exported safely.
+
+`dvc repro` calls this once per matrix entry; `glaciermap tune` calls it once per trial (with a
+pruning callback): there is one training loop in the project.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import mlflow
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.tracking import MlflowClient
+
+from glaciermap.config import Params
+from glaciermap.data.datamodule import GlacierDataModule
+from glaciermap.data.folds import read_folds
+from glaciermap.errors import ConfigError
+from glaciermap.io import atomic_path, write_json
+from glaciermap.models.serialize import ModelBundle, save_bundle
+from glaciermap.training import tracking
+from glaciermap.training.task import SegmentationTask
+
+RUN_ID_FILE = "mlflow_run_id"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the training matrix."""
+
+    model: str
+    sensor_set: str
+    fold: int
+
+    def run_dir(self, params: Params) -> Path:
+        return params.train.runs_dir / self.model / self.sensor_set / f"fold{self.fold}"
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"glaciermap.model": self.model, "glaciermap.sensor_set": self.sensor_set,
+                "glaciermap.fold": str(self.fold)}
+
+
+class HistoryCSV(Callback):
+    """Per-epoch metrics as CSV (for `dvc plots`), rewritten atomically after each validation."""
+
+    KEYS = ("epoch", "train_loss", "val_loss", "val_iou", "val_precision", "val_recall", "val_f1")
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        if path.exists():  # resumed run: keep the history written so far
+            self.rows = list(csv.DictReader(path.open()))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch,
+               **{k: round(float(m[k]), 6) for k in self.KEYS[1:] if k in m}}
+        self.rows = [r for r in self.rows if int(r["epoch"]) != trainer.current_epoch] + [row]
+        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.KEYS)
+            w.writeheader()
+            w.writerows(self.rows)
+
+
+def trainer_kwargs(params: Params) -> dict[str, Any]:
+    """Lightning Trainer settings from params (DDP: devices / num_nodes / strategy pass through)."""
+    t = params.train
+    precision = t.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    kw = dict(max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+              strategy=t.strategy, precision=precision, log_every_n_steps=1)
+    if t.limit_train_batches is not None:
+        kw["limit_train_batches"] = t.limit_train_batches
+    return kw
+
+
+def make_datamodule(params: Params, spec: RunSpec) -> GlacierDataModule:
+    folds = read_folds(params.folds.path)
+    if not 0 <= spec.fold < len(folds):
+        raise ConfigError(f"fold {spec.fold} does not exist (folds: 0..{len(folds) - 1})")
+    return GlacierDataModule(params.data.cubes_dir, folds[spec.fold], params.sensors.resolve(spec.sensor_set),
+                             params.patches, seed=params.train.seed + spec.fold)
+
+
+def make_task(params: Params, spec: RunSpec) -> SegmentationTask:
+    if spec.model not in params.models:
+        raise ConfigError(f"unknown model key {spec.model!r}", hint=f"defined under models: {sorted(params.models)}")
+    t = params.train
+    return SegmentationTask(model=params.models[spec.model].model_dump(mode="json"),
+                            groups=params.sensors.channels(spec.sensor_set), loss=t.loss, lr=t.lr,
+                            weight_decay=t.weight_decay, scheduler=t.scheduler, max_epochs=t.max_epochs)
+
+
+def _mlflow_run(client: MlflowClient, exp_id: str, params: Params, spec: RunSpec, run_dir: Path,
+                parent_id: str | None) -> tuple[str, bool]:
+    """The fold's MLflow run: reused when resuming (id stored in the run folder), else created."""
+    id_file = run_dir / RUN_ID_FILE
+    if id_file.exists():
+        run_id = id_file.read_text().strip()
+        try:
+            client.get_run(run_id)
+            client.update_run(run_id, status="RUNNING")
+            return run_id, False
+        except mlflow.exceptions.MlflowException:
+            pass  # tracking database was reset: start a fresh run
+    if parent_id is None:
+        ident = {"glaciermap.role": "parent", "glaciermap.model": spec.model,
+                 "glaciermap.sensor_set": spec.sensor_set,
+                 "glaciermap.config": tracking.config_hash(params.model_dump(mode="json", exclude={"tracking"}))}
+        parent_id = tracking.find_or_create_parent(client, exp_id, f"{spec.model}/{spec.sensor_set}", ident)
+    run = client.create_run(exp_id, run_name=f"{spec.model}-{spec.sensor_set}-fold{spec.fold}",
+                            tags={"mlflow.parentRunId": parent_id, **spec.tags, **tracking.reproducibility_tags()})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(id_file) as tmp:
+        tmp.write_text(run.info.run_id)
+    return run.info.run_id, True
+
+
+def train_run(params: Params, spec: RunSpec, *, progress: bool = True, callbacks: list[Callback] = (),
+              parent_run_id: str | None = None, run_dir: Path | None = None) -> dict[str, Any]:
+    """Train (or resume) one run; export the best model; return its metrics."""
+    uri = tracking.resolve_tracking_uri(params.tracking)  # fails fast, before any compute
+    client = MlflowClient(uri)
+    exp_id = tracking.experiment_id(params.tracking.experiment)
+    run_dir = Path(run_dir or spec.run_dir(params))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(params.train.seed + spec.fold, workers=True, verbose=False)
+    dm = make_datamodule(params, spec)
+    task = make_task(params, spec)
+    run_id, new = _mlflow_run(client, exp_id, params, spec, run_dir, parent_run_id)
+    if new:
+        for k, v in tracking.flatten(params.model_dump(mode="json")).items():
+            client.log_param(run_id, k, v)
+    logger = MLFlowLogger(experiment_name=params.tracking.experiment, tracking_uri=uri, run_id=run_id,
+                          log_model=False)
+    ckpt_dir = run_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_iou", mode="max",
+                                 save_last=True, enable_version_counter=False)
+    trainer = L.Trainer(logger=logger, enable_progress_bar=progress, enable_model_summary=False,
+                        callbacks=[checkpoint, HistoryCSV(run_dir / "history.csv"),
+                                   EarlyStopping("val_iou", mode="max", patience=params.train.early_stopping_patience),
+                                   LearningRateMonitor("epoch"), *callbacks],
+                        **trainer_kwargs(params))
+    last = ckpt_dir / "last.ckpt"
+    try:
+        trainer.fit(task, datamodule=dm, ckpt_path=last if last.exists() else None, weights_only=True)
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    return finish_run(client, run_id, params, spec, run_dir, task, dm, checkpoint)
+
+
+def finish_run(client: MlflowClient, run_id: str, params: Params, spec: RunSpec, run_dir: Path,
+               task: SegmentationTask, dm: GlacierDataModule, checkpoint: ModelCheckpoint) -> dict[str, Any]:
+    """Export the best weights, write metrics, log artifacts and the registrable model."""
+    from glaciermap.analysis.figures import sample_predictions_figure
+    from glaciermap.inference.registry import log_model
+
+    best = checkpoint.best_model_path or str(run_dir / "checkpoints" / "last.ckpt")
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    task.load_state_dict(state)
+    bundle = ModelBundle(model=params.models[spec.model].model_dump(mode="json"),
+                         groups=params.sensors.resolve(spec.sensor_set), stats=dm.fold.stats,
+                         patch_size=params.patches.size, sensor_set=spec.sensor_set, fold=spec.fold,
+                         extra={"model_key": spec.model, "mlflow_run_id": run_id})
+    save_bundle(run_dir / "model", task.model, bundle)
+    best_iou = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
+    metrics = {"best_val_iou": best_iou, "epochs": task.current_epoch + 1 if task.trainer else 0,
+               "fold": spec.fold, "model": spec.model, "sensor_set": spec.sensor_set}
+    write_json(run_dir / "metrics.json", metrics)
+    client.log_metric(run_id, "best_val_iou", best_iou)
+    fig_path = sample_predictions_figure(task.model, dm, run_dir / "samples.png")
+    for p in (run_dir / "metrics.json", run_dir / "history.csv", fig_path):
+        if p.exists():
+            client.log_artifact(run_id, str(p))
+    client.log_text(run_id, json.dumps(params.model_dump(mode="json"), indent=2, default=str), "params.json")
+    log_model(run_id, run_dir / "model")
+    client.set_terminated(run_id, status="FINISHED")
+    return {**metrics, "run_id": run_id, "run_dir": str(run_dir)}

@@ -1,0 +1,99 @@
+"""MLflow plumbing: tracking URI, reachability, parent runs, reproducibility tags."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import urllib.request
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from glaciermap.config import TrackingConfig
+from glaciermap.errors import GlaciermapError
+
+OFFLINE_URI = "sqlite:///mlflow-offline.db"
+
+
+class TrackingUnavailableError(GlaciermapError):
+    """The MLflow tracking server cannot be reached."""
+
+
+def resolve_tracking_uri(cfg: TrackingConfig) -> str:
+    """MLFLOW_TRACKING_URI if set, else params' tracking.tracking_uri; checked before any compute.
+
+    An unreachable http(s) server is an error, or (tracking.offline_fallback) a local SQLite
+    database whose runs can be synced later with `mlflow` export tools.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI", cfg.tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as r:
+                r.read()
+        except OSError as err:
+            if not cfg.offline_fallback:
+                raise TrackingUnavailableError(
+                    f"MLflow tracking server {uri} is unreachable ({err})",
+                    hint="start it, unset MLFLOW_TRACKING_URI, or set tracking.offline_fallback: true") from None
+            warnings.warn(f"MLflow server {uri} unreachable: logging to {OFFLINE_URI} instead", stacklevel=2)
+            uri = OFFLINE_URI
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def experiment_id(name: str) -> str:
+    exp = mlflow.get_experiment_by_name(name)
+    return exp.experiment_id if exp else mlflow.create_experiment(name)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """{'a': {'b': 1}} -> {'a.b': '1'} (MLflow params are flat strings)."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = str(v)[:6000]
+    return out
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def reproducibility_tags() -> dict[str, str]:
+    """git commit, DVC data hash and DVC experiment name (when run by `dvc exp run`)."""
+    tags = {"git_commit": _git("rev-parse", "HEAD") or "unknown",
+            "git_dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no")))}
+    dvc_file = Path("data.dvc")
+    if dvc_file.exists():
+        import yaml
+
+        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [{}])
+        tags["dvc_data_md5"] = str(outs[0].get("md5", "unknown"))
+    for var in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        if os.environ.get(var):
+            tags[var.lower()] = os.environ[var]
+    return tags
+
+
+def find_or_create_parent(client: MlflowClient, exp_id: str, name: str, tags: dict[str, str]) -> str:
+    """The parent run with exactly these identifying tags, created if absent."""
+    flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([exp_id], filter_string=flt, max_results=1, order_by=["attributes.start_time DESC"])
+    if runs:
+        return runs[0].info.run_id
+    return client.create_run(exp_id, run_name=name, tags={**tags, **reproducibility_tags()}).info.run_id

@@ -1,0 +1,306 @@
+"""Scene simulator: format, truth consistency, retreat, spectra, determinism, real inputs, errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import yaml
+from pydantic import ValidationError
+from rasterio import features
+from rasterio.transform import Affine
+
+from glaciermap.data.simulate import SimulateConfig, simulate_region
+from glaciermap.data.simulate.surface import FIRN, GLACIER_CLASSES, ICE, ROCK
+from glaciermap.errors import InputDataError
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-alps"
+OPTICAL = ["B2", "B3", "B4", "B8", "B11", "B12"]
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory) -> tuple[Path, SimulateConfig]:
+    cfg = SimulateConfig(seed=7, width_km=6.0, height_km=4.0, n_glaciers=14, cloud_cover=0.15)
+    out = simulate_region(cfg, tmp_path_factory.mktemp("sim") / "raw", progress=False)
+    return out, cfg
+
+
+def _read(path: Path, band: int | None = None) -> np.ndarray:
+    with rasterio.open(path) as ds:
+        return ds.read(band) if band else ds.read()
+
+
+def _decimal_year(d: dt.date) -> float:
+    start = dt.date(d.year, 1, 1)
+    return d.year + (d - start).days / (dt.date(d.year + 1, 1, 1) - start).days
+
+
+# ------------------------------------------------------------------------------------ format
+def test_layout_manifest_and_rasters(region):
+    root, cfg = region
+    manifest = yaml.safe_load((root / "region.yaml").read_text())
+    assert manifest["id_column"] == "glacier_id" and manifest["date_column"] == "date"
+    assert manifest["inventory_epochs"] == ["2015", "2016"]
+    assert list(manifest["epochs"]) == ["2015", "2016", "2023"]
+    for name, info in manifest["epochs"].items():
+        assert isinstance(info["date"], dt.date) and info["date"].year == int(name)
+        assert info["date"].month in (8, 9)  # late summer
+    with rasterio.open(root / "dem.tif") as ds:
+        assert ds.crs.to_epsg() == 32632 and ds.res == (30.0, 30.0) and ds.count == 1
+        assert ds.dtypes[0] == "float32" and np.isnan(ds.nodata)
+        dem = ds.read(1)
+        assert 1400 < np.nanmin(dem) and np.nanmax(dem) < 3900 and np.isfinite(dem).all()
+    for epoch in manifest["epochs"]:
+        scene = root / "scenes" / epoch
+        with rasterio.open(scene / "optical.tif") as ds:
+            assert list(ds.descriptions) == OPTICAL
+            assert ds.res == (10.0, 10.0) and ds.crs.to_epsg() == 32632
+            assert ds.dtypes[0] == "float32" and np.isnan(ds.nodata)
+            assert ds.profile["tiled"] and ds.profile["compress"] == "deflate"
+            assert (ds.width, ds.height) == (600, 400)
+            opt_bounds = ds.bounds
+        with rasterio.open(scene / "cloud.tif") as ds:
+            assert ds.dtypes[0] == "uint8" and ds.nodata == 255
+            assert set(np.unique(ds.read(1))) <= {0, 1, 2}
+        with rasterio.open(scene / "sar.tif") as ds:
+            assert list(ds.descriptions) == ["VV", "VH", "coh"] and ds.res == (20.0, 20.0)
+            assert ds.bounds == opt_bounds
+            sar = ds.read()
+            assert 0.0 < np.isnan(sar[0]).mean() < 0.3  # some layover / radar shadow
+            assert np.nanmin(sar[2]) >= 0 and np.nanmax(sar[2]) <= 1
+
+
+def test_inventory_outlines_like_rgi(region):
+    root, _ = region
+    inv = gpd.read_file(root / "outlines.gpkg")
+    assert inv.crs.to_epsg() == 4326
+    assert {"glacier_id", "date", "area_km2"} <= set(inv.columns)
+    assert inv["glacier_id"].str.fullmatch(r"G\d{4}").all() and inv["glacier_id"].is_unique
+    dates = pd.to_datetime(inv["date"], format="%Y-%m-%d")
+    assert set(dates.dt.year) <= {2015, 2016}
+    assert len(inv) >= 5 and (inv.area_km2 < 0.1).sum() >= 2  # a few small ones
+    utm = inv.to_crs(32632)
+    assert np.allclose(utm.area / 1e6, inv["area_km2"], rtol=1e-4, atol=1e-6)
+    # no two glaciers overlap (sharing a border is fine)
+    for a, b in itertools.combinations(utm.geometry, 2):
+        assert a.intersection(b).area < 1.0
+
+
+# ------------------------------------------------------------------------------------- truth
+def test_truth_areas_match_rasterised_outlines(region):
+    root, _ = region
+    areas = pd.read_csv(root / "truth" / "areas.csv", dtype={"epoch": str})
+    assert list(areas.columns) == ["glacier_id", "epoch", "year", "area_km2"]
+    with rasterio.open(root / "scenes" / "2015" / "optical.tif") as ds:
+        transform, shape, res = ds.transform, (ds.height, ds.width), ds.res[0]
+    for epoch in ("2015", "2016", "2023"):
+        truth = gpd.read_file(root / "truth" / f"outlines_{epoch}.gpkg")
+        assert truth.crs.to_epsg() == 32632
+        ref = areas[areas.epoch == epoch].set_index("glacier_id")["area_km2"]
+        for gid, geom in zip(truth.glacier_id, truth.geometry):
+            n_px = features.rasterize([(geom, 1)], out_shape=shape, transform=transform).sum()
+            tol_km2 = geom.length * res / 1e6  # one pixel row along the perimeter
+            assert abs(n_px * res * res / 1e6 - ref[gid]) <= tol_km2, (epoch, gid)
+            assert ref[gid] == pytest.approx(geom.area / 1e6, rel=1e-6)
+        # the surface classes of the scene are exactly the rasterised truth
+        cls = _read(root / "truth" / f"surface_{epoch}.tif", 1)
+        union = features.rasterize([(g, 1) for g in truth.geometry], out_shape=shape, transform=transform)
+        assert np.array_equal(np.isin(cls, GLACIER_CLASSES), union.astype(bool))
+
+
+def test_retreat(region):
+    root, cfg = region
+    areas = pd.read_csv(root / "truth" / "areas.csv", dtype={"epoch": str})
+    inv = gpd.read_file(root / "outlines.gpkg")
+    manifest = yaml.safe_load((root / "region.yaml").read_text())
+    year = {e: _decimal_year(v["date"]) for e, v in manifest["epochs"].items()}
+    inv_epoch = inv.set_index("glacier_id")["date"].str[:4]
+    a = areas.pivot(index="glacier_id", columns="epoch", values="area_km2")
+    a_inv = np.array([a.loc[g, inv_epoch[g]] for g in a.index])
+    a_rec = a["2023"].to_numpy()
+    dt_y = np.array([year["2023"] - year[inv_epoch[g]] for g in a.index])
+    assert np.allclose(a_inv, inv.set_index("glacier_id").loc[a.index, "area_km2"], rtol=1e-5)
+    assert (a_rec <= a_inv + 1e-12).all() and (a["2016"] <= a["2015"] + 1e-12).all()
+    assert (a_rec < a_inv).sum() >= 0.8 * len(a_inv)
+    # small glaciers lose a larger fraction on average
+    lost = 1 - a_rec / a_inv
+    small = a_inv < np.median(a_inv)
+    assert lost[small].mean() > lost[~small].mean()
+    # regional rate close to the configured one
+    rate = 100 * (a_rec - a_inv).sum() / (a_inv * dt_y).sum()
+    assert rate == pytest.approx(cfg.regional_rate_pct_per_yr, rel=0.15)
+    # tiny glaciers can vanish: they are then absent from the recent truth outlines
+    assert (a_inv < 0.05).any() and (a_rec == 0).sum() >= 1
+    recent = gpd.read_file(root / "truth" / "outlines_2023.gpkg")
+    assert set(recent.glacier_id) == set(a.index[a_rec > 0])
+    rates = pd.read_csv(root / "truth" / "rates.csv")
+    assert np.allclose(rates.set_index("glacier_id").loc[a.index, "rate_pct_per_yr"],
+                       100 * (a_rec - a_inv) / a_inv / dt_y, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------- spectra
+def test_spectra_illumination_clouds_sar(region):
+    root, _ = region
+    opt = _read(root / "scenes" / "2016" / "optical.tif")
+    cloud = _read(root / "scenes" / "2016" / "cloud.tif", 1)
+    cls, cast = _read(root / "truth" / "surface_2016.tif")
+    b2, b3, b4, b11 = opt[0], opt[1], opt[2], opt[4]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ndsi = (b3 - b11) / (b3 + b11)
+    clear = cloud == 0
+    lit = clear & (cast == 0) & (b3 + b11 > 0.02)  # NDSI is undefined on black pixels
+    clean_glacier = lit & np.isin(cls, (ICE, FIRN))
+    rock = lit & (cls == ROCK)
+    assert clean_glacier.sum() > 500 and rock.sum() > 5000
+    assert ndsi[clean_glacier].mean() > 0.4
+    assert ndsi[rock].mean() < 0.1
+    # cast shadows are darker (same class, clear sky)
+    shaded_rock = clear & (cast == 1) & (cls == ROCK)
+    assert shaded_rock.sum() > 100
+    assert b4[shaded_rock].mean() < 0.6 * b4[rock].mean()
+    # clouds are bright in the blue band
+    assert (cloud == 1).sum() > 100
+    assert b2[cloud == 1].mean() > b2[clear].mean() + 0.1
+    # InSAR coherence is lower on glaciers
+    with rasterio.open(root / "scenes" / "2016" / "sar.tif") as ds:
+        coh = ds.read(3)
+        truth = gpd.read_file(root / "truth" / "outlines_2016.gpkg")
+        on = features.rasterize([(g, 1) for g in truth.geometry], out_shape=coh.shape,
+                                transform=ds.transform).astype(bool)
+    ok = np.isfinite(coh)
+    assert np.nanmean(coh[on & ok]) + 0.2 < np.nanmean(coh[~on & ok])
+
+
+# ------------------------------------------------------------------------------ determinism
+def _arrays(root: Path) -> dict[str, np.ndarray]:
+    out = {"dem": _read(root / "dem.tif")}
+    for e in ("2015", "2023"):
+        for f in ("optical", "cloud", "sar"):
+            out[f"{e}/{f}"] = _read(root / "scenes" / e / f"{f}.tif")
+    return out
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    cfg = SimulateConfig(seed=11, width_km=3.0, height_km=3.0, n_glaciers=4)
+    a = simulate_region(cfg, tmp_path / "a", progress=False)
+    b = simulate_region(cfg, tmp_path / "b", progress=False)
+    c = simulate_region(cfg.model_copy(update={"seed": 12}), tmp_path / "c", progress=False)
+    ra, rb, rc = _arrays(a), _arrays(b), _arrays(c)
+    for k in ra:
+        np.testing.assert_array_equal(ra[k], rb[k], err_msg=k)
+    assert not np.array_equal(ra["dem"], rc["dem"])
+    assert not np.array_equal(ra["2015/optical"], rc["2015/optical"])
+    # files are byte-identical too (GeoPackage timestamps are pinned)
+    for rel in ("dem.tif", "outlines.gpkg", "scenes/2023/optical.tif", "truth/areas.csv",
+                "truth/outlines_2023.gpkg", "region.yaml"):
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+def test_existing_output_replaced_only_on_success(tmp_path):
+    out = tmp_path / "raw"
+    out.mkdir()
+    (out / "keep.txt").write_text("old")
+    bad = tmp_path / "nocrs.tif"
+    _write_dem(bad, crs=None)
+    with pytest.raises(InputDataError):
+        simulate_region(SimulateConfig(dem_path=bad), out, progress=False)
+    assert (out / "keep.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nocrs.tif", "raw"]  # no temp left
+    simulate_region(SimulateConfig(seed=1, width_km=3, height_km=3, n_glaciers=3), out, progress=False)
+    assert not (out / "keep.txt").exists() and (out / "region.yaml").exists()
+
+
+# ------------------------------------------------------------------------------- real inputs
+@pytest.mark.skipif(not (REAL / "hef_srtm.tif").exists(),
+                    reason=f"real Alps sample data not found at {REAL}")
+def test_real_dem_and_outlines(tmp_path):
+    rgi = gpd.read_file(REAL / "rgi7g_hef_complex.shp")
+    cfg = SimulateConfig(dem_path=REAL / "hef_srtm.tif", outlines_path=REAL / "rgi7g_hef_complex.shp",
+                         center_lon=10.765, center_lat=46.80, width_km=9.0, height_km=6.0)
+    root = simulate_region(cfg, tmp_path / "raw", progress=False)
+    with rasterio.open(root / "scenes" / "2015" / "optical.tif") as ds:
+        assert ds.crs.to_epsg() == 32632
+    with rasterio.open(root / "dem.tif") as ds:
+        assert ds.crs.to_epsg() == 32632
+        dem = ds.read(1)
+        assert 1500 < np.nanmin(dem) and np.nanmax(dem) < 3800  # the real Oetztal range
+    inv = gpd.read_file(root / "outlines.gpkg")
+    assert len(inv) >= 2 and set(inv.glacier_id) <= set(rgi.rgi_id)
+    names = set(rgi.set_index("rgi_id").loc[inv.glacier_id, "glac_name"].dropna())
+    assert "Hintereisferner" in names  # the box is centred on it
+    real_km2 = rgi.set_index("rgi_id").to_crs(32632).area / 1e6
+    areas = pd.read_csv(root / "truth" / "areas.csv", dtype={"epoch": str})
+    first = areas[areas.epoch == "2015"].set_index("glacier_id")["area_km2"]
+    assert np.allclose(first.to_numpy(), real_km2.loc[first.index].to_numpy(), rtol=1e-6)
+    regional = json.loads((root / "truth" / "regional.json").read_text())
+    assert regional["outlines_left_out"]  # outlines crossing the region edge are listed
+
+
+def test_whole_dem_used_when_no_box_given():
+    cfg = SimulateConfig(dem_path=REAL / "hef_srtm.tif")
+    assert not cfg.explicit_box
+    assert SimulateConfig(dem_path=REAL / "hef_srtm.tif", width_km=5).explicit_box
+
+
+# -------------------------------------------------------------------------------- bad inputs
+def _write_dem(path: Path, crs: str | None = "EPSG:32632", value: float | None = 2500.0) -> None:
+    data = np.full((100, 100), np.nan if value is None else value, np.float32)
+    if value is not None:
+        data += np.linspace(0, 500, 100, dtype=np.float32)[None, :]
+    transform = Affine(30.0, 0.0, 640000.0, 0.0, -30.0, 5190000.0)
+    with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=1, dtype="float32",
+                       crs=crs, transform=transform, nodata=np.nan) as ds:
+        ds.write(data, 1)
+
+
+def test_dem_without_crs(tmp_path):
+    dem = tmp_path / "nocrs.tif"
+    _write_dem(dem, crs=None)
+    with pytest.raises(InputDataError, match="no CRS") as err:
+        simulate_region(SimulateConfig(dem_path=dem), tmp_path / "out", progress=False)
+    assert str(dem) in str(err.value)
+
+
+def test_dem_unreadable_or_all_nan(tmp_path):
+    junk = tmp_path / "junk.tif"
+    junk.write_text("not a raster")
+    with pytest.raises(InputDataError) as err:
+        simulate_region(SimulateConfig(dem_path=junk), tmp_path / "out", progress=False)
+    assert str(junk) in str(err.value)
+    nan = tmp_path / "nan.tif"
+    _write_dem(nan, value=None)
+    with pytest.raises(InputDataError, match="no valid elevation") as err:
+        simulate_region(SimulateConfig(dem_path=nan), tmp_path / "out", progress=False)
+    assert str(nan) in str(err.value)
+
+
+def test_outlines_outside_dem(tmp_path):
+    dem = tmp_path / "dem.tif"
+    _write_dem(dem)
+    far = gpd.GeoDataFrame({"glacier_id": ["X1"]}, geometry=gpd.points_from_xy([7.0], [45.0]).buffer(0.01),
+                           crs="EPSG:4326")
+    outlines = tmp_path / "far.gpkg"
+    far.to_file(outlines)
+    with pytest.raises(InputDataError, match="no outline overlaps") as err:
+        simulate_region(SimulateConfig(dem_path=dem, outlines_path=outlines), tmp_path / "out",
+                        progress=False)
+    assert str(outlines) in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_validation():
+    with pytest.raises(ValidationError, match="recent_year"):
+        SimulateConfig(recent_year=2016)
+    with pytest.raises(ValidationError, match="inventory_years"):
+        SimulateConfig(inventory_years=[2016, 2015])
+    with pytest.raises(ValidationError, match="projected"):
+        SimulateConfig(crs="EPSG:4326")
+    with pytest.raises(ValidationError):
+        SimulateConfig(unknown_key=1)

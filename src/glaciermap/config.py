@@ -103,6 +103,7 @@ class TrainConfig(StrictModel):
 
     models: list[str] = ["unet"]
     sensor_sets: list[str] = ["optical_dem"]
+    folds: list[int] = [0, 1, 2, 3, 4]
     max_epochs: int = Field(20, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -149,6 +150,9 @@ class Params(StrictModel):
                 raise ValueError(
                     f"train.sensor_sets names {s!r}, not defined under sensors.sets: {sorted(self.sensors.sets)}"
                 )
+        bad = [f for f in self.train.folds if not 0 <= f < self.folds.k]
+        if bad:
+            raise ValueError(f"train.folds {bad} outside 0..{self.folds.k - 1} (folds.k = {self.folds.k})")
         return self
 
 

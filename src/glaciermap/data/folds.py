@@ -37,7 +37,7 @@ def assign_folds(glaciers: pd.DataFrame, k: int) -> pd.Series:
     if len(glaciers) < k:
         raise InputDataError(f"only {len(glaciers)} glaciers for {k} folds",
                              hint="lower folds.k or add glaciers")
-    order = glaciers.sort_values(["lon", "glacier_id"])
+    order = glaciers.sort_index().sort_values("lon", kind="stable")
     area = order["area_km2"].to_numpy()
     mid = (np.cumsum(area) - area / 2) / area.sum()
     fold = np.minimum((mid * k).astype(int), k - 1)
@@ -51,7 +51,8 @@ def split_train_val(ids: list[str], areas: pd.Series, val_fraction: float, seed:
     rng = np.random.default_rng(seed)
     perm = list(rng.permutation(ids))
     total, acc, val = areas[ids].sum(), 0.0, []
-    while perm and (not val or acc < val_fraction * total) and len(perm) > 1:
+    max_n = max(1, round(val_fraction * len(ids)))
+    while len(perm) > 1 and (not val or (acc < val_fraction * total and len(val) < max_n)):
         g = perm.pop()
         val.append(g)
         acc += areas[g]
@@ -78,7 +79,7 @@ def band_stats(cube_paths: list[Path], progress: bool = False) -> dict[str, dict
 def make_folds(index: pd.DataFrame, cubes_dir: str | Path, cfg: FoldsConfig,
                *, progress: bool = True) -> list[Fold]:
     """Build the folds (and their statistics) from a cube index."""
-    inv = index[index["role"] == "inventory"].drop_duplicates("glacier_id").set_index("glacier_id", drop=False)
+    inv = index[index["role"] == "inventory"].drop_duplicates("glacier_id").set_index("glacier_id")
     if inv.empty:
         raise InputDataError("cube index holds no inventory cubes", path=Path(cubes_dir) / "index.csv")
     fold_of = assign_folds(inv, cfg.k)

@@ -134,14 +134,18 @@ def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geo
     )
 
 
-def dem_features(region: Region, grid: Grid, names: list[str], glacier_id: str) -> np.ndarray:
-    """DEM and derived features (slope, hillshade) on the cube grid; NaN in the DEM is an error."""
+def dem_features(region: Region, grid: Grid, names: list[str], glacier_id: str,
+                 glacier_mask: np.ndarray) -> np.ndarray:
+    """DEM and derived features (slope, hillshade) on the cube grid.
+
+    NaN on the glacier itself is an error; NaN in the buffer (beyond the DEM's edge) stays NaN.
+    """
     dem = read_on_grid(region.dem_path, None, grid, resampling=Resampling.bilinear)[0]
-    bad = ~np.isfinite(dem)
+    bad = ~np.isfinite(dem) & (glacier_mask == 1)
     if bad.any():
         raise InputDataError(
-            f"DEM has {bad.mean():.1%} NaN/no-data pixels around glacier {glacier_id}"
-            + (" (the DEM does not cover it)" if bad.all() else ""),
+            f"DEM has NaN/no-data on {bad.sum() / max(glacier_mask.sum(), 1):.1%} of glacier {glacier_id}"
+            + (" (the DEM does not cover it)" if bad.sum() == glacier_mask.sum() else ""),
             path=region.dem_path, hint="fill voids (e.g. gdal_fillnodata.py) or use a DEM covering the region")
     feats = {"dem": dem, "slope": slope_deg(dem, grid.res), "hillshade": hillshade(dem, grid.res)}
     unknown = [n for n in names if n not in feats]
@@ -156,8 +160,8 @@ def _glacier_job(args) -> list[dict]:
     region = open_region(region_root)
     gid, geom = row["glacier_id"], row["geometry"]
     grid = glacier_grid(geom, crs, cfg.resolution_m, cfg.buffer_m)
-    dem_block = dem_features(region, grid, sensors.groups.get("dem", []), gid) \
-        if "dem" in sensors.groups else None
+    dem_block = dem_features(region, grid, sensors.groups.get("dem", []), gid,
+                             rasterize_geoms([geom], grid)) if "dem" in sensors.groups else None
     inv_epoch = region.nearest_inventory_epoch(row["inventory_year"])
     attrs = {"glacier_id": gid, "inventory_year": row["inventory_year"], "inventory_epoch": inv_epoch,
              "area_km2": geom.area / 1e6, "lon": row["lon"], "lat": row["lat"],

@@ -43,6 +43,10 @@ class RunSpec:
         return params.train.runs_dir / self.model / self.sensor_set / f"fold{self.fold}"
 
     @property
+    def name(self) -> str:
+        return f"{self.model}_{self.sensor_set}_fold{self.fold}"
+
+    @property
     def tags(self) -> dict[str, str]:
         return {"glaciermap.model": self.model, "glaciermap.sensor_set": self.sensor_set,
                 "glaciermap.fold": str(self.fold)}
@@ -128,13 +132,22 @@ def _mlflow_run(client: MlflowClient, exp_id: str, params: Params, spec: RunSpec
 
 
 def train_run(params: Params, spec: RunSpec, *, progress: bool = True, callbacks: list[Callback] = (),
-              parent_run_id: str | None = None, run_dir: Path | None = None) -> dict[str, Any]:
-    """Train (or resume) one run; export the best model; return its metrics."""
+              parent_run_id: str | None = None, run_dir: Path | None = None,
+              metrics_dir: Path | None = Path("metrics/train")) -> dict[str, Any]:
+    """Train (or resume) one run; export the best model; return its metrics.
+
+    Metrics JSON and the per-epoch history CSV go to `metrics_dir` (DVC metrics/plots), or into
+    the run folder when `metrics_dir` is None.
+    """
     uri = tracking.resolve_tracking_uri(params.tracking)  # fails fast, before any compute
     client = MlflowClient(uri)
     exp_id = tracking.experiment_id(params.tracking.experiment)
     run_dir = Path(run_dir or spec.run_dir(params))
     run_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(metrics_dir) if metrics_dir is not None else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path, history_path = (out / f"{spec.name}.json", out / f"{spec.name}_history.csv") \
+        if metrics_dir is not None else (run_dir / "metrics.json", run_dir / "history.csv")
     L.seed_everything(params.train.seed + spec.fold, workers=True, verbose=False)
     dm = make_datamodule(params, spec)
     task = make_task(params, spec)
@@ -148,7 +161,7 @@ def train_run(params: Params, spec: RunSpec, *, progress: bool = True, callbacks
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_iou", mode="max",
                                  save_last=True, enable_version_counter=False)
     trainer = L.Trainer(logger=logger, enable_progress_bar=progress, enable_model_summary=False,
-                        callbacks=[checkpoint, HistoryCSV(run_dir / "history.csv"),
+                        callbacks=[checkpoint, HistoryCSV(history_path),
                                    EarlyStopping("val_iou", mode="max", patience=params.train.early_stopping_patience),
                                    LearningRateMonitor("epoch"), *callbacks],
                         **trainer_kwargs(params))
@@ -158,11 +171,13 @@ def train_run(params: Params, spec: RunSpec, *, progress: bool = True, callbacks
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
-    return finish_run(client, run_id, params, spec, run_dir, task, dm, checkpoint)
+    return finish_run(client, run_id, params, spec, run_dir, task, dm, checkpoint, trainer,
+                      metrics_path, history_path)
 
 
 def finish_run(client: MlflowClient, run_id: str, params: Params, spec: RunSpec, run_dir: Path,
-               task: SegmentationTask, dm: GlacierDataModule, checkpoint: ModelCheckpoint) -> dict[str, Any]:
+               task: SegmentationTask, dm: GlacierDataModule, checkpoint: ModelCheckpoint,
+               trainer: L.Trainer, metrics_path: Path, history_path: Path) -> dict[str, Any]:
     """Export the best weights, write metrics, log artifacts and the registrable model."""
     from glaciermap.analysis.figures import sample_predictions_figure
     from glaciermap.inference.registry import log_model
@@ -176,12 +191,12 @@ def finish_run(client: MlflowClient, run_id: str, params: Params, spec: RunSpec,
                          extra={"model_key": spec.model, "mlflow_run_id": run_id})
     save_bundle(run_dir / "model", task.model, bundle)
     best_iou = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
-    metrics = {"best_val_iou": best_iou, "epochs": task.current_epoch + 1 if task.trainer else 0,
+    metrics = {"best_val_iou": best_iou, "epochs": trainer.current_epoch,
                "fold": spec.fold, "model": spec.model, "sensor_set": spec.sensor_set}
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(metrics_path, metrics)
     client.log_metric(run_id, "best_val_iou", best_iou)
     fig_path = sample_predictions_figure(task.model, dm, run_dir / "samples.png")
-    for p in (run_dir / "metrics.json", run_dir / "history.csv", fig_path):
+    for p in (metrics_path, history_path, fig_path):
         if p.exists():
             client.log_artifact(run_id, str(p))
     client.log_text(run_id, json.dumps(params.model_dump(mode="json"), indent=2, default=str), "params.json")

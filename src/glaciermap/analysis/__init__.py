@@ -1,0 +1,1 @@
+"""Analysis: evaluation tables, area change, figures, report."""

@@ -79,6 +79,30 @@ def _folds(args, params):
               f"train {len(f.train)}  val {len(f.val)}  test {len(f.test)}")
 
 
+@command("config", "apply a profile/experiment YAML over params.yaml (validated before writing)")
+@arguments(lambda p: (
+    p.add_argument("action", choices=["apply", "show"]),
+    p.add_argument("overrides", nargs="?", type=Path, help="YAML to merge (for apply)"),
+))
+def _config(args, params):
+    import yaml
+
+    from glaciermap.config import deep_merge, parse_params
+    from glaciermap.errors import ConfigError
+    from glaciermap.io import write_text
+
+    if args.action == "show":
+        print(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+        return
+    if args.overrides is None or not args.overrides.exists():
+        raise ConfigError("overrides file missing", path=args.overrides)
+    merged = deep_merge(yaml.safe_load(args.params.read_text()) or {},
+                        yaml.safe_load(args.overrides.read_text()) or {})
+    parse_params(merged, source=args.overrides)  # reject before writing anything
+    write_text(args.params, yaml.safe_dump(merged, sort_keys=False))
+    print(f"applied {args.overrides} to {args.params}")
+
+
 # -------------------------------------------------------------------------------------- plumbing
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glaciermap", description=__doc__)

@@ -21,8 +21,8 @@ DEM_BANDS = ("dem", "slope", "hillshade")
 class DataConfig(StrictModel):
     """Where the raw region and the derived products live, and how cubes are cut."""
 
-    raw_dir: Path = Path("data/raw")
-    cubes_dir: Path = Path("data/cubes")
+    raw_dir: Path = Path("data")
+    cubes_dir: Path = Path("products/cubes")
     crs: str = "auto"  # metric CRS of the cubes; "auto" = UTM zone of the region's centre
     resolution_m: float = Field(10.0, gt=0)
     buffer_m: float = Field(1280.0, ge=0)
@@ -76,7 +76,7 @@ class FoldsConfig(StrictModel):
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     min_train_area_km2: float = Field(0.1, ge=0)
     seed: int = 0
-    path: Path = Path("data/folds.json")
+    path: Path = Path("products/folds.json")
 
 
 class PatchesConfig(StrictModel):

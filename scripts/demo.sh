@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job: the demo pipeline end to end (simulated Alps region -> trained models -> metrics).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+if [ ! -d data ]; then
+  # the raw data is versioned by data.dvc: pull it, or re-create it (the simulator is deterministic)
+  dvc pull -q data.dvc 2>/dev/null || glaciermap simulate
+fi
+dvc add -q data
+dvc push -q data.dvc 2>/dev/null || true
+dvc repro
+dvc metrics show
+echo "Compare runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db  (http://127.0.0.1:5000)"

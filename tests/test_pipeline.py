@@ -87,3 +87,19 @@ def test_repro_is_up_to_date_afterwards(repro):
     work, env = repro
     out = run(["dvc", "status"], work, env).stdout
     assert "changed" not in out
+
+
+def test_rerun_resumes_from_last_checkpoint_in_the_same_mlflow_run(repro):
+    """Runs last: it extends fold 0 by one epoch, as a re-run after an interruption would."""
+    work, env = repro
+    run_dir = work / "runs/unet/optical_dem/fold0"
+    run_id = (run_dir / "mlflow_run_id").read_text()
+    history = work / "metrics/train/unet_optical_dem_fold0_history.csv"
+    first = history.read_text().splitlines()
+    (work / "more.yaml").write_text("train: {max_epochs: 2}\n")
+    run(["glaciermap", "config", "apply", "more.yaml"], work, env)
+    run(["glaciermap", "-q", "train", "--model", "unet", "--sensors", "optical_dem", "--fold", "0"], work, env)
+    rows = history.read_text().splitlines()
+    assert rows[:2] == first[:2]  # epoch 0 kept, not retrained
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
+    assert (run_dir / "mlflow_run_id").read_text() == run_id

@@ -1,0 +1,89 @@
+"""Losses, metrics, sliding-window blending and the NaN guard, on hand-made tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from glaciermap.analysis.evaluate import confusion, scores
+from glaciermap.data.datamodule import PreparedCube
+from glaciermap.inference.predict import blend_window, predict_cube
+from glaciermap.training.losses import LOSSES
+from glaciermap.training.task import NonFiniteLossError, SegmentationTask
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_losses_ignore_invalid_pixels(name):
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 1, 16, 16), (torch.rand(2, 1, 16, 16) > 0.5).float()
+    valid = torch.ones_like(target, dtype=torch.bool)
+    valid[..., :8] = False
+    changed = logits.clone()
+    changed[..., :8] = 50.0  # wildly wrong, but only where pixels are invalid
+    fn = LOSSES[name]
+    assert torch.isclose(fn(logits, target, valid), fn(changed, target, valid))
+    valid_all = torch.ones_like(valid)
+    assert not torch.isclose(fn(logits, target, valid_all), fn(changed, target, valid_all))
+
+
+def test_scores_are_not_fooled_by_trivial_predictions():
+    rng = np.random.default_rng(0)
+    target = np.zeros((100, 100), np.uint8)
+    target[20:50, 10:80] = 1  # 21 % glacier
+    valid = np.ones_like(target, bool)
+    noisy = np.clip(target + rng.normal(0, 0.2, target.shape), 0, 1)
+    good = scores(confusion(noisy, target, valid))["iou"]
+    all_glacier = scores(confusion(np.ones(target.shape), target, valid))
+    all_background = scores(confusion(np.zeros(target.shape), target, valid))
+    assert good > 0.9
+    assert all_glacier["iou"] == pytest.approx(target.mean(), abs=1e-9)
+    assert all_glacier["iou"] < good - 0.5
+    assert all_background["iou"] == 0.0
+    assert np.isnan(all_background["precision"])  # no positive prediction: undefined, not 1
+
+
+def test_confusion_ignores_invalid_pixels():
+    target = np.ones((10, 10), np.uint8)
+    prob = np.ones((10, 10))
+    prob[:, :5] = 0  # wrong on the left half ...
+    valid = np.ones((10, 10), bool)
+    valid[:, :5] = False  # ... which is all cloud
+    assert scores(confusion(prob, target, valid))["iou"] == 1.0
+
+
+class ConstantModel(torch.nn.Module):
+    def __init__(self, logit: float):
+        super().__init__()
+        self.logit = logit
+
+    def forward(self, x, location=None, group_present=None):
+        return torch.full((x.shape[0], 1, *x.shape[-2:]), self.logit)
+
+
+def _cube(h: int, w: int) -> PreparedCube:
+    return PreparedCube(image=np.zeros((2, h, w), np.float32), target=np.zeros((h, w), np.uint8),
+                        glacier=np.zeros((h, w), np.uint8), valid=np.ones((h, w), bool),
+                        location=np.zeros(2, np.float32), glacier_pixels=np.zeros((0, 2), int))
+
+
+@pytest.mark.parametrize("shape", [(70, 90), (32, 32), (129, 64)])
+def test_sliding_window_blends_to_the_model_output_everywhere(shape):
+    prob = predict_cube(ConstantModel(0.7), _cube(*shape), {"optical": ["a", "b"]}, size=32, stride=20,
+                        batch_size=3, tta=True)
+    assert prob.shape == shape
+    np.testing.assert_allclose(prob, 1 / (1 + np.exp(-0.7)), rtol=1e-5)
+
+
+def test_blend_window_is_smooth_and_positive():
+    w = blend_window(64)
+    assert w.min() > 0 and w[32, 32] == pytest.approx(w.max(), rel=1e-3)
+    assert w[0, 32] < 0.01 * w[32, 32]
+
+
+def test_nan_loss_stops_training_naming_the_batch():
+    task = SegmentationTask(model={"name": "unet", "encoder": "resnet18"}, groups={"optical": 2})
+    batch = {"image": torch.full((2, 2, 32, 32), float("nan")), "target": torch.zeros(2, 1, 32, 32),
+             "valid": torch.ones(2, 1, 32, 32, dtype=torch.bool)}
+    with pytest.raises(NonFiniteLossError, match="batch 7"):
+        task.training_step(batch, 7)

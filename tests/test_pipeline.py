@@ -89,6 +89,81 @@ def test_repro_is_up_to_date_afterwards(repro):
     assert "changed" not in out
 
 
+def test_registry_holds_each_fold_and_a_champion(repro):
+    work, _ = repro
+    reg = json.loads((work / "products/registry.json").read_text())
+    assert set(reg["aliases"]) == {"fold-0", "fold-1"}
+    assert reg["champion"] in {v["version"] for v in reg["aliases"].values()}
+
+
+def test_inference_covers_every_glacier_and_outlines_match_rasters(repro):
+    work, _ = repro
+    import geopandas as gpd
+    import pandas as pd
+    import rasterio
+
+    index = pd.read_csv(work / "products/cubes/index.csv", dtype={"glacier_id": str, "epoch": str})
+    areas = pd.read_csv(work / "products/predictions/areas.csv", dtype={"glacier_id": str})
+    assert set(areas.glacier_id) == set(index.glacier_id)
+    long = pd.read_csv(work / "products/predictions/areas_long.csv", dtype={"glacier_id": str, "epoch": str})
+    outlines = gpd.read_file(work / "products/predictions/outlines.gpkg")
+    from glaciermap.data.cubes import read_cube
+
+    checked = 0
+    for _, row in outlines.iterrows():
+        cube = read_cube(work / "products/cubes" / row.epoch / f"{row.glacier_id}.nc")
+        with rasterio.open(work / "products/predictions" / row.epoch / f"{row.glacier_id}.tif") as src:
+            prob = src.read(1)
+        assert 0 <= prob.min() and prob.max() <= 1
+        raster_km2 = ((prob >= 0.5) & (cube.mask_glacier == 1)).sum() * cube.grid.res ** 2 / 1e6
+        assert row.geometry.area / 1e6 == pytest.approx(raster_km2, rel=1e-6)
+        checked += 1
+    assert checked > 0 and len(long) == len(index)
+
+
+def test_registry_alias_gives_the_in_memory_model_probabilities(repro):
+    work, env = repro
+    import mlflow
+    import numpy as np
+
+    from glaciermap.data.datamodule import prepare_cube
+    from glaciermap.errors import GlaciermapError
+    from glaciermap.inference.predict import predict_cube
+    from glaciermap.inference.registry import load_registered
+    from glaciermap.models.serialize import load_bundle
+
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    reg_model, bundle = load_registered("glaciermap-unet-optical_dem", "fold-1")
+    local_model, _ = load_bundle(work / "runs/unet/optical_dem/fold1/model")
+    folds = json.loads((work / "products/folds.json").read_text())["folds"]
+    cube = prepare_cube(work / "products/cubes" / _inventory_path(work, folds[1]["test"][0]),
+                        bundle.groups, bundle.stats)
+    a = predict_cube(reg_model, cube, bundle.groups, size=64, stride=48)
+    b = predict_cube(local_model, cube, bundle.groups, size=64, stride=48)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    # the pyfunc flavour loads too, and accepts another batch size and patch size
+    pyfunc = mlflow.pyfunc.load_model("models:/glaciermap-unet-optical_dem@champion")
+    out = pyfunc.predict(np.zeros((3, 9, 96, 96), np.float32))
+    assert out.shape == (3, 1, 96, 96)
+    with pytest.raises(GlaciermapError, match="no alias 'fold-9'"):
+        load_registered("glaciermap-unet-optical_dem", "fold-9")
+
+
+def _inventory_path(work: Path, glacier_id: str) -> str:
+    import pandas as pd
+
+    index = pd.read_csv(work / "products/cubes/index.csv", dtype={"glacier_id": str, "epoch": str})
+    return index[(index.glacier_id == glacier_id) & (index.role == "inventory")].path.iloc[0]
+
+
+def test_area_change_reports_rates_checked_against_truth(repro):
+    work, _ = repro
+    summary = json.loads((work / "metrics/area_change.json").read_text())
+    assert summary["n_total"] > 0 and summary["n_kept"] > 0
+    assert "truth" in summary and "true_regional_rate_pct_per_yr" in summary["truth"]
+    assert (work / "products/area_change/rate_by_size_class.png").stat().st_size > 1000
+
+
 def test_rerun_resumes_from_last_checkpoint_in_the_same_mlflow_run(repro):
     """Runs last: it extends fold 0 by one epoch, as a re-run after an interruption would."""
     work, env = repro

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from glaciermap.analysis.area_change import AreaChangeConfig
 from glaciermap.config_base import StrictModel
 from glaciermap.data.simulate.config import SimulateConfig
 from glaciermap.errors import ConfigError
@@ -128,6 +129,15 @@ class TrackingConfig(StrictModel):
     offline_fallback: bool = False  # if the server is down: fail fast (False) or log locally
 
 
+class InferConfig(StrictModel):
+    """Which registered model predicts, and how (register -> infer -> area change)."""
+
+    model: str = "unet"
+    sensor_set: str = "optical_dem"
+    ensemble: bool = False
+    tta: bool = False
+
+
 class Params(StrictModel):
     """Everything in params.yaml."""
 
@@ -139,6 +149,8 @@ class Params(StrictModel):
     models: dict[str, ModelConfig] = {"unet": ModelConfig()}
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
+    infer: InferConfig = InferConfig()
+    area_change: AreaChangeConfig = AreaChangeConfig()
 
     @model_validator(mode="after")
     def _train_names_exist(self) -> Params:
@@ -150,6 +162,9 @@ class Params(StrictModel):
                 raise ValueError(
                     f"train.sensor_sets names {s!r}, not defined under sensors.sets: {sorted(self.sensors.sets)}"
                 )
+        if self.infer.model not in self.train.models or self.infer.sensor_set not in self.train.sensor_sets:
+            raise ValueError(f"infer uses {self.infer.model}/{self.infer.sensor_set}, which train.models / "
+                             "train.sensor_sets do not train")
         bad = [f for f in self.train.folds if not 0 <= f < self.folds.k]
         if bad:
             raise ValueError(f"train.folds {bad} outside 0..{self.folds.k - 1} (folds.k = {self.folds.k})")

@@ -33,7 +33,63 @@ def log_model(run_id: str, bundle_dir: Path) -> None:
                                 pip_requirements=["glaciermap"])
 
 
-def download_bundle(model_uri: str) -> Path:
-    """Fetch a registered model's bundle folder (e.g. models:/unet-optical_dem@fold-3)."""
-    local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tempfile.mkdtemp(prefix="glaciermap-")))
-    return local / "artifacts" / "bundle"
+def load_model_uri(model_uri: str):
+    """(model, bundle) of a logged/registered model URI, loaded safely from its bundle."""
+    with tempfile.TemporaryDirectory(prefix="glaciermap-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp))
+        meta = next((local / "artifacts").rglob("model.json"), None)
+        if meta is None:
+            raise FileNotFoundError(f"{model_uri} holds no glaciermap bundle")
+        return load_bundle(meta.parent)
+
+
+def registered_name(model: str, sensor_set: str) -> str:
+    """One registered model per (model, sensor set)."""
+    return f"glaciermap-{model}-{sensor_set}"
+
+
+def register_best(params, model: str, sensor_set: str) -> dict:
+    """Register each fold's best run (by best_val_iou) and set aliases fold-<k> and champion."""
+    from mlflow.tracking import MlflowClient
+
+    from glaciermap.errors import GlaciermapError
+    from glaciermap.training import tracking
+
+    client = MlflowClient(tracking.resolve_tracking_uri(params.tracking))
+    exp_id = tracking.experiment_id(params.tracking.experiment)
+    name = registered_name(model, sensor_set)
+    versions, best = {}, None
+    for fold in params.train.folds:
+        runs = client.search_runs(
+            [exp_id], filter_string=(f"tags.`glaciermap.model` = '{model}' and tags.`glaciermap.sensor_set` = "
+                                     f"'{sensor_set}' and tags.`glaciermap.fold` = '{fold}' and "
+                                     "attributes.status = 'FINISHED'"),
+            order_by=["metrics.best_val_iou DESC"], max_results=1)
+        if not runs:
+            raise GlaciermapError(f"no finished run for {model}/{sensor_set} fold {fold} in MLflow",
+                                  hint="run `dvc repro` (train stages) first")
+        run = runs[0]
+        mv = mlflow.register_model(f"runs:/{run.info.run_id}/model", name,
+                                   tags={"fold": str(fold), "run_id": run.info.run_id})
+        client.set_registered_model_alias(name, f"fold-{fold}", mv.version)
+        iou = run.data.metrics.get("best_val_iou", float("nan"))
+        versions[f"fold-{fold}"] = {"version": int(mv.version), "run_id": run.info.run_id, "best_val_iou": iou}
+        if best is None or iou > best[1]:
+            best = (mv.version, iou)
+    client.set_registered_model_alias(name, "champion", best[0])
+    return {"name": name, "aliases": versions, "champion": int(best[0])}
+
+
+def load_registered(name: str, alias: str):
+    """(model, bundle) for models:/NAME@ALIAS, rebuilt from config and safetensors weights."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from glaciermap.errors import GlaciermapError
+
+    try:
+        MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException as err:
+        raise GlaciermapError(f"registered model {name!r} has no alias {alias!r} ({err.message.splitlines()[0]})",
+                              hint="run `glaciermap register` first, or check the name and alias") from None
+    return load_model_uri(f"models:/{name}@{alias}")

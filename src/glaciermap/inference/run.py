@@ -1,0 +1,132 @@
+"""`glaciermap infer`: registry models -> probability rasters, outlines and per-glacier areas.
+
+Each glacier is predicted by the model of the fold whose test set holds it (out-of-sample, as in
+the paper) or, with `ensemble`, by every fold's model with the spread as uncertainty. Rasters
+already written by an interrupted run are validated and reused, not recomputed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+from rasterio.features import shapes
+from shapely.geometry import shape
+from tqdm.auto import tqdm
+
+from glaciermap.config import Params
+from glaciermap.data.cubes import read_cube, read_index
+from glaciermap.data.datamodule import prepare_cube
+from glaciermap.data.folds import read_folds
+from glaciermap.data.raw import Grid
+from glaciermap.inference.predict import predict_cube
+from glaciermap.inference.registry import load_registered, registered_name
+from glaciermap.io import atomic_path
+from glaciermap.training import tracking
+
+THRESHOLD = 0.5
+
+
+def write_probability(path: Path, prob: np.ndarray, std: np.ndarray, grid: Grid) -> None:
+    """Probability and ensemble spread as a 2-band float32 GeoTIFF, atomically."""
+    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=2, dtype="float32",
+                   crs=grid.crs, transform=grid.transform, compress="deflate")
+    with atomic_path(path) as tmp:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(np.stack([prob, std]).astype(np.float32))
+            dst.descriptions = ("probability", "ensemble_std")
+
+
+def read_probability(path: Path, grid: Grid) -> tuple[np.ndarray, np.ndarray] | None:
+    """A previously written raster if it is complete and on the right grid, else None."""
+    try:
+        with rasterio.open(path) as src:
+            if src.shape != (grid.height, grid.width) or src.count != 2:
+                return None
+            prob, std = src.read()
+    except rasterio.errors.RasterioIOError:
+        return None
+    if not np.isfinite(prob).all() or prob.min() < 0 or prob.max() > 1:
+        return None
+    return prob, std
+
+
+def polygons(mask: np.ndarray, grid: Grid) -> list:
+    """Polygons of the True pixels (pixel-exact, so their area equals the raster area)."""
+    return [shape(g) for g, v in shapes(mask.astype(np.uint8), mask=mask, transform=grid.transform) if v == 1]
+
+
+def glacier_stats(prob: np.ndarray, std: np.ndarray, cube) -> dict[str, float]:
+    """Predicted area inside the outline over visible pixels, masked fraction, recall, spread."""
+    px = cube.grid.res ** 2 / 1e6
+    inside = cube.mask_glacier == 1
+    visible = inside & (cube.mask_invalid == 0)
+    pred = prob >= THRESHOLD
+    return {"pred_area_km2": float((pred & visible).sum() * px),
+            "pred_std_km2": float(std[visible].sum() * px),
+            "masked_frac": float(1 - visible.sum() / max(inside.sum(), 1)),
+            "recall": float((pred & visible).sum() / max(visible.sum(), 1))}
+
+
+def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, ensemble: bool = False,
+          tta: bool = False, progress: bool = True) -> pd.DataFrame:
+    """Predict every test glacier at every epoch; write rasters, outlines and an area table."""
+    tracking.resolve_tracking_uri(params.tracking)
+    name = registered_name(model, sensor_set)
+    folds = {f.index: f for f in read_folds(params.folds.path)}
+    models = {f: load_registered(name, f"fold-{f}") for f in params.train.folds}
+    index = read_index(params.data.cubes_dir)
+    fold_of = {g: f for f in params.train.folds for g in folds[f].test}
+    rows, outlines = [], []
+    todo = index[index.glacier_id.isin(fold_of)]
+    for _, r in tqdm(todo.iterrows(), total=len(todo), desc="infer", unit="cube", disable=not progress):
+        cube = read_cube(params.data.cubes_dir / r.path)
+        path = out_dir / r.epoch / f"{r.glacier_id}.tif"
+        cached = read_probability(path, cube.grid) if path.exists() else None
+        if cached is None:
+            use = list(models) if ensemble else [fold_of[r.glacier_id]]
+            probs = []
+            for f in use:
+                net, bundle = models[f]
+                prepared = prepare_cube(params.data.cubes_dir / r.path, bundle.groups, bundle.stats)
+                probs.append(predict_cube(net, prepared, bundle.groups, size=bundle.patch_size,
+                                          stride=params.patches.eval_stride,
+                                          batch_size=params.patches.batch_size, tta=tta))
+            prob, std = np.mean(probs, axis=0), np.std(probs, axis=0)
+            write_probability(path, prob, std, cube.grid)
+        else:
+            prob, std = cached
+        stats = glacier_stats(prob, std, cube)
+        rows.append({"glacier_id": r.glacier_id, "epoch": r.epoch, "role": r.role, "year": r.year,
+                     "fold": fold_of[r.glacier_id], "area_inventory_km2": r.area_km2, **stats})
+        mask = (prob >= THRESHOLD) & (cube.mask_glacier == 1)
+        outlines += [{"glacier_id": r.glacier_id, "epoch": r.epoch, "geometry": g} for g in polygons(mask, cube.grid)]
+        crs = cube.grid.crs
+    long = pd.DataFrame(rows)
+    with atomic_path(out_dir / "areas_long.csv") as tmp:
+        long.to_csv(tmp, index=False)
+    if outlines:
+        gdf = gpd.GeoDataFrame(outlines, crs=crs).dissolve(by=["glacier_id", "epoch"]).reset_index()
+        with atomic_path(out_dir / "outlines.gpkg") as tmp:
+            gdf.to_file(tmp, driver="GPKG", layer="outlines")
+    wide = per_glacier_table(long)
+    with atomic_path(out_dir / "areas.csv") as tmp:
+        wide.to_csv(tmp, index=False)
+    return wide
+
+
+def per_glacier_table(long: pd.DataFrame) -> pd.DataFrame:
+    """One row per glacier: inventory-year and recent-year figures side by side."""
+    inv = long[long.role == "inventory"].set_index("glacier_id")
+    rec = long[long.role == "recent"].sort_values("year").groupby("glacier_id").last()
+    return pd.DataFrame({
+        "area_inventory_km2": inv.area_inventory_km2, "fold": inv.fold,
+        "year_inv": inv.year, "year_recent": rec.year,
+        "pred_area_inv_km2": inv.pred_area_km2, "pred_area_recent_km2": rec.pred_area_km2,
+        "masked_frac_inv": inv.masked_frac, "masked_frac_recent": rec.masked_frac,
+        "recall_test": inv.recall, "pred_std_inv_km2": inv.pred_std_km2,
+        "pred_std_recent_km2": rec.pred_std_km2,
+    }).rename_axis("glacier_id").reset_index()

@@ -33,6 +33,9 @@ What is measured (all with `torch.set_num_threads(2)`, float32, CPU):
   slowest of two epochs, each timed whole: worker start-up and cold cube loading included.
 * **inference** – `predict_cube` (256 px windows, stride 192, batch 8, no TTA) with a U-Net over
   the ingested cubes of that region.
+* Timings are wall-clock on a shared machine: each result records the load average when it was
+  saved; a load above the thread count means other processes competed for the cores and the
+  figures are lower than the machine can do.
 * **memory** – peak RSS of `ingest_region` in a fresh subprocess for two region sizes.
 """
 
@@ -50,7 +53,7 @@ def _machine(d: dict) -> str:
     m = d["machine"]
     return (f"*{d['benchmark']} ({d['mode']}): {m['cpu_model']}, {m['logical_cpus']} logical CPUs, "
             f"{m['platform']}, torch {m['torch']}, {m['threads']} threads, device {m['device']}, "
-            f"{m['date']}, took {d['wall_s']:.0f} s*")
+            f"{m['date']}, load average {m.get('loadavg_1_5_15', '?')} at the end, took {d['wall_s']:.0f} s*")
 
 
 def _f(x, nd=2) -> str:

@@ -63,6 +63,8 @@ def machine() -> dict:
         "device": "cpu",
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        # other processes compete for the cores: figures taken at a load above `threads` are low
+        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -157,7 +159,8 @@ def bench_model(name: str, size: int, train_batch: int, infer_batch: int, iters:
         loss.backward()
         opt.step()
 
-    t_train = median(timed(step, iters))
+    train_times = timed(step, iters)
+    t_train = min(train_times)
     del opt
     gc.collect()
 
@@ -177,15 +180,16 @@ def bench_model(name: str, size: int, train_batch: int, infer_batch: int, iters:
             with torch.inference_mode():
                 model(xin, li)
 
-        t = median(timed(fwd, iters))
-        infer[fmt] = {"seconds_per_batch": t, "patches_per_s": infer_batch / t,
+        times = timed(fwd, iters)
+        t = min(times)
+        infer[fmt] = {"seconds_per_batch": t, "seconds_median": median(times), "patches_per_s": infer_batch / t,
                       "megapixels_per_s": infer_batch * size * size / t / 1e6,
                       "gflops_per_s": gflops * infer_batch / t}
     train_pps = train_batch / t_train
     return {"model": name, "size": size, "channels": c, "params": summ["params"],
             "gflops_per_patch": gflops, "train_batch": train_batch, "infer_batch": infer_batch,
             "iters": iters,
-            "train": {"seconds_per_step": t_train, "patches_per_s": train_pps,
+            "train": {"seconds_per_step": t_train, "seconds_median": median(train_times), "patches_per_s": train_pps,
                       "gflops_per_s": 3 * gflops * train_pps},
             "inference": infer,
             "channels_last_speedup": infer["contiguous"]["seconds_per_batch"]
@@ -209,7 +213,8 @@ def bench_models(quick: bool, peak: float) -> dict:
             f"(channels_last {r['inference']['channels_last']['patches_per_s']:.2f}) [{r['wall_s']:.0f}s]")
         rows.append(r)
         gc.collect()
-    note = ("train = forward+backward+AdamW step; its FLOPs are counted as 3x the forward FLOPs "
+    note = ("times are the best of the timed iterations (after one warm-up); "
+            "train = forward+backward+AdamW step; its FLOPs are counted as 3x the forward FLOPs "
             "(torch.utils.flop_counter: convolutions, matmuls, attention only)")
     if quick:
         note += "; --quick runs glavitu at 128 px (256 px takes ~10 s per training step on 2 cores)"
@@ -407,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(THREADS)
     mode = "quick" if args.quick else "full"
     t_all = time.perf_counter()
+    log(f"load average at start: {os.getloadavg()} on {os.cpu_count()} CPUs, {THREADS} torch threads")
 
     def save(name: str, result: dict, t0: float) -> None:
         data = {"benchmark": name, "mode": mode, "machine": machine(),

@@ -161,7 +161,8 @@ def test_area_change_reports_rates_checked_against_truth(repro):
     summary = json.loads((work / "metrics/area_change.json").read_text())
     assert summary["n_total"] > 0 and summary["n_kept"] > 0
     assert "truth" in summary and "true_regional_rate_pct_per_yr" in summary["truth"]
-    assert (work / "products/area_change/rate_by_size_class.png").stat().st_size > 1000
+    for png in ("rate_by_size_class", "area_scatter", "glacier_maps"):
+        assert (work / f"products/area_change/{png}.png").stat().st_size > 1000
 
 
 def test_rerun_resumes_from_last_checkpoint_in_the_same_mlflow_run(repro):

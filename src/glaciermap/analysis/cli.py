@@ -39,6 +39,12 @@ def _area_change(args, params):
     write_outputs(table, summary, args.out)
     rate_by_size_class_figure(table, args.out / "rate_by_size_class.png")
     area_scatter_figure(table, args.out / "area_scatter.png")
+    from glaciermap.analysis.figures import glacier_maps_figure
+    from glaciermap.data.cubes import read_index
+
+    largest = table.sort_values("area_inventory_km2", ascending=False).glacier_id.head(4).tolist()
+    glacier_maps_figure(params.data.cubes_dir, args.areas.parent, read_index(params.data.cubes_dir), largest,
+                        args.out / "glacier_maps.png")
     write_json(args.metrics, summary)
     print(f"regional rate {summary['rate_pct_per_yr']} %/yr from {summary['n_kept']} of "
           f"{summary['n_total']} glaciers -> {args.out}")

@@ -165,17 +165,31 @@ def test_area_change_reports_rates_checked_against_truth(repro):
         assert (work / f"products/area_change/{png}.png").stat().st_size > 1000
 
 
-def test_rerun_resumes_from_last_checkpoint_in_the_same_mlflow_run(repro):
-    """Runs last: it extends fold 0 by one epoch, as a re-run after an interruption would."""
+def test_killed_training_resumes_from_last_checkpoint_in_the_same_mlflow_run(repro):
+    """SIGKILL a run after its first checkpoint; the re-run continues it instead of restarting."""
+    import signal
+    import time
+
     work, env = repro
-    run_dir = work / "runs/unet/optical_dem/fold0"
+    (work / "resume.yaml").write_text("train: {max_epochs: 3, runs_dir: runs_resume}\n")
+    run(["glaciermap", "config", "apply", "resume.yaml"], work, env)
+    cmd = ["glaciermap", "-q", "train", "--model", "unet", "--sensors", "optical_dem", "--fold", "0"]
+    run_dir = work / "runs_resume/unet/optical_dem/fold0"
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (run_dir / "checkpoints/last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run_dir / "checkpoints/last.ckpt").exists(), "no checkpoint before the kill"
     run_id = (run_dir / "mlflow_run_id").read_text()
     history = work / "metrics/train/unet_optical_dem_fold0_history.csv"
     first = history.read_text().splitlines()
-    (work / "more.yaml").write_text("train: {max_epochs: 2}\n")
-    run(["glaciermap", "config", "apply", "more.yaml"], work, env)
-    run(["glaciermap", "-q", "train", "--model", "unet", "--sensors", "optical_dem", "--fold", "0"], work, env)
+    run(cmd, work, env)
     rows = history.read_text().splitlines()
-    assert rows[:2] == first[:2]  # epoch 0 kept, not retrained
-    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
+    assert rows[1] == first[1]  # epoch 0 kept, not retrained
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
     assert (run_dir / "mlflow_run_id").read_text() == run_id
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(f"sqlite:///{work / 'mlflow.db'}").get_run(run_id).info.status == "FINISHED"

@@ -163,6 +163,7 @@ def grid_offsets(length: int, size: int, stride: int) -> list[int]:
     """Window starts covering [0, length) with windows of `size` every `stride` (last one flush)."""
     if length <= size:
         return [0]
+    stride = min(stride, size)  # a stride above the window size would leave pixels uncovered
     starts = list(range(0, length - size, stride))
     return starts + [length - size]
 

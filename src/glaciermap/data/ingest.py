@@ -18,6 +18,7 @@ from pyproj.database import query_utm_crs_info
 from rasterio import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
 from rasterio.features import rasterize
 from shapely.geometry import box
 from tqdm.auto import tqdm
@@ -92,8 +93,12 @@ def check_region(region: Region, sensors: SensorsConfig, cfg: DataConfig) -> dic
 
 def _check_cloud_cover(ds, path: Path, max_fraction: float) -> None:
     step = max(1, max(ds.shape) // 1024)  # decimated read: bounded memory on huge scenes
-    cl = ds.read(1, out_shape=(max(1, ds.height // step), max(1, ds.width // step)),
-                 resampling=Resampling.nearest)
+    try:
+        cl = ds.read(1, out_shape=(max(1, ds.height // step), max(1, ds.width // step)),
+                     resampling=Resampling.nearest)
+    except RasterioError as err:  # e.g. a truncated file: the header opens, tiles do not
+        raise InputDataError(f"cannot read raster data (corrupt or truncated file): {err}",
+                             path=path) from None
     valid = cl != CLOUD_NODATA
     if not valid.any():
         raise InputDataError("scene is all no-data", path=path)

@@ -244,10 +244,14 @@ def read_on_grid(path: Path, bands: list[str] | None, grid: Grid, *, resampling:
         if not box(*grid.bounds).intersects(raster_footprint_of(src, grid.crs)):
             raise InputDataError(f"no overlap with the requested area {grid.bounds} ({grid.crs})",
                                  path=path, hint="check that rasters and outlines cover the same place")
-        with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width,
-                       height=grid.height, resampling=resampling, src_nodata=src.nodata,
-                       nodata=np.nan, dtype="float32") as vrt:
-            out = vrt.read(idx)
+        try:
+            with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width,
+                           height=grid.height, resampling=resampling, src_nodata=src.nodata,
+                           nodata=np.nan, dtype="float32") as vrt:
+                out = vrt.read(idx)
+        except rasterio.errors.RasterioError as err:  # e.g. a truncated file: the header opens, tiles do not
+            raise InputDataError(f"cannot read raster data (corrupt or truncated file): {err}",
+                                 path=path) from None
     if not np.isnan(fill):
         out[np.isnan(out)] = fill
     return out

@@ -1,0 +1,60 @@
+"""Shared fixtures of the data-layer tests: one tiny simulated region, its cubes and its folds.
+
+Everything is session-scoped and built once (about 3 s): a 4 x 3 km region with a handful of
+glaciers (some below 0.1 km2), ingested with a small buffer so the cubes stay small. Tests that
+change input files work on a copy (`raw_copy`), never on the shared region.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from glaciermap.config import DataConfig, FoldsConfig, SensorsConfig
+from glaciermap.data.cubes import read_index
+from glaciermap.data.folds import make_folds
+from glaciermap.data.ingest import ingest_region
+from glaciermap.data.simulate import SimulateConfig, simulate_region
+
+#: The tiny region: 8 glaciers from 0.01 to 1.9 km2, clouds on part of them, SAR on every epoch.
+SIM = SimulateConfig(seed=5, width_km=4.0, height_km=3.0, n_glaciers=10)
+#: Small buffer: cubes of ~80-300 px instead of ~330-550 px with the default 1280 m.
+DATA = DataConfig(resolution_m=10.0, buffer_m=320.0)
+#: min_train_area_km2 = 0.1 leaves the smallest glaciers out of training.
+FOLDS = FoldsConfig(k=3, min_train_area_km2=0.1, val_fraction=0.2)
+
+
+@pytest.fixture(scope="session")
+def raw_region(tmp_path_factory) -> Path:
+    """The raw simulated region (read-only for tests: use `raw_copy` to modify files)."""
+    return simulate_region(SIM, tmp_path_factory.mktemp("region") / "raw", progress=False)
+
+
+@pytest.fixture(scope="session")
+def cubes_dir(raw_region, tmp_path_factory) -> Path:
+    """Cubes of `raw_region` (all default sensor groups)."""
+    out = tmp_path_factory.mktemp("products") / "cubes"
+    ingest_region(raw_region, out, DATA, SensorsConfig(), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cube_index(cubes_dir):
+    """index.csv of `cubes_dir`, as the pipeline reads it."""
+    return read_index(cubes_dir)
+
+
+@pytest.fixture(scope="session")
+def folds(cube_index, cubes_dir):
+    """Folds of the tiny region (k = 3)."""
+    return make_folds(cube_index, cubes_dir, FOLDS, progress=False)
+
+
+@pytest.fixture
+def raw_copy(raw_region, tmp_path) -> Path:
+    """A private, writable copy of the raw region (without truth/, which ingest never reads)."""
+    dst = tmp_path / "raw"
+    shutil.copytree(raw_region, dst, ignore=shutil.ignore_patterns("truth"))
+    return dst

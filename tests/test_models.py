@@ -212,6 +212,10 @@ def test_glavitu_positional_embedding_matters_and_follows_the_learned_one():
         b = model(x)
         # interpolation is linear in the embedding and keeps constants: shifting it shifts the result
         torch.testing.assert_close(setr.position_embedding(6, 6), before + 1.0, atol=1e-4, rtol=1e-4)
+        # a constant shift can vanish in the pre-norm blocks' LayerNorm; a varying one must not
+        torch.manual_seed(0)
+        setr.pos_embed.add_(torch.randn_like(setr.pos_embed))
+        b = model(x)
     assert not torch.allclose(a, b)  # the interpolated embedding feeds the 96 px forward
 
 

@@ -142,15 +142,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _register_later_stages() -> None:
     """Stages that live in their own modules register themselves on import."""
-    import importlib
-
-    for module in ("glaciermap.training.cli", "glaciermap.tuning.cli", "glaciermap.inference.cli",
-                   "glaciermap.analysis.cli"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
+    import glaciermap.analysis.cli  # noqa: F401
+    import glaciermap.inference.cli  # noqa: F401
+    import glaciermap.training.cli  # noqa: F401
 
 
 if __name__ == "__main__":

@@ -1,0 +1,260 @@
+"""Patches: glacier-centred training patches, sensor sets, valid masks, grid coverage, epochs."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from glaciermap.config import PatchesConfig, SensorsConfig
+from glaciermap.data.cubes import read_cube, read_index
+from glaciermap.data.datamodule import GlacierDataModule, grid_offsets
+from glaciermap.data.ingest import ingest_region
+from glaciermap.errors import ConfigError
+
+from conftest import DATA
+
+SENSORS = SensorsConfig()
+SIZE = 64
+PATCHES = PatchesConfig(size=SIZE, eval_stride=48, samples_per_epoch=24, batch_size=4, augment=False)
+
+
+def _dm(cubes_dir, fold, sensor_set="optical_sar_dem", seed=0, **patches):
+    return GlacierDataModule(cubes_dir, fold, SENSORS.resolve(sensor_set),
+                             PATCHES.model_copy(update=patches), seed=seed)
+
+
+def _window(a: np.ndarray, y: int, x: int, size: int = SIZE) -> np.ndarray:
+    return a[..., y:y + size, x:x + size]
+
+
+@functools.lru_cache(maxsize=64)
+def _cube(path):
+    return read_cube(path)
+
+
+@pytest.fixture(scope="module")
+def sarless_cubes(raw_region, tmp_path_factory):
+    """The same region without any sar.tif (SAR is optional in the raw format), ingested."""
+    raw = tmp_path_factory.mktemp("nosar") / "raw"
+    shutil.copytree(raw_region, raw, ignore=shutil.ignore_patterns("truth", "sar.tif"))
+    out = raw.parent / "cubes"
+    ingest_region(raw, out, DATA, SENSORS, progress=False)
+    return out
+
+
+# ------------------------------------------------------------------------------ training patches
+def test_training_patches_are_centred_on_training_glacier_pixels(folds, cubes_dir, cube_index):
+    inv = cube_index[cube_index.role == "inventory"]
+    where = {}
+    for _, row in inv.iterrows():
+        a = read_cube(cubes_dir / row.path).attrs
+        where[(np.float32(a["lon"]), np.float32(a["lat"]))] = row.glacier_id
+    for fold in folds:
+        dm = _dm(cubes_dir, fold)
+        dm.setup("fit")
+        seen = set()
+        for i in range(len(dm.train_set)):
+            s = dm.train_set[i]
+            assert s["glacier"][0, SIZE // 2, SIZE // 2] == 1, (fold.index, i)
+            assert s["target"][0, SIZE // 2, SIZE // 2] == 1
+            seen.add(where[tuple(np.float32(v) for v in s["location"].tolist())])
+        assert seen == set(fold.train), fold.index  # only (and, over 24 draws, every) training glacier
+
+
+@pytest.mark.parametrize("sensor_set", sorted(SENSORS.sets))
+def test_shapes_match_the_sensor_set(folds, cubes_dir, sensor_set):
+    channels = SENSORS.channels(sensor_set)
+    c = sum(channels.values())
+    dm = _dm(cubes_dir, folds[0], sensor_set)
+    dm.setup()
+    for ds in (dm.train_set, dm.val_set, dm.test_set):
+        s = ds[0]
+        assert s["image"].shape == (c, SIZE, SIZE) and s["image"].dtype == torch.float32
+        for key in ("target", "glacier", "valid"):
+            assert s[key].shape == (1, SIZE, SIZE)
+        assert s["valid"].dtype == torch.bool
+        assert s["group_present"].shape == (len(channels),) and s["group_present"].all()
+        assert s["location"].shape == (2,)
+        assert torch.isfinite(s["image"]).all()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (PATCHES.batch_size, c, SIZE, SIZE)
+    assert batch["group_present"].shape == (PATCHES.batch_size, len(channels))
+    assert next(iter(dm.test_dataloader()))["image"].shape[1:] == (c, SIZE, SIZE)
+
+
+@pytest.mark.parametrize("sensor_set", sorted(SENSORS.sets))
+def test_patch_image_is_the_normalised_cube_window(folds, cubes_dir, sensor_set):
+    fold = folds[0]
+    bands = [b for bs in SENSORS.resolve(sensor_set).values() for b in bs]
+    dm = _dm(cubes_dir, fold, sensor_set)
+    dm.setup("test")
+    mean = np.array([fold.stats[b]["mean"] for b in bands])[:, None, None]
+    std = np.array([fold.stats[b]["std"] for b in bands])[:, None, None]
+    for i in range(0, len(dm.test_set), 3):
+        path, y, x = dm.test_set.items[i]
+        expected = (_window(_cube(path).select(bands), y, x) - mean) / std
+        np.testing.assert_allclose(dm.test_set[i]["image"].numpy(), np.nan_to_num(expected, nan=0.0),
+                                   rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------- masks and grid
+def test_valid_target_glacier_follow_the_cube_masks(folds, cubes_dir):
+    n_invalid = 0
+    for fold in folds:
+        dm = _dm(cubes_dir, fold)
+        dm.setup("test")
+        for i, (path, y, x) in enumerate(dm.test_set.items):
+            cube, s = _cube(path), dm.test_set[i]
+            np.testing.assert_array_equal(s["valid"][0].numpy(), _window(cube.mask_invalid, y, x) == 0)
+            np.testing.assert_array_equal(s["target"][0].numpy(), _window(cube.mask_all, y, x))
+            np.testing.assert_array_equal(s["glacier"][0].numpy(), _window(cube.mask_glacier, y, x))
+            n_invalid += int((_window(cube.mask_invalid, y, x) == 1).sum())
+    assert n_invalid > 0  # precondition: clouds / no data were in the patches
+
+
+def test_grid_patches_cover_every_cube_pixel(folds, cubes_dir, cube_index):
+    inv = cube_index[cube_index.role == "inventory"].set_index("glacier_id")
+    for fold in folds:
+        dm = _dm(cubes_dir, fold)
+        dm.setup()
+        for ds, ids in ((dm.test_set, fold.test), (dm.val_set, fold.val)):
+            paths = {p for p, _, _ in ds.items}
+            assert paths == {cubes_dir / inv.loc[g, "path"] for g in ids}
+            for path in paths:
+                h, w = _cube(path).mask_all.shape
+                assert min(h, w) >= SIZE  # precondition: no padding here (see the next test)
+                covered = np.zeros((h, w), int)
+                for p, y, x in ds.items:
+                    if p == path:
+                        assert 0 <= y <= h - SIZE and 0 <= x <= w - SIZE
+                        covered[y:y + SIZE, x:x + SIZE] += 1
+                assert covered.min() >= 1, path
+
+
+def test_cube_smaller_than_a_patch_is_padded_as_invalid(folds, cubes_dir, cube_index):
+    size = 128
+    heights = cube_index[cube_index.role == "inventory"].set_index("glacier_id")["height"]
+    fold = next(f for f in folds if (heights[f.test] < size).any())
+    dm = _dm(cubes_dir, fold, size=size, eval_stride=size)
+    dm.setup("test")
+    padded = 0
+    for i, (path, y, x) in enumerate(dm.test_set.items):
+        cube, s = _cube(path), dm.test_set[i]
+        h, w = cube.mask_all.shape
+        hh, ww = min(h - y, size), min(w - x, size)
+        assert not s["valid"][0, hh:].any() and not s["valid"][0, :, ww:].any()
+        assert not s["target"][0, hh:].any() and (s["image"][:, hh:] == 0).all()
+        np.testing.assert_array_equal(s["valid"][0, :hh, :ww].numpy(), _window(cube.mask_invalid, y, x, size) == 0)
+        padded += int(hh < size or ww < size)
+    assert padded >= 1
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+@pytest.mark.parametrize("stride", [8, 48, 64, 96, 200])
+def test_grid_offsets_cover_any_length(size, stride):
+    for length in range(1, 400):
+        starts = grid_offsets(length, size, stride)
+        covered = np.zeros(length, bool)
+        for s in starts:
+            assert 0 <= s and (s + size <= length or (s == 0 and length < size))
+            covered[s:s + size] = True
+        assert covered.all(), (length, size, stride, starts)
+        assert starts == sorted(set(starts))
+
+
+# --------------------------------------------------------------------------- absent sensor group
+def test_absent_sar_gives_group_absent_and_zeros(folds, cubes_dir, sarless_cubes):
+    index = read_index(sarless_cubes)
+    assert not index.has_sar.any()
+    assert "VV" not in read_cube(sarless_cubes / index.path.iloc[0]).bands
+    fold = folds[0]  # statistics from the SAR region (a model trained with SAR, applied without)
+    n_sar = len(SENSORS.groups["sar"])
+    n_opt = len(SENSORS.groups["optical"])
+    without = _dm(sarless_cubes, fold, "optical_sar")
+    without.setup()
+    for ds in (without.train_set, without.test_set):
+        for i in range(len(ds)):
+            s = ds[i]
+            assert s["group_present"].tolist() == [True, False]
+            assert (s["image"][n_opt:n_opt + n_sar] == 0).all()
+            assert s["image"][:n_opt].abs().sum() > 0
+    with_sar = _dm(cubes_dir, fold, "optical_sar")
+    with_sar.setup("test")
+    present = [with_sar.test_set[i]["group_present"].tolist() for i in range(len(with_sar.test_set))]
+    assert all(p == [True, True] for p in present)
+    assert with_sar.test_set[0]["image"][n_opt:].abs().sum() > 0
+
+
+def test_band_without_statistics_is_a_config_error(folds, cubes_dir):
+    fold = folds[0]
+    stats = {b: s for b, s in fold.stats.items() if b != "VV"}
+    dm = _dm(cubes_dir, dataclasses.replace(fold, stats=stats), "optical_sar")
+    with pytest.raises(ConfigError, match=r"no normalisation statistics for band\(s\) \['VV'\]"):
+        dm.setup("test")
+
+
+def test_fold_without_training_glaciers_is_a_config_error(folds, cubes_dir):
+    dm = _dm(cubes_dir, dataclasses.replace(folds[0], train=[]))
+    with pytest.raises(ConfigError, match="no training cubes"):
+        dm.setup("fit")
+
+
+# ----------------------------------------------------------------------------------- epochs
+def _patches(ds) -> list[dict]:
+    return [ds[i] for i in range(len(ds))]
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_epochs_draw_new_but_reproducible_patches(folds, cubes_dir):
+    dm = _dm(cubes_dir, folds[0], augment=True, samples_per_epoch=12)
+    dm.setup("fit")
+    ds = dm.train_set
+    e0 = _patches(ds)
+    ds.set_epoch(1)
+    e1 = _patches(ds)
+    ds.set_epoch(0)
+    assert all(_same(a, b) for a, b in zip(e0, _patches(ds)))  # same epoch, same patches
+    assert sum(not _same(a, b) for a, b in zip(e0, e1)) >= len(e0) // 2  # new epoch, new patches
+    # Lightning calls the sampler's set_epoch; it reaches the dataset the loader reads
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(1)
+    batches = list(loader)
+    images = torch.cat([b["image"] for b in batches])
+    assert torch.equal(images, torch.stack([s["image"] for s in e1]))
+    # a fresh data module with the same seed draws the same patches; another seed others
+    again = _dm(cubes_dir, folds[0], augment=True, samples_per_epoch=12)
+    again.setup("fit")
+    assert all(_same(a, b) for a, b in zip(e0, _patches(again.train_set)))
+    other = _dm(cubes_dir, folds[0], seed=1, augment=True, samples_per_epoch=12)
+    other.setup("fit")
+    assert not all(_same(a, b) for a, b in zip(e0, _patches(other.train_set)))
+
+
+def test_augmentation_transforms_image_and_masks_alike(folds, cubes_dir):
+    plain = _dm(cubes_dir, folds[0], samples_per_epoch=12)
+    aug = _dm(cubes_dir, folds[0], augment=True, samples_per_epoch=12)
+    plain.setup("fit")
+    aug.setup("fit")
+    used = set()
+    for i in range(len(plain.train_set)):
+        p, a = plain.train_set[i], aug.train_set[i]
+        assert torch.equal(p["location"], a["location"]) and torch.equal(p["group_present"], a["group_present"])
+        matches = [(k, flip) for k in range(4) for flip in (False, True)
+                   if all(torch.equal(_dihedral(p[key], k, flip), a[key])
+                          for key in ("image", "target", "glacier", "valid"))]
+        assert matches, i  # one flip/rotation, applied alike to the image and every mask
+        used.add(matches[0])
+    assert len(used) >= 3, used  # augmentation does vary
+
+
+def _dihedral(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    t = torch.rot90(t, k, dims=(-2, -1))
+    return torch.flip(t, dims=(-1,)) if flip else t

@@ -1,0 +1,148 @@
+"""Geographic folds: West -> East, disjoint splits, small glaciers out of training, train-only stats."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from glaciermap.config import FoldsConfig
+from glaciermap.data.cubes import read_cube
+from glaciermap.data.folds import assign_folds, band_stats, make_folds, read_folds, write_folds
+from glaciermap.errors import ConfigError, InputDataError
+
+from conftest import FOLDS
+
+
+def _inventory(index: pd.DataFrame) -> pd.DataFrame:
+    return index[index.role == "inventory"].set_index("glacier_id")
+
+
+def _band_mean(cubes_dir: Path, index: pd.DataFrame, ids: list[str], band: str) -> tuple[float, int]:
+    """Mean of a band over the finite pixels of the glaciers' inventory cubes, recomputed here."""
+    inv = _inventory(index)
+    values = []
+    for g in ids:
+        cube = read_cube(cubes_dir / inv.loc[g, "path"])
+        v = cube.data[cube.bands.index(band)]
+        values.append(v[np.isfinite(v)])
+    allv = np.concatenate(values).astype(np.float64)
+    return float(allv.mean()), allv.size
+
+
+def test_test_sets_cover_every_glacier_once(folds, cube_index):
+    assert len(folds) == FOLDS.k and [f.index for f in folds] == list(range(FOLDS.k))
+    counts = Counter(g for f in folds for g in f.test)
+    assert set(counts) == set(cube_index.glacier_id)
+    assert set(counts.values()) == {1}
+    assert all(f.test for f in folds)
+
+
+def test_folds_run_west_to_east(folds, cube_index):
+    lon = _inventory(cube_index)["lon"]
+    for f in folds:
+        assert f.lon_range == (lon[f.test].min(), lon[f.test].max())
+    for a, b in zip(folds, folds[1:]):
+        assert lon[a.test].max() <= lon[b.test].min()
+
+
+def test_train_val_test_disjoint_and_small_glaciers_left_out(folds, cube_index):
+    area = _inventory(cube_index)["area_km2"]
+    small = set(area.index[area < FOLDS.min_train_area_km2])
+    assert small and len(small) < len(area)  # precondition: the region has both kinds
+    for f in folds:
+        train, val, test = set(f.train), set(f.val), set(f.test)
+        assert not (train & val) and not (train & test) and not (val & test)
+        assert train and val
+        assert not (train | val) & small
+        # every trainable glacier outside the test set is used for training or validation
+        assert train | val == set(area.index) - test - small
+    # small glaciers are still tested (each exactly once)
+    assert small <= {g for f in folds for g in f.test}
+
+
+def test_stats_come_from_training_glaciers_only(folds, cubes_dir, cube_index):
+    f = folds[0]
+    bands = read_cube(cubes_dir / cube_index.path.iloc[0]).bands
+    assert set(f.stats) == set(bands)
+    for band in ("B4", "dem"):
+        mean, n = _band_mean(cubes_dir, cube_index, f.train, band)
+        assert f.stats[band]["mean"] == pytest.approx(mean, rel=1e-9)
+        assert f.stats[band]["count"] == n
+        with_test, _ = _band_mean(cubes_dir, cube_index, f.train + f.test, band)
+        with_val, _ = _band_mean(cubes_dir, cube_index, f.train + f.val, band)
+        assert f.stats[band]["mean"] != pytest.approx(with_test, rel=1e-4)
+        assert f.stats[band]["mean"] != pytest.approx(with_val, rel=1e-4)
+    # folds train on different glaciers, so their statistics differ
+    assert folds[0].stats["B4"]["mean"] != folds[1].stats["B4"]["mean"]
+
+
+def test_band_stats_mean_and_std(cubes_dir, cube_index):
+    paths = [cubes_dir / p for p in cube_index.path[:3]]
+    cubes = [read_cube(p) for p in paths]
+    stats = band_stats(paths)
+    for i, band in enumerate(cubes[0].bands):
+        v = np.concatenate([c.data[i][np.isfinite(c.data[i])] for c in cubes]).astype(np.float64)
+        assert stats[band]["mean"] == pytest.approx(v.mean(), rel=1e-6, abs=1e-9)
+        assert stats[band]["std"] == pytest.approx(v.std(), rel=1e-4)
+
+
+def test_folds_are_deterministic(folds, cube_index, cubes_dir):
+    assert make_folds(cube_index, cubes_dir, FOLDS, progress=False) == folds
+    other = make_folds(cube_index, cubes_dir, FOLDS.model_copy(update={"seed": 1}), progress=False)
+    assert [f.test for f in other] == [f.test for f in folds]  # geography does not depend on the seed
+
+
+def test_write_read_round_trip(folds, tmp_path):
+    path = write_folds(tmp_path / "sub" / "folds.json", folds, FOLDS)
+    assert read_folds(path) == folds
+    assert not [p for p in path.parent.iterdir() if p.name != "folds.json"]  # atomic: no leftovers
+
+
+def test_read_folds_missing_file(tmp_path):
+    with pytest.raises(InputDataError, match="folds file missing") as err:
+        read_folds(tmp_path / "folds.json")
+    assert str(tmp_path / "folds.json") in err.value.message
+
+
+def test_more_folds_than_glaciers(cube_index, cubes_dir):
+    n = cube_index.glacier_id.nunique()
+    with pytest.raises(InputDataError, match=rf"only {n} glaciers for {n + 1} folds"):
+        make_folds(cube_index, cubes_dir, FoldsConfig(k=n + 1), progress=False)
+
+
+def test_too_few_trainable_glaciers(cube_index, cubes_dir):
+    huge = float(cube_index.area_km2.max()) + 1.0
+    with pytest.raises(ConfigError, match="fold 0 has 0 trainable glaciers"):
+        make_folds(cube_index, cubes_dir, FoldsConfig(k=2, min_train_area_km2=huge), progress=False)
+
+
+def test_no_inventory_cubes(cube_index, cubes_dir):
+    with pytest.raises(InputDataError, match="no inventory cubes"):
+        make_folds(cube_index[cube_index.role == "recent"], cubes_dir, FOLDS, progress=False)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_assign_folds_balances_area(seed, k):
+    """Contiguous in longitude, every fold used, each fold's area within one glacier of total / k."""
+    rng = np.random.default_rng(seed)
+    n = 40
+    glaciers = pd.DataFrame({"lon": rng.uniform(6, 14, n), "area_km2": rng.lognormal(0, 1.2, n)},
+                            index=[f"G{i:03d}" for i in range(n)])
+    fold = assign_folds(glaciers, k)
+    assert fold.index.equals(glaciers.index) and set(fold) == set(range(k))
+    order = glaciers.assign(fold=fold).sort_values("lon")
+    assert (np.diff(order.fold.to_numpy()) >= 0).all()  # West to East
+    area = order.groupby("fold").area_km2.sum()
+    assert (abs(area - glaciers.area_km2.sum() / k) <= glaciers.area_km2.max()).all()
+
+
+def test_assign_folds_one_huge_glacier_falls_back_to_counts():
+    glaciers = pd.DataFrame({"lon": np.arange(6.0), "area_km2": [100.0, 0.1, 0.1, 0.1, 0.1, 0.1]},
+                            index=list("abcdef"))
+    fold = assign_folds(glaciers, 3)
+    assert fold.tolist() == [0, 0, 1, 1, 2, 2]  # every fold tests something

@@ -1,0 +1,589 @@
+"""Ingest: raw region -> per-glacier cubes (masks, georeferencing, bands, index, real data, bad input)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import xarray as xr
+import yaml
+from pyproj import Transformer
+from rasterio import features
+from shapely.geometry import Polygon, box
+from shapely.ops import polylabel
+
+from glaciermap import cli
+from glaciermap.config import DataConfig, SensorsConfig
+from glaciermap.data.cubes import read_cube, read_index
+from glaciermap.data.ingest import ingest_region
+from glaciermap.data.simulate.surface import GLACIER_CLASSES
+from glaciermap.errors import ConfigError, GlaciermapError, InputDataError
+
+from conftest import DATA
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-alps"
+# band names as docs/data-format.md lists them (section 2, `data` variable), in that order
+DOC_BANDS = ["B2", "B3", "B4", "B8", "B11", "B12", "VV", "VH", "coh", "dem", "slope", "hillshade"]
+DOC_ATTRS = {"glacier_id", "epoch", "year", "inventory_year", "area_km2", "crs", "res", "lon", "lat"}
+
+
+# ----------------------------------------------------------------------------------- helpers
+def _outlines(raw: Path) -> gpd.GeoDataFrame:
+    return gpd.read_file(raw / "outlines.gpkg").set_index("glacier_id")
+
+
+def _manifest(raw: Path) -> dict:
+    return yaml.safe_load((raw / "region.yaml").read_text())
+
+
+def _decimal_year(d: dt.date) -> float:
+    start = dt.date(d.year, 1, 1)
+    return d.year + (d - start).days / (dt.date(d.year + 1, 1, 1) - start).days
+
+
+def _inventory_cubes(cubes_dir: Path, index: pd.DataFrame):
+    for _, row in index[index.role == "inventory"].iterrows():
+        yield row, read_cube(cubes_dir / row.path)
+
+
+def _largest_polygon(geom) -> Polygon:
+    return max(getattr(geom, "geoms", [geom]), key=lambda g: g.area)
+
+
+def _rewrite_raster(path: Path, *, data: np.ndarray | None = None, crs="keep",
+                    descriptions: list[str] | None = None) -> None:
+    """Rewrite a GeoTIFF in place with changed data, CRS (None = none) or band descriptions."""
+    with rasterio.open(path) as ds:
+        profile, old, desc = ds.profile, ds.read(), list(ds.descriptions)
+    data = old if data is None else data
+    profile.update(count=data.shape[0])
+    if crs != "keep":
+        profile["crs"] = crs
+    path.unlink()
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+        ds.descriptions = tuple(descriptions or desc)
+
+
+def _assert_error_names(err: GlaciermapError, path: Path, *problem: str) -> None:
+    msg = err.message
+    assert str(path) in msg, msg
+    for p in problem:
+        assert p in msg, msg
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if ".tmp-" in p.name]
+
+
+# --------------------------------------------------------------------------- masks and grids
+def test_mask_area_matches_outline_area(raw_region, cubes_dir, cube_index):
+    outlines = _outlines(raw_region)
+    checked = 0
+    for row, cube in _inventory_cubes(cubes_dir, cube_index):
+        res = cube.grid.res
+        geom = outlines.loc[[row.glacier_id]].to_crs(cube.grid.crs).geometry.iloc[0]
+        mask_area = cube.mask_glacier.sum() * res**2
+        assert abs(mask_area - geom.area) <= geom.length * res, row.glacier_id  # one pixel row
+        assert cube.attrs["area_km2"] == pytest.approx(geom.area / 1e6, rel=1e-6)
+        assert row.area_km2 == pytest.approx(geom.area / 1e6, rel=1e-6)
+        # the label holds every outline on the grid (neighbours too), clipped to the cube
+        inside = outlines.to_crs(cube.grid.crs).geometry.intersection(box(*cube.grid.bounds))
+        all_area = cube.mask_all.sum() * res**2
+        assert abs(all_area - inside.area.sum()) <= inside.length.sum() * res
+        assert (cube.mask_all >= cube.mask_glacier).all()
+        checked += 1
+    assert checked == len(outlines)
+
+
+def test_known_point_lands_in_the_right_pixel(raw_region, cubes_dir, cube_index):
+    """A point deep inside each outline, given in lon/lat, falls in a glacier pixel of its cube,
+    and that pixel holds the scene's value at that point."""
+    outlines = _outlines(raw_region)  # EPSG:4326
+    tested = compared = 0
+    for _, row in cube_index[cube_index.role == "inventory"].iterrows():
+        path = cubes_dir / row.path
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            xs, ys = ds["x"].values, ds["y"].values
+            crs = rasterio.crs.CRS.from_wkt(ds["spatial_ref"].attrs["crs_wkt"])
+            mask = ds["mask_glacier"].values
+            b4 = ds["data"].sel(band="B4").values
+        res = float(xs[1] - xs[0])
+        lonlat = polylabel(_largest_polygon(outlines.geometry[row.glacier_id]), tolerance=1e-7)
+        x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lonlat.x, lonlat.y)
+        utm_geom = outlines.loc[[row.glacier_id]].to_crs(crs).geometry.iloc[0]
+        if utm_geom.boundary.distance(gpd.points_from_xy([x], [y])[0]) < 0.75 * res:
+            continue  # too thin for the pixel centre to be inside for sure
+        col, r = int(np.argmin(np.abs(xs - x))), int(np.argmin(np.abs(ys - y)))
+        assert abs(xs[col] - x) <= res / 2 and abs(ys[r] - y) <= res / 2, "point outside the cube grid"
+        assert mask[r, col] == 1, row.glacier_id
+        with rasterio.open(raw_region / "scenes" / row.epoch / "optical.tif") as scene:
+            sx, sy = Transformer.from_crs(crs, scene.crs, always_xy=True).transform(x, y)
+            scene_b4 = next(scene.sample([(sx, sy)], indexes=[3]))[0]
+        if np.isfinite(scene_b4) or np.isfinite(b4[r, col]):  # both NaN: outside the scene
+            assert b4[r, col] == pytest.approx(scene_b4, abs=1e-6), row.glacier_id
+            compared += 1
+        tested += 1
+    assert tested >= 5 and compared >= 5
+
+
+def test_glacier_mask_lies_on_the_scene_glacier_pixels(raw_region, cubes_dir, cube_index):
+    """The simulator's truth (never read by ingest) classifies every scene pixel: each pixel of
+    mask_glacier must be glacier ice/snow/debris in the inventory scene. A mask shifted by even
+    one pixel against the data puts its edge on rock. (Simulated outlines run on a 5 m lattice,
+    so some pass exactly through pixel centres: those pixels may fall either way.)"""
+    for _, row in cube_index[cube_index.role == "inventory"].iterrows():
+        cube = read_cube(cubes_dir / row.path)
+        truth = gpd.read_file(raw_region / "truth" / f"outlines_{row.epoch}.gpkg").set_index("glacier_id")
+        with rasterio.open(raw_region / "truth" / f"surface_{row.epoch}.tif") as ds:
+            assert ds.crs == cube.grid.crs  # precondition: same UTM zone, same 10 m lattice
+            cls = ds.read(1)
+            t = ds.transform
+        rows, cols = np.nonzero(cube.mask_glacier)
+        xs, ys = cube.grid.xy_coords()
+        r = np.floor((ys[rows] - t.f) / t.e).astype(int)
+        c = np.floor((xs[cols] - t.c) / t.a).astype(int)
+        inside = (r >= 0) & (r < cls.shape[0]) & (c >= 0) & (c < cls.shape[1])
+        assert inside.all(), row.glacier_id  # simulated glaciers are clipped to the scene
+        off = ~np.isin(cls[r, c], GLACIER_CLASSES)
+        on_edge = gpd.points_from_xy(xs[cols[off]], ys[rows[off]]).distance(
+            truth.geometry[row.glacier_id].boundary) < 1e-3
+        assert on_edge.all() and off.sum() <= 0.01 * off.size, (row.glacier_id, off.sum())
+
+
+def test_cube_grid_is_10m_utm(raw_region, cubes_dir, cube_index):
+    lon_min, lat_min, lon_max, lat_max = _outlines(raw_region).total_bounds
+    zone = int(((lon_min + lon_max) / 2 + 180) // 6) + 1
+    epsg = (32600 if (lat_min + lat_max) / 2 >= 0 else 32700) + zone
+    for _, row in cube_index.iterrows():
+        cube = read_cube(cubes_dir / row.path)
+        t = cube.grid.transform
+        assert cube.grid.crs.to_epsg() == epsg
+        assert (t.a, t.b, t.d, t.e) == (10.0, 0.0, 0.0, -10.0)
+        assert t.c % 10 == 0 and t.f % 10 == 0  # snapped to whole pixels
+        assert cube.attrs["crs"] == f"EPSG:{epsg}" and cube.attrs["res"] == 10.0
+        assert cube.data.shape[1:] == (row.height, row.width)
+
+
+def test_recent_cubes_share_the_inventory_grid_and_masks(cubes_dir, cube_index, raw_region):
+    dates = {e: v["date"] for e, v in _manifest(raw_region)["epochs"].items()}
+    for gid, rows in cube_index.groupby("glacier_id"):
+        inv = read_cube(cubes_dir / rows[rows.role == "inventory"].path.iloc[0])
+        for p in rows[rows.role == "recent"].path:
+            rec = read_cube(cubes_dir / p)
+            assert rec.grid == inv.grid
+            np.testing.assert_array_equal(rec.mask_glacier, inv.mask_glacier)
+            np.testing.assert_array_equal(rec.mask_all, inv.mask_all)
+            assert rec.attrs["year"] == pytest.approx(_decimal_year(dates[rec.attrs["epoch"]]))
+            assert not np.array_equal(rec.data[:6], inv.data[:6], equal_nan=True)  # another scene
+
+
+# ---------------------------------------------------------------------------- bands and masks
+def test_bands_dtypes_and_attrs(cubes_dir, cube_index):
+    for _, row in cube_index.iterrows():
+        with xr.open_dataset(cubes_dir / row.path, engine="h5netcdf") as ds:
+            assert [str(b) for b in ds["band"].values] == DOC_BANDS
+            assert ds["data"].dims == ("band", "y", "x") and ds["data"].dtype == np.float32
+            for m in ("mask_glacier", "mask_all", "mask_invalid"):
+                assert ds[m].dims == ("y", "x") and ds[m].dtype == np.uint8
+                assert set(np.unique(ds[m].values)) <= {0, 1}
+            assert ds["mask_glacier"].values.any(), row.glacier_id
+            assert DOC_ATTRS <= set(ds.attrs)
+            assert (ds.attrs["glacier_id"], ds.attrs["epoch"]) == (row.glacier_id, row.epoch)
+            on_glacier = ds["mask_glacier"].values == 1
+            dem = ds["data"].sel(band=["dem", "slope", "hillshade"]).values
+            assert np.isfinite(dem[:, on_glacier]).all()  # the DEM covers every glacier
+
+
+def test_mask_invalid_is_cloud_shadow_and_no_data(raw_region, cubes_dir, cube_index):
+    """Scene and cube grids are both whole 10 m pixels of the same UTM zone, so every cube pixel
+    is one scene pixel: mask_invalid must be exactly cloud/shadow/no-data of that pixel."""
+    n_invalid = n_valid = 0
+    for _, row in cube_index.iterrows():
+        cube = read_cube(cubes_dir / row.path)
+        scene_dir = raw_region / "scenes" / row.epoch
+        with rasterio.open(scene_dir / "optical.tif") as opt, rasterio.open(scene_dir / "cloud.tif") as cl:
+            assert opt.crs == cube.grid.crs and opt.res == (cube.grid.res, cube.grid.res)
+            optical, cloud, t = opt.read(), cl.read(1), opt.transform
+            shape = (opt.height, opt.width)
+        xs, ys = cube.grid.xy_coords()
+        cols = np.floor((xs[None, :] - t.c) / t.a).astype(int).repeat(len(ys), axis=0)
+        rows = np.floor((ys[:, None] - t.f) / t.e).astype(int).repeat(len(xs), axis=1)
+        inside = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1])
+        expected = np.ones(cube.mask_invalid.shape, np.uint8)  # outside the scene: no data
+        r, c = rows[inside], cols[inside]
+        expected[inside] = (cloud[r, c] != 0) | ~np.isfinite(optical[:, r, c]).all(axis=0)
+        np.testing.assert_array_equal(cube.mask_invalid, expected, err_msg=row.path)
+        # and the optical bands are the scene's pixels
+        np.testing.assert_allclose(cube.data[:6][:, inside], optical[:, r, c], atol=1e-6)
+        assert np.isnan(cube.data[:6][:, ~inside]).all()
+        n_invalid += int(cube.mask_invalid.sum())
+        n_valid += int((cube.mask_invalid == 0).sum())
+    assert n_invalid > 0 and n_valid > 0
+
+
+# ------------------------------------------------------------------------------------- index
+def test_index_has_inventory_and_recent_rows(raw_region, cubes_dir, cube_index):
+    manifest = _manifest(raw_region)
+    outlines = _outlines(raw_region)
+    years = {e: _decimal_year(v["date"]) for e, v in manifest["epochs"].items()}
+    recent = [e for e in manifest["epochs"] if e not in manifest["inventory_epochs"]]
+    assert recent  # the simulated region has a recent epoch
+    assert set(cube_index.glacier_id) == set(outlines.index)
+    for gid, rows in cube_index.groupby("glacier_id"):
+        inv_year = _decimal_year(pd.Timestamp(outlines.loc[gid, "date"]).date())
+        nearest = min(manifest["inventory_epochs"], key=lambda e: abs(years[e] - inv_year))
+        assert sorted(zip(rows.role, rows.epoch)) == sorted(
+            [("inventory", nearest)] + [("recent", e) for e in recent]), gid
+        assert rows.inventory_year.tolist() == pytest.approx([inv_year] * len(rows))
+        for _, row in rows.iterrows():
+            assert row.year == pytest.approx(years[row.epoch])
+            assert (cubes_dir / row.path).is_file()
+            assert row.path == f"{row.epoch}/{gid}.nc"
+        c = outlines.geometry[gid]  # centroid in lon/lat, close to the projected centroid
+        assert rows.lon.iloc[0] == pytest.approx(c.centroid.x, abs=1e-4)
+        assert rows.lat.iloc[0] == pytest.approx(c.centroid.y, abs=1e-4)
+    # nothing but index.csv and the epoch folders
+    assert sorted(p.name for p in cubes_dir.iterdir()) == sorted(["index.csv", *cube_index.epoch.unique()])
+
+
+def test_parallel_ingest_gives_the_same_cubes(raw_region, cubes_dir, cube_index, tmp_path):
+    cfg = DATA.model_copy(update={"workers": 2})
+    index = ingest_region(raw_region, tmp_path / "cubes", cfg, SensorsConfig(), progress=False)
+    pd.testing.assert_frame_equal(index.reset_index(drop=True), read_index(tmp_path / "cubes"),
+                                  check_dtype=False)
+    pd.testing.assert_frame_equal(read_index(tmp_path / "cubes"), cube_index)
+    for p in cube_index.path:
+        a, b = read_cube(cubes_dir / p), read_cube(tmp_path / "cubes" / p)
+        np.testing.assert_array_equal(a.data, b.data)
+        np.testing.assert_array_equal(a.mask_all, b.mask_all)
+
+
+# --------------------------------------------------------------------------------- real data
+# stem, id column, date column, name column, min/max elevation columns
+REAL_FILES = {
+    "rgi7": ("rgi7g_hef_complex", "rgi_id", "src_date", "glac_name", "zmin_m", "zmax_m"),
+    "rgi6": ("Hintereisferner_RGI6", "RGIId", "BgnDate", "Name", "Zmin", "Zmax"),
+}
+
+
+def _real_region(root: Path, stem: str, id_column: str, date_column: str) -> Path:
+    """A raw region from the real outlines and the real SRTM DEM (both linked, read as they are),
+    with synthetic 30 m scenes around Hintereisferner (no real imagery is available)."""
+    root.mkdir()
+    for f in REAL.glob(f"{stem}.*"):
+        os.symlink(f, root / f.name)
+    for f in REAL.glob("hef_srtm.*"):
+        os.symlink(f, root / f.name)
+    # scene box: Hintereisferner and its western neighbours, inside the DEM
+    x0, y0, x1, y1 = Transformer.from_crs("EPSG:4326", "EPSG:32632", always_xy=True).transform_bounds(
+        10.69, 46.775, 10.77, 46.83)
+    res = 30.0
+    x0, y1 = np.floor(x0 / res) * res, np.ceil(y1 / res) * res
+    w, h = int(np.ceil((x1 - x0) / res)), int(np.ceil((y1 - y0) / res))
+    transform = rasterio.Affine(res, 0, x0, 0, -res, y1)
+    rng = np.random.default_rng(0)
+    epochs = {"2003": dt.date(2003, 8, 15), "2023": dt.date(2023, 8, 20)}
+    for epoch in epochs:
+        scene = root / "scenes" / epoch
+        scene.mkdir(parents=True)
+        common = dict(driver="GTiff", width=w, height=h, crs="EPSG:32632", transform=transform)
+        with rasterio.open(scene / "optical.tif", "w", count=6, dtype="float32", nodata=np.nan,
+                           **common) as ds:
+            ds.write(rng.uniform(0, 1, (6, h, w)).astype(np.float32))
+            ds.descriptions = ("B2", "B3", "B4", "B8", "B11", "B12")
+        with rasterio.open(scene / "cloud.tif", "w", count=1, dtype="uint8", nodata=255, **common) as ds:
+            ds.write(np.zeros((1, h, w), np.uint8))
+    (root / "region.yaml").write_text(yaml.safe_dump({
+        "name": "real-hef", "id_column": id_column, "date_column": date_column,
+        "outlines": f"{stem}.shp", "dem": "hef_srtm.tif", "inventory_epochs": ["2003"],
+        "epochs": {e: {"date": d} for e, d in epochs.items()},
+    }))
+    return root
+
+
+@pytest.mark.skipif(not (REAL / "rgi7g_hef_complex.shp").exists(),
+                    reason=f"real Alps sample data (OGGM) not found at {REAL}")
+@pytest.mark.parametrize("which", sorted(REAL_FILES))
+def test_real_outlines_and_dem(which, tmp_path):
+    stem, id_column, date_column, name_column, zmin_column, zmax_column = REAL_FILES[which]
+    raw = _real_region(tmp_path / "raw", stem, id_column, date_column)
+    real = gpd.read_file(REAL / f"{stem}.shp").set_index(id_column)
+    with rasterio.open(raw / "scenes" / "2003" / "optical.tif") as ds:
+        scene_box = box(*ds.bounds)
+    expected = set(real.index[real.to_crs(32632).intersects(scene_box)])
+    assert len(expected) >= 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = ingest_region(raw, tmp_path / "cubes", DataConfig(buffer_m=320.0), SensorsConfig(),
+                              progress=False)
+    skipped = [str(w.message) for w in caught if "outside the scenes skipped" in str(w.message)]
+    assert len(skipped) == (len(expected) < len(real))  # one warning listing the skipped outlines
+    assert set(index.glacier_id) == expected
+    assert "Hintereisferner" in set(real.loc[list(expected), name_column])
+    inv = index[index.role == "inventory"]
+    assert len(inv) == len(expected) and set(index.role) == {"inventory", "recent"}
+    for _, row in inv.iterrows():
+        cube = read_cube(tmp_path / "cubes" / row.path)
+        res = cube.grid.res
+        geom = real.loc[[row.glacier_id]].to_crs(cube.grid.crs).geometry.iloc[0]
+        assert abs(cube.mask_glacier.sum() * res**2 - geom.area) <= geom.length * res, row.glacier_id
+        assert cube.attrs["glacier_id"] == row.glacier_id
+        assert cube.bands == DOC_BANDS[:6] + DOC_BANDS[9:]  # no sar.tif: no SAR bands
+        # the real DEM is georeferenced: on the glacier it spans the RGI elevation range
+        dem = cube.data[cube.bands.index("dem")][cube.mask_glacier == 1]
+        zmin, zmax = real.loc[row.glacier_id, zmin_column], real.loc[row.glacier_id, zmax_column]
+        assert zmin - 150 < np.median(dem) < zmax + 150
+        assert np.percentile(dem, 5) > zmin - 150 and np.percentile(dem, 95) < zmax + 150
+    # the inventory date column of either RGI version is read (RGI6: YYYYMMDD, 99 = unknown day)
+    expected_year = _decimal_year(dt.date(2003, 7, 30) if which == "rgi7" else dt.date(2003, 7, 1))
+    assert inv.inventory_year.to_numpy() == pytest.approx(expected_year)
+
+
+# --------------------------------------------------------------------------------- bad input
+def _ingest(raw: Path, out: Path):
+    return ingest_region(raw, out, DATA, SensorsConfig(), progress=False)
+
+
+@pytest.mark.parametrize("rel, band", [("scenes/2015/optical.tif", "B11"), ("scenes/2023/sar.tif", "coh")])
+def test_missing_band(raw_copy, tmp_path, rel, band):
+    path = raw_copy / rel
+    with rasterio.open(path) as ds:
+        names, data = list(ds.descriptions), ds.read()
+    keep = [i for i, n in enumerate(names) if n != band]
+    _rewrite_raster(path, data=data[keep], descriptions=[names[i] for i in keep])
+    with pytest.raises(InputDataError) as err:
+        _ingest(raw_copy, tmp_path / "cubes")
+    _assert_error_names(err.value, path, f"missing band(s) {[band]}", str([names[i] for i in keep]))
+    assert not (tmp_path / "cubes").exists()
+
+
+@pytest.mark.parametrize("rel", ["dem.tif", "scenes/2016/optical.tif", "scenes/2023/sar.tif"])
+def test_raster_without_crs(raw_copy, tmp_path, rel):
+    path = raw_copy / rel
+    _rewrite_raster(path, crs=None)
+    with rasterio.open(path) as ds:
+        assert ds.crs is None  # precondition
+    with pytest.raises(InputDataError) as err:
+        _ingest(raw_copy, tmp_path / "cubes")
+    _assert_error_names(err.value, path, "no CRS")
+
+
+def test_outlines_not_overlapping_the_rasters(raw_copy, tmp_path):
+    path = raw_copy / "outlines.gpkg"
+    gdf = gpd.read_file(path)
+    gdf.geometry = gdf.geometry.translate(xoff=3.0)  # some 230 km east
+    gdf.to_file(path)
+    with pytest.raises(InputDataError) as err:
+        _ingest(raw_copy, tmp_path / "cubes")
+    _assert_error_names(err.value, path, "no outline overlaps")
+    assert not (tmp_path / "cubes").exists()
+
+
+def test_outline_outside_the_scenes_is_skipped_with_a_warning(raw_copy, tmp_path):
+    path = raw_copy / "outlines.gpkg"
+    gdf = gpd.read_file(path)
+    gone = gdf.glacier_id.iloc[1]
+    far = gdf.geometry.translate(xoff=3.0)
+    gdf.geometry = [f if g == gone else geom for g, geom, f in zip(gdf.glacier_id, gdf.geometry, far)]
+    gdf.to_file(path)
+    with pytest.warns(UserWarning, match=rf"outside the scenes skipped: \['{gone}'\]"):
+        index = _ingest(raw_copy, tmp_path / "cubes")
+    assert set(index.glacier_id) == set(gdf.glacier_id) - {gone}
+
+
+def test_bow_tie_outline_is_repaired_with_a_warning(raw_copy, tmp_path):
+    path = raw_copy / "outlines.gpkg"
+    gdf = gpd.read_file(path)
+    i = int(gdf.to_crs(32632).area.argmax())
+    gid = gdf.glacier_id.iloc[i]
+    x0, y0, x1, y1 = gdf.geometry.iloc[i].bounds
+    bow_tie = Polygon([(x0, y0), (x1, y1), (x1, y0), (x0, y1)])  # edges cross at the centre
+    assert not bow_tie.is_valid  # precondition
+    gdf.loc[i, "geometry"] = bow_tie
+    gdf.to_file(path)
+    with pytest.warns(UserWarning, match="repaired 1 invalid"):
+        index = _ingest(raw_copy, tmp_path / "cubes")
+    assert set(index.glacier_id) == set(gdf.glacier_id)
+    cube = read_cube(tmp_path / "cubes" / index[(index.glacier_id == gid) & (index.role == "inventory")].path.iloc[0])
+    # both lobes of the bow-tie are kept: two triangles, half the bounding box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    lobes = gpd.GeoSeries([Polygon([(x0, y0), (cx, cy), (x0, y1)]), Polygon([(x1, y1), (x1, y0), (cx, cy)])],
+                          crs=gdf.crs).to_crs(cube.grid.crs)
+    res = cube.grid.res
+    assert abs(cube.mask_glacier.sum() * res**2 - lobes.area.sum()) <= lobes.length.sum() * res
+    assert cube.attrs["area_km2"] == pytest.approx(lobes.area.sum() / 1e6, rel=1e-3)
+
+
+@pytest.mark.parametrize("problem", ["empty", "duplicate"])
+def test_empty_geometry_or_duplicate_id(raw_copy, tmp_path, problem):
+    path = raw_copy / "outlines.gpkg"
+    gdf = gpd.read_file(path)
+    bad = gdf.glacier_id.iloc[2]
+    if problem == "empty":
+        gdf.loc[2, "geometry"] = Polygon()
+        expected = f"empty geometry for glacier(s) {[bad]}"
+    else:
+        gdf.loc[3, "glacier_id"] = bad
+        expected = f"duplicate glacier ids: {[bad]}"
+    gdf.to_file(path)
+    with pytest.raises(InputDataError) as err:
+        _ingest(raw_copy, tmp_path / "cubes")
+    _assert_error_names(err.value, path, expected)
+
+
+def _dem_nan_on(raw: Path, geoms: gpd.GeoSeries, invert: bool = False) -> None:
+    """Set the DEM to NaN on the given outlines (or, with invert, everywhere else)."""
+    path = raw / "dem.tif"
+    with rasterio.open(path) as ds:
+        dem, shape, transform, crs = ds.read(), ds.shape, ds.transform, ds.crs
+    on = features.rasterize([(g, 1) for g in geoms.to_crs(crs)], out_shape=shape, transform=transform,
+                            all_touched=True).astype(bool)
+    dem[0][~on if invert else on] = np.nan
+    _rewrite_raster(path, data=dem)
+
+
+def test_dem_nan_over_a_glacier(raw_copy, tmp_path):
+    gdf = gpd.read_file(raw_copy / "outlines.gpkg")
+    utm = gdf.to_crs(32632).geometry
+    # the last glacier in file order with no neighbour within 100 m (bilinear resampling spreads
+    # NaN a little): the cubes of the glaciers before it are written before it fails
+    isolated = [i for i in range(len(gdf)) if utm.drop(utm.index[i]).distance(utm.iloc[i]).min() > 100]
+    i = isolated[-1]
+    assert i >= 1  # precondition
+    gid = gdf.glacier_id.iloc[i]
+    _dem_nan_on(raw_copy, gdf.geometry.iloc[[i]])
+    with pytest.raises(InputDataError) as err:
+        _ingest(raw_copy, tmp_path / "cubes")
+    _assert_error_names(err.value, raw_copy / "dem.tif", "DEM has NaN/no-data on 100.0% of glacier", gid)
+    assert not (tmp_path / "cubes").exists() and not _leftovers(tmp_path)  # atomic
+
+
+def test_dem_nan_off_glacier_stays_nan(raw_copy, tmp_path):
+    """No data in the DEM away from the glaciers is no error: it stays NaN in the cubes' buffer."""
+    gdf = gpd.read_file(raw_copy / "outlines.gpkg")
+    _dem_nan_on(raw_copy, gdf.to_crs(32632).buffer(100.0), invert=True)
+    index = _ingest(raw_copy, tmp_path / "cubes")
+    nan_somewhere = False
+    for _, row in index.iterrows():
+        cube = read_cube(tmp_path / "cubes" / row.path)
+        dem = cube.data[cube.bands.index("dem")]
+        assert np.isfinite(dem[cube.mask_glacier == 1]).all()
+        nan_somewhere |= bool(np.isnan(dem).any())
+    assert nan_somewhere
+
+
+@pytest.mark.parametrize("rel, how", [("scenes/2023/optical.tif", "truncate"),
+                                      ("scenes/2015/cloud.tif", "truncate"),
+                                      ("dem.tif", "truncate"),
+                                      ("scenes/2016/optical.tif", "junk")])
+def test_corrupt_geotiff(raw_copy, tmp_path, rel, how):
+    path = raw_copy / rel
+    if how == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes(b"II*\x00" + os.urandom(2000))
+    with pytest.raises(InputDataError) as err:
+        _ingest(raw_copy, tmp_path / "cubes")
+    _assert_error_names(err.value, path, "cannot read raster")
+    assert "corrupt" in err.value.message
+    assert not (tmp_path / "cubes").exists() and not _leftovers(tmp_path)
+
+
+def test_missing_region_yaml_or_listed_file(raw_copy, tmp_path):
+    (raw_copy / "scenes" / "2016" / "cloud.tif").unlink()
+    with pytest.raises(InputDataError) as err:
+        _ingest(raw_copy, tmp_path / "cubes")
+    _assert_error_names(err.value, raw_copy / "scenes" / "2016" / "cloud.tif", "file missing")
+    (raw_copy / "region.yaml").unlink()
+    with pytest.raises(InputDataError) as err:
+        _ingest(raw_copy, tmp_path / "cubes")
+    _assert_error_names(err.value, raw_copy / "region.yaml", "region.yaml missing")
+    with pytest.raises(InputDataError) as err:
+        _ingest(tmp_path / "nowhere", tmp_path / "cubes")
+    _assert_error_names(err.value, tmp_path / "nowhere", "region folder not found")
+
+
+def test_all_cloud_scene(raw_copy, tmp_path):
+    path = raw_copy / "scenes" / "2023" / "cloud.tif"
+    with rasterio.open(path) as ds:
+        ones = np.ones((1, ds.height, ds.width), np.uint8)
+    _rewrite_raster(path, data=ones)
+    with pytest.raises(InputDataError) as err:
+        _ingest(raw_copy, tmp_path / "cubes")
+    _assert_error_names(err.value, path, "100% cloud")
+
+
+# --------------------------------------------------------------------------------------- CLI
+def _cli(tmp_path: Path, raw: Path, out: Path, monkeypatch) -> int:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"buffer_m": DATA.buffer_m}}))
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main() replaces it
+    return cli.main(["--params", str(params), "-q", "ingest", "--raw", str(raw), "--out", str(out)])
+
+
+@pytest.mark.parametrize("case", ["missing_band", "dem_nan", "truncated"])
+def test_cli_reports_one_line_and_writes_nothing(raw_copy, tmp_path, capsys, monkeypatch, case):
+    if case == "missing_band":
+        bad = raw_copy / "scenes" / "2015" / "optical.tif"
+        with rasterio.open(bad) as ds:
+            data, names = ds.read(), list(ds.descriptions)
+        _rewrite_raster(bad, data=data[:4], descriptions=names[:4])
+        problem = "missing band(s) ['B11', 'B12']"
+    elif case == "dem_nan":
+        bad = raw_copy / "dem.tif"
+        _dem_nan_on(raw_copy, gpd.read_file(raw_copy / "outlines.gpkg").geometry.iloc[[-1]])
+        problem = "DEM has NaN/no-data"
+    else:
+        bad = raw_copy / "scenes" / "2023" / "optical.tif"
+        bad.write_bytes(bad.read_bytes()[:20000])
+        problem = "cannot read raster data (corrupt or truncated file)"
+    out_parent = tmp_path / "products"
+    out_parent.mkdir()
+    code = _cli(tmp_path, raw_copy, out_parent / "cubes", monkeypatch)
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"error: {bad}: {problem}"), lines[0]
+    assert "Traceback" not in captured.err + captured.out
+    assert list(out_parent.iterdir()) == []  # no output folder, no temporary leftovers
+
+
+def test_cli_failure_keeps_previous_cubes(raw_copy, cubes_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "cubes"
+    shutil.copytree(cubes_dir, out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    (raw_copy / "scenes" / "2023" / "cloud.tif").unlink()
+    assert _cli(tmp_path, raw_copy, out, monkeypatch) == 2
+    assert "file missing" in capsys.readouterr().err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert not _leftovers(tmp_path)
+
+
+def test_cli_ingest_succeeds(raw_region, cube_index, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "cubes"
+    assert _cli(tmp_path, raw_region, out, monkeypatch) == 0
+    captured = capsys.readouterr()
+    assert f"{cube_index.glacier_id.nunique()} glaciers, {len(cube_index)} cubes" in captured.out
+    pd.testing.assert_frame_equal(read_index(out), cube_index)
+
+
+def test_cli_bad_params_is_a_config_error(tmp_path, capsys, monkeypatch):
+    params = tmp_path / "params.yaml"
+    params.write_text("data: {bufer_m: 10}\n")
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    assert cli.main(["--params", str(params), "ingest"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {params}: unknown key 'data.bufer_m'")
+    with pytest.raises(ConfigError):  # -v: the full traceback, for debugging
+        cli.main(["--params", str(params), "-v", "ingest"])

@@ -74,10 +74,7 @@ def log_evaluation(params: Params, result: dict[str, Any]) -> None:
 
     client = MlflowClient(tracking.resolve_tracking_uri(params.tracking))
     exp_id = tracking.experiment_id(params.tracking.experiment)
-    parent = tracking.find_or_create_parent(client, exp_id, f"{result['model']}/{result['sensor_set']}", {
-        "glaciermap.role": "parent", "glaciermap.model": result["model"],
-        "glaciermap.sensor_set": result["sensor_set"],
-        "glaciermap.config": tracking.config_hash(params.model_dump(mode="json", exclude={"tracking"}))})
+    parent = tracking.parent_run(client, exp_id, params, result["model"], result["sensor_set"])
     for k, v in result["mean"].items():
         client.log_metric(parent, f"test_{k}", v)
     for fold, r in result["folds"].items():

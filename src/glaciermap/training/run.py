@@ -119,10 +119,7 @@ def _mlflow_run(client: MlflowClient, exp_id: str, params: Params, spec: RunSpec
         except mlflow.exceptions.MlflowException:
             pass  # tracking database was reset: start a fresh run
     if parent_id is None:
-        ident = {"glaciermap.role": "parent", "glaciermap.model": spec.model,
-                 "glaciermap.sensor_set": spec.sensor_set,
-                 "glaciermap.config": tracking.config_hash(params.model_dump(mode="json", exclude={"tracking"}))}
-        parent_id = tracking.find_or_create_parent(client, exp_id, f"{spec.model}/{spec.sensor_set}", ident)
+        parent_id = tracking.parent_run(client, exp_id, params, spec.model, spec.sensor_set)
     run = client.create_run(exp_id, run_name=f"{spec.model}-{spec.sensor_set}-fold{spec.fold}",
                             tags={"mlflow.parentRunId": parent_id, **spec.tags, **tracking.reproducibility_tags()})
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -144,10 +141,12 @@ def train_run(params: Params, spec: RunSpec, *, progress: bool = True, callbacks
     exp_id = tracking.experiment_id(params.tracking.experiment)
     run_dir = Path(run_dir or spec.run_dir(params))
     run_dir.mkdir(parents=True, exist_ok=True)
-    out = Path(metrics_dir) if metrics_dir is not None else run_dir
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_path, history_path = (out / f"{spec.name}.json", out / f"{spec.name}_history.csv") \
-        if metrics_dir is not None else (run_dir / "metrics.json", run_dir / "history.csv")
+    if metrics_dir is None:
+        metrics_path, history_path = run_dir / "metrics.json", run_dir / "history.csv"
+    else:
+        Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+        metrics_path = Path(metrics_dir) / f"{spec.name}.json"
+        history_path = Path(metrics_dir) / f"{spec.name}_history.csv"
     L.seed_everything(params.train.seed + spec.fold, workers=True, verbose=False)
     dm = make_datamodule(params, spec)
     task = make_task(params, spec)

@@ -97,3 +97,10 @@ def find_or_create_parent(client: MlflowClient, exp_id: str, name: str, tags: di
     if runs:
         return runs[0].info.run_id
     return client.create_run(exp_id, run_name=name, tags={**tags, **reproducibility_tags()}).info.run_id
+
+
+def parent_run(client: MlflowClient, exp_id: str, params, model: str, sensor_set: str) -> str:
+    """The parent run of one (model, sensor set) under one configuration (fold runs nest in it)."""
+    ident = {"glaciermap.role": "parent", "glaciermap.model": model, "glaciermap.sensor_set": sensor_set,
+             "glaciermap.config": config_hash(params.model_dump(mode="json", exclude={"tracking"}))}
+    return find_or_create_parent(client, exp_id, f"{model}/{sensor_set}", ident)

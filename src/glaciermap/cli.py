@@ -145,6 +145,7 @@ def _register_later_stages() -> None:
     import glaciermap.analysis.cli  # noqa: F401
     import glaciermap.inference.cli  # noqa: F401
     import glaciermap.training.cli  # noqa: F401
+    import glaciermap.tuning.cli  # noqa: F401
 
 
 if __name__ == "__main__":

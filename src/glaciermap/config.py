@@ -13,6 +13,7 @@ from glaciermap.config_base import StrictModel
 from glaciermap.data.simulate.config import SimulateConfig
 from glaciermap.errors import ConfigError
 from glaciermap.models.config import ModelConfig
+from glaciermap.tuning.config import TuneConfig
 
 OPTICAL_BANDS = ("B2", "B3", "B4", "B8", "B11", "B12")
 SAR_BANDS = ("VV", "VH", "coh")
@@ -151,6 +152,7 @@ class Params(StrictModel):
     tracking: TrackingConfig = TrackingConfig()
     infer: InferConfig = InferConfig()
     area_change: AreaChangeConfig = AreaChangeConfig()
+    tune: TuneConfig = TuneConfig()
 
     @model_validator(mode="after")
     def _train_names_exist(self) -> Params:
@@ -168,7 +170,35 @@ class Params(StrictModel):
         bad = [f for f in self.train.folds if not 0 <= f < self.folds.k]
         if bad:
             raise ValueError(f"train.folds {bad} outside 0..{self.folds.k - 1} (folds.k = {self.folds.k})")
+        self._check_tune()
         return self
+
+    @property
+    def tuned_run(self) -> tuple[str, str]:
+        """(model, sensor set) that `glaciermap tune` trains: tune.* if set, else the first of train.*."""
+        return self.tune.model or self.train.models[0], self.tune.sensor_set or self.train.sensor_sets[0]
+
+    def _check_tune(self) -> None:
+        t = self.tune
+        models = list(t.space["tune.model"].choices) if "tune.model" in t.space else [self.tuned_run[0]]
+        sets = list(t.space["tune.sensor_set"].choices) if "tune.sensor_set" in t.space else [self.tuned_run[1]]
+        if unknown := [m for m in models if m not in self.models]:
+            raise ValueError(f"tune uses model(s) {unknown}, not defined under models: {sorted(self.models)}")
+        if unknown := [s for s in sets if s not in self.sensors.sets]:
+            raise ValueError(f"tune uses sensor set(s) {unknown}, not defined under sensors.sets: "
+                             f"{sorted(self.sensors.sets)}")
+        if bad := [f for f in t.folds if not 0 <= f < self.folds.k]:
+            raise ValueError(f"tune.folds {bad} outside 0..{self.folds.k - 1} (folds.k = {self.folds.k})")
+        tree = self.model_dump()
+        for key in t.space:
+            node: Any = tree
+            for part in key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    raise ValueError(f"tune.space key {key!r} is not a parameter (use a dotted path such "
+                                     "as train.lr or models.unet.encoder)")
+                node = node[part]
+            if isinstance(node, dict):
+                raise ValueError(f"tune.space key {key!r} names a section, not a parameter")
 
 
 def _format_validation_error(err: ValidationError) -> str:

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from glaciermap.config import TrackingConfig
 from glaciermap.errors import GlaciermapError
 
 OFFLINE_URI = "sqlite:///mlflow-offline.db"
+_FROM_PARAMS = "GLACIERMAP_TRACKING_URI_FROM_PARAMS"  # marks an MLFLOW_TRACKING_URI we set, not the user
 
 
 class TrackingUnavailableError(GlaciermapError):
@@ -30,7 +32,9 @@ def resolve_tracking_uri(cfg: TrackingConfig) -> str:
     An unreachable http(s) server is an error, or (tracking.offline_fallback) a local SQLite
     database whose runs can be synced later with `mlflow` export tools.
     """
-    uri = os.environ.get("MLFLOW_TRACKING_URI", cfg.tracking_uri)
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    # mlflow.set_tracking_uri exports the URI to the environment; only a user's own setting wins
+    uri = env if env and env != os.environ.get(_FROM_PARAMS) else cfg.tracking_uri
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as r:
@@ -42,8 +46,21 @@ def resolve_tracking_uri(cfg: TrackingConfig) -> str:
                     hint="start it, unset MLFLOW_TRACKING_URI, or set tracking.offline_fallback: true") from None
             warnings.warn(f"MLflow server {uri} unreachable: logging to {OFFLINE_URI} instead", stacklevel=2)
             uri = OFFLINE_URI
+    if uri != env:
+        os.environ[_FROM_PARAMS] = uri
     mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        # workers starting together must not race to create the tables (one creates, the rest wait)
+        with sqlite_lock(uri):
+            MlflowClient(uri).search_experiments(max_results=1)
     return uri
+
+
+def sqlite_lock(uri: str) -> FileLock:
+    """An inter-process lock beside a sqlite:/// database file (for schema creation)."""
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{path}.lock")
 
 
 def experiment_id(name: str) -> str:
@@ -91,12 +108,20 @@ def reproducibility_tags() -> dict[str, str]:
 
 
 def find_or_create_parent(client: MlflowClient, exp_id: str, name: str, tags: dict[str, str]) -> str:
-    """The parent run with exactly these identifying tags, created if absent."""
+    """The parent run with exactly these identifying tags, created if absent.
+
+    Workers that start together may both create one; the oldest wins and the others delete theirs.
+    """
     flt = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    runs = client.search_runs([exp_id], filter_string=flt, max_results=1, order_by=["attributes.start_time DESC"])
+    runs = client.search_runs([exp_id], filter_string=flt, max_results=1, order_by=["attributes.start_time ASC"])
     if runs:
         return runs[0].info.run_id
-    return client.create_run(exp_id, run_name=name, tags={**tags, **reproducibility_tags()}).info.run_id
+    mine = client.create_run(exp_id, run_name=name, tags={**tags, **reproducibility_tags()}).info.run_id
+    oldest = client.search_runs([exp_id], filter_string=flt, max_results=1,
+                                order_by=["attributes.start_time ASC", "attributes.run_id ASC"])[0].info.run_id
+    if oldest != mine:
+        client.delete_run(mine)
+    return oldest
 
 
 def parent_run(client: MlflowClient, exp_id: str, params, model: str, sensor_set: str) -> str:

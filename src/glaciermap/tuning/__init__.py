@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps with Optuna over the project's one training function."""

@@ -52,16 +52,27 @@ def _simulate(args, params):
     print(f"simulated region written to {out}")
 
 
-@command("ingest", "build one cube per glacier and epoch from a raw region")
+@command("ingest", "build one cube per glacier and epoch from a raw region or a published dataset")
 @arguments(lambda p: (
-    p.add_argument("--raw", type=Path, help="raw region folder (default: data.raw_dir)"),
+    p.add_argument("--raw", type=Path, help="raw region folder, or the dataset for --format "
+                                            "(default: data.raw_dir)"),
     p.add_argument("--out", type=Path, help="cubes folder (default: data.cubes_dir)"),
+    p.add_argument("--format", default="region", choices=["region", "dandb-netcdf", "glavitu-hdf5"],
+                   help="input layout: raw region (default), Diaconu & Bamber per-glacier NetCDF, "
+                        "GlaViTU tile HDF5 (docs/data-format.md, section 3)"),
 ))
 def _ingest(args, params):
-    from glaciermap.data.ingest import ingest_region
+    if args.format == "region":
+        from glaciermap.data.ingest import ingest_region
 
-    index = ingest_region(args.raw or params.data.raw_dir, args.out or params.data.cubes_dir,
-                          params.data, params.sensors, progress=not args.quiet)
+        index = ingest_region(args.raw or params.data.raw_dir, args.out or params.data.cubes_dir,
+                              params.data, params.sensors, progress=not args.quiet)
+    else:
+        from glaciermap.data.adapters import ingest_dataset
+
+        sets = list(dict.fromkeys([*params.train.sensor_sets, params.infer.sensor_set]))
+        index = ingest_dataset(args.format, args.raw or params.data.raw_dir, args.out or params.data.cubes_dir,
+                               params.data, params.sensors, sets, progress=not args.quiet)
     print(f"{index.glacier_id.nunique()} glaciers, {len(index)} cubes written to "
           f"{args.out or params.data.cubes_dir}")
 

@@ -30,6 +30,24 @@ class DataConfig(StrictModel):
     buffer_m: float = Field(1280.0, ge=0)
     max_scene_cloud_fraction: float = Field(0.98, gt=0, le=1)  # above: scene rejected as all-cloud
     workers: int = Field(1, ge=1)  # processes building cubes in parallel
+    # dataset adapters (`glaciermap ingest --format ...`, docs/data-format.md section 3)
+    dandb_inventory_epoch: str | None = None  # dandb-netcdf: epoch folder of the inventory (None: first by name)
+    glavitu_channels: dict[str, list[str]] = {  # glavitu-hdf5: band names of each dataset's channels
+        "optical": ["B2", "B3", "B4", "B8", "B11", "B12"],
+        "dem": ["dem", "slope"],
+        "sar": ["VV", "VH"],
+        "coherence": ["coh"],
+    }
+    glavitu_on_missing_feature: Literal["skip", "error"] = "skip"  # tile lacking a feature a sensor set needs
+
+    @field_validator("glavitu_channels")
+    @classmethod
+    def _unique_channel_names(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        names = [b for bands in v.values() for b in bands]
+        dup = sorted({b for b in names if names.count(b) > 1})
+        if dup or any(not bands for bands in v.values()):
+            raise ValueError(f"channel names must be unique and every dataset needs at least one; duplicates: {dup}")
+        return v
 
 
 class SensorsConfig(StrictModel):

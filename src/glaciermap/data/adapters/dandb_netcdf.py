@@ -1,0 +1,189 @@
+"""Per-glacier NetCDF cubes in the Diaconu & Bamber layout -> glaciermap cubes.
+
+Layout (docs/data-format.md, section 3.1): `<root>/<epoch>/<glacier_id>.nc`, one folder per
+epoch; each file holds `band_data` (band, y, x) whose `long_name` lists the band names
+(Sentinel-2 bands plus FILL_MASK, CLOUD_MASK, SHADOW_MASK), `mask_crt_g`, `mask_all_g_id`,
+`dem` (and optionally `mask_debris_crt_g`), on a grid with a CF grid mapping.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from pyproj import CRS as ProjCRS
+from rasterio import Affine
+
+from glaciermap.config import DataConfig, SensorsConfig
+from glaciermap.data.adapters.common import (BandPlan, band_plan, decimal_year_of, dem_derived, finish_cube,
+                                             metric_grid, write_cube_folder)
+from glaciermap.data.cubes import Cube
+from glaciermap.data.raw import Grid
+from glaciermap.errors import InputDataError
+
+FORMAT = "dandb-netcdf"
+MASK_BANDS = ("FILL_MASK", "CLOUD_MASK", "SHADOW_MASK")
+MASK_VARIABLES = ("mask_crt_g", "mask_all_g_id", "dem")
+DEBRIS = "mask_debris_crt_g"
+DEM_BANDS = ("dem", "slope", "hillshade")
+HINT = "band names come from band_data's long_name; see sensors.groups in params.yaml"
+
+
+def epoch_files(root: str | Path) -> dict[str, dict[str, Path]]:
+    """{epoch folder: {glacier_id: file}} under the dataset root (folders in name order)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputDataError("dataset folder not found", path=root,
+                             hint="pass the folder holding one sub-folder of .nc files per epoch")
+    epochs = {d.name: {f.stem: f for f in sorted(d.glob("*.nc"))}
+              for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    epochs = {e: files for e, files in epochs.items() if files}
+    if not epochs:
+        raise InputDataError("no epoch folder with .nc files", path=root,
+                             hint="expected <root>/<epoch>/<glacier_id>.nc (docs/data-format.md, section 3.1)")
+    return epochs
+
+
+def band_names(da: xr.DataArray, path: Path) -> list[str]:
+    """Band names from band_data's `long_name` (a list of strings, or one comma/space separated string)."""
+    raw = da.attrs.get("long_name")
+    if raw is None:
+        raise InputDataError("band_data has no long_name attribute listing the band names", path=path)
+    if isinstance(raw, (str, bytes)):
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        names = [n for n in re.split(r"[\s,()\[\]'\"]+", text) if n]
+    else:
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.atleast_1d(raw)]
+    if len(names) != da.sizes["band"]:
+        raise InputDataError(f"band_data long_name names {len(names)} bands {names}, but band_data has "
+                             f"{da.sizes['band']}", path=path)
+    return names
+
+
+def grid_mapping_crs(ds: xr.Dataset, path: Path) -> ProjCRS:
+    """The CRS of band_data from its CF grid mapping (as xarray decodes it with decode_coords='all')."""
+    da = ds["band_data"]
+    name = da.encoding.get("grid_mapping") or da.attrs.get("grid_mapping")
+    candidates = [name] if name in ds.variables else []
+    candidates += [v for v in ds.variables if v not in candidates and
+                   {"crs_wkt", "spatial_ref", "grid_mapping_name"} & set(ds[v].attrs)]
+    if not candidates:
+        raise InputDataError("no CRS: band_data has no CF grid mapping (e.g. a `spatial_ref` variable "
+                             "with `crs_wkt`)", path=path,
+                             hint="write one with rioxarray `.rio.write_crs()` or pyproj `CRS.to_cf()`")
+    try:
+        return ProjCRS.from_cf(dict(ds[candidates[0]].attrs))
+    except Exception as err:  # pyproj raises several types for unusable CF attributes
+        raise InputDataError(f"invalid CRS in grid mapping {candidates[0]!r}: {err}", path=path) from None
+
+
+def regular_grid(ds: xr.Dataset, crs: ProjCRS, path: Path) -> Grid:
+    """The Grid of a north-up dataset (its x / y pixel-centre coordinates must be evenly spaced)."""
+    x, y = ds["x"].values.astype(np.float64), ds["y"].values.astype(np.float64)
+    if x.size < 2 or y.size < 2:
+        raise InputDataError(f"grid too small ({y.size} x {x.size} pixels)", path=path)
+    dx, dy = np.diff(x), np.diff(y)
+    if not (np.allclose(dx, dx[0], rtol=1e-6) and np.allclose(dy, dy[0], rtol=1e-6)):
+        raise InputDataError("x / y coordinates are not evenly spaced", path=path)
+    transform = Affine(dx[0], 0.0, x[0] - dx[0] / 2, 0.0, dy[0], y[0] - dy[0] / 2)
+    return metric_grid(crs, transform, x.size, y.size, path)
+
+
+def open_glacier(path: Path) -> xr.Dataset:
+    """Open one glacier file, north-up, checking that every variable the layout needs is there."""
+    try:
+        ds = xr.open_dataset(path, engine="h5netcdf", decode_coords="all")
+    except (OSError, ValueError) as err:
+        raise InputDataError(f"cannot read NetCDF: {err}", path=path) from None
+    missing = [v for v in ("band_data", *MASK_VARIABLES) if v not in ds.variables]
+    if missing:
+        ds.close()
+        raise InputDataError(f"missing variable(s) {missing}", path=path,
+                             hint="each glacier file needs band_data, mask_crt_g, mask_all_g_id and dem")
+    if ds["band_data"].dims != ("band", "y", "x"):
+        ds.close()
+        raise InputDataError(f"band_data has dims {ds['band_data'].dims}, expected ('band', 'y', 'x')", path=path)
+    bad = [v for v in (*MASK_VARIABLES, DEBRIS) if v in ds.variables and ds[v].dims != ("y", "x")]
+    if bad:
+        ds.close()
+        raise InputDataError(f"variable(s) {bad} are not on the (y, x) grid of band_data", path=path)
+    if ds.sizes["y"] > 1 and ds["y"].values[1] > ds["y"].values[0]:
+        ds = ds.isel(y=slice(None, None, -1))  # south-up file: flip to north-up
+    return ds
+
+
+def read_glacier(path: Path, glacier_id: str, epoch: str, plan: BandPlan) -> tuple[Cube, bool]:
+    """One glacier file as a glaciermap Cube, and whether it carries the SAR group."""
+    with open_glacier(path) as ds:
+        names = band_names(ds["band_data"], path)
+        missing_masks = [m for m in MASK_BANDS if m not in names]
+        if missing_masks:
+            raise InputDataError(f"band_data lacks mask band(s) {missing_masks}; its long_name lists {names}",
+                                 path=path, hint=f"the layout needs {list(MASK_BANDS)} among the bands")
+        grid = regular_grid(ds, grid_mapping_crs(ds, path), path)
+        stack = ds["band_data"].values.astype(np.float32)
+        dem = ds["dem"].values.astype(np.float32)
+        crt, all_id = ds["mask_crt_g"].values, ds["mask_all_g_id"].values
+        debris = ds[DEBRIS].values if DEBRIS in ds.variables else None
+        year = decimal_year_of(ds.attrs.get("year", ds.attrs.get("date")))
+    if not np.isfinite(year) and re.fullmatch(r"\d{4}", epoch):
+        year = float(epoch)
+    reflectance = [n for n in names if n not in MASK_BANDS]
+    layers = {n: stack[names.index(n)] for n in reflectance}
+    layers.update({"dem": dem, **dem_derived(dem, grid.res)})
+    plan.check_offered(list(layers), path, HINT)
+    bands = plan.bands(layers, path)
+    mask = {m: stack[names.index(m)] for m in MASK_BANDS}
+    written = [b for b in bands if b in reflectance]
+    invalid = ((mask["FILL_MASK"] == 0) | ~np.isfinite(mask["FILL_MASK"])
+               | ~(mask["CLOUD_MASK"] == 0) | ~(mask["SHADOW_MASK"] == 0))
+    if written:  # NaN reflectance counts as no data
+        invalid |= ~np.isfinite(np.stack([layers[b] for b in written])).all(axis=0)
+    glacier = crt == 1
+    attrs = {"glacier_id": glacier_id, "epoch": epoch, "year": year, "source": FORMAT, "source_file": path.name}
+    if debris is not None:
+        attrs["debris_fraction"] = float((debris[glacier] == 1).mean()) if glacier.any() else 0.0
+    cube = finish_cube(np.stack([layers[b] for b in bands]), bands, glacier,
+                       np.isfinite(all_id) & (all_id != -1), invalid, grid, attrs)
+    has_sar = "sar" in plan.groups and all(b in bands for b in plan.groups["sar"])
+    return cube, has_sar
+
+
+def ingest_dandb_netcdf(src: str | Path, out_dir: str | Path, cfg: DataConfig, sensors: SensorsConfig,
+                        sensor_sets: Sequence[str], *, progress: bool = True) -> pd.DataFrame:
+    """Convert a Diaconu & Bamber dataset into a cube folder (index.csv included); return the index."""
+    src = Path(src)
+    epochs = epoch_files(src)
+    inv = cfg.dandb_inventory_epoch or next(iter(epochs))
+    if inv not in epochs:
+        raise InputDataError(f"inventory epoch folder {inv!r} not found; epoch folders: {list(epochs)}",
+                             path=src, hint="set data.dandb_inventory_epoch to one of them")
+    recent = [e for e in epochs if e != inv]
+    orphans = sorted({g for e in recent for g in epochs[e]} - set(epochs[inv]))
+    if orphans:
+        warnings.warn(f"{src}: {len(orphans)} glacier(s) without a file in the inventory epoch {inv!r} "
+                      f"skipped: {orphans[:10]}", stacklevel=2)
+    plan = band_plan(sensors, sensor_sets)
+
+    def cubes() -> Iterator[tuple[Cube, str, dict]]:
+        for gid, inv_path in epochs[inv].items():
+            cube, has_sar = read_glacier(inv_path, gid, inv, plan)
+            inv_year = cube.attrs["year"]
+            cube.attrs.update(inventory_year=inv_year, inventory_epoch=inv)
+            yield cube, "inventory", {"has_sar": has_sar}
+            for e in recent:
+                if gid in epochs[e]:
+                    cube, has_sar = read_glacier(epochs[e][gid], gid, e, plan)
+                    cube.attrs.update(inventory_year=inv_year, inventory_epoch=inv)
+                    yield cube, "recent", {"has_sar": has_sar}
+
+    total = sum(len([g for g in files if g in epochs[inv]]) for files in epochs.values())
+    return write_cube_folder(out_dir, cubes(), total=total, progress=progress, source=src)
+
+
+__all__ = ["FORMAT", "ingest_dandb_netcdf", "read_glacier", "epoch_files"]

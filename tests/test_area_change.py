@@ -193,8 +193,22 @@ def test_compare_with_truth():
     assert c["pearson_r"] == pytest.approx(1.0)
     assert c["bias"] == pytest.approx(0.5)
     assert c["mae"] == pytest.approx(0.5)
+    assert "kept_true_rate_pct_per_yr" not in c  # no true areas given
     with pytest.raises(InputDataError, match="true_rate_pct_per_yr"):
         compare_with_truth(t, truth.rename(columns={"true_rate_pct_per_yr": "x"}))
+
+
+def test_compare_with_truth_splits_selection_from_model_error():
+    df = table(row("A", a_out=10.0, p_inv=11.0, p_rec=10.0), row("B", a_out=2.0, p_inv=2.0, p_rec=1.0),
+               row("X", recall=0.1))  # X not kept: its fast retreat must not enter the kept truth
+    t = area_change_table(df, NO_EXTREME)
+    truth = pd.DataFrame({"glacier_id": ["A", "B", "X"], "true_rate_pct_per_yr": [-2.0, -5.0, -9.0],
+                          "area_inventory_km2": [10.0, 2.0, 10.0], "area_recent_km2": [8.0, 1.0, 1.0],
+                          "dt_years": [10.0, 10.0, 10.0]})
+    c = compare_with_truth(t, truth)
+    assert c["kept_true_rate_pct_per_yr"] == pytest.approx(100 * (9.0 - 12.0) / (12.0 * 10))
+    assert c["kept_area_error_inv_pct"] == pytest.approx(100 * (13.0 - 12.0) / 12.0)
+    assert c["kept_area_error_recent_pct"] == pytest.approx(100 * (11.0 - 9.0) / 9.0)
 
 
 # --------------------------------------------------------------------------- errors

@@ -274,7 +274,10 @@ def compare_with_truth(table: pd.DataFrame, truth_rates: pd.DataFrame) -> dict[s
     """Kept glaciers' predicted vs true per-glacier %/yr rates.
 
     Returns ``n`` (kept glaciers with a finite true rate), ``pearson_r`` (None if n < 2 or a
-    constant series), ``mae`` = mean|pred - true|, ``bias`` = mean(pred - true), ``rmse``.
+    constant series), ``mae`` = mean|pred - true|, ``bias`` = mean(pred - true), ``rmse``; and,
+    if the truth has true areas (``area_inventory_km2``, ``area_recent_km2``, ``dt_years``), the
+    kept glaciers' true regional rate and the relative error of their summed predicted area per
+    epoch (``kept_true_rate_pct_per_yr``, ``kept_area_error_inv_pct``, ``kept_area_error_recent_pct``).
     """
     missing = [c for c in ("glacier_id", "true_rate_pct_per_yr") if c not in truth_rates.columns]
     if missing:
@@ -301,6 +304,27 @@ def compare_with_truth(table: pd.DataFrame, truth_rates: pd.DataFrame) -> dict[s
         "mae": _num(np.abs(err).mean()),
         "bias": _num(err.mean()),
         "rmse": _num(np.sqrt((err**2).mean())),
+        **_kept_area_check(table, truth_rates),
+    }
+
+
+def _kept_area_check(table: pd.DataFrame, truth_rates: pd.DataFrame) -> dict[str, Any]:
+    """Where a regional error comes from: the kept glaciers' true regional rate (selection) and the
+    predicted-minus-true summed area per epoch (model), when the truth table has true areas."""
+    cols = ("area_inventory_km2", "area_recent_km2", "dt_years")
+    if any(c not in truth_rates.columns for c in cols):
+        return {}
+    m = table.loc[table["kept"], ["glacier_id", "area_inv_km2", "area_recent_km2"]].merge(
+        truth_rates[["glacier_id", *cols]].rename(columns=lambda c: f"true_{c}" if c != "glacier_id" else c),
+        on="glacier_id", how="inner")
+    if m.empty:
+        return {}
+    true_inv, true_rec = m["true_area_inventory_km2"].sum(), m["true_area_recent_km2"].sum()
+    return {
+        "kept_true_rate_pct_per_yr": _num(100 * (true_rec - true_inv) / (m["true_area_inventory_km2"]
+                                                                           * m["true_dt_years"]).sum()),
+        "kept_area_error_inv_pct": _num(100 * (m["area_inv_km2"].sum() - true_inv) / true_inv),
+        "kept_area_error_recent_pct": _num(100 * (m["area_recent_km2"].sum() - true_rec) / max(true_rec, 1e-12)),
     }
 
 

@@ -107,8 +107,13 @@ def _config(args, params):
         return
     if args.overrides is None or not args.overrides.exists():
         raise ConfigError("overrides file missing", path=args.overrides)
-    merged = deep_merge(yaml.safe_load(args.params.read_text()) or {},
-                        yaml.safe_load(args.overrides.read_text()) or {})
+    try:
+        overrides = yaml.safe_load(args.overrides.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML: {err}", path=args.overrides) from None
+    if not isinstance(overrides, dict):
+        raise ConfigError("top level must be a mapping of sections", path=args.overrides)
+    merged = deep_merge(yaml.safe_load(args.params.read_text()) or {}, overrides)
     parse_params(merged, source=args.overrides)  # reject before writing anything
     write_text(args.params, yaml.safe_dump(merged, sort_keys=False))
     print(f"applied {args.overrides} to {args.params}")
@@ -134,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # GDAL's own error chatter (logged at INFO) would bury the one-line error
+        logging.getLogger("rasterio").setLevel(logging.WARNING)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         from glaciermap.config import load_params

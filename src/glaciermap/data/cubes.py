@@ -17,6 +17,8 @@ from glaciermap.io import atomic_path
 
 MASKS = ("mask_glacier", "mask_all", "mask_invalid")
 INDEX_FILE = "index.csv"
+#: columns every stage after ingest relies on (ingest writes more)
+INDEX_COLUMNS = ("glacier_id", "epoch", "role", "year", "path", "lon", "area_km2")
 
 
 @dataclass
@@ -114,4 +116,13 @@ def read_index(cubes_dir: str | Path) -> pd.DataFrame:
     path = Path(cubes_dir) / INDEX_FILE
     if not path.exists():
         raise InputDataError("cube index missing", path=path, hint="run `glaciermap ingest` first")
-    return pd.read_csv(path, dtype={"glacier_id": str, "epoch": str})
+    try:
+        index = pd.read_csv(path, dtype={"glacier_id": str, "epoch": str})
+    except ValueError as err:  # pandas' EmptyDataError / ParserError, UnicodeDecodeError
+        raise InputDataError(f"cannot read cube index (empty or corrupt): {err}", path=path,
+                             hint="re-run `glaciermap ingest`") from None
+    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+    if missing:
+        raise InputDataError(f"not a cube index: column(s) {missing} missing", path=path,
+                             hint="re-run `glaciermap ingest`")
+    return index

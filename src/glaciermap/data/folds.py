@@ -114,6 +114,11 @@ def read_folds(path: str | Path) -> list[Fold]:
     path = Path(path)
     if not path.exists():
         raise InputDataError("folds file missing", path=path, hint="run `glaciermap folds` first")
-    raw = json.loads(path.read_text())
-    return [Fold(f["index"], f["train"], f["val"], f["test"], f["stats"], tuple(f["lon_range"]))
-            for f in raw["folds"]]
+    try:
+        raw = json.loads(path.read_text())
+        return [Fold(f["index"], f["train"], f["val"], f["test"], f["stats"], tuple(f["lon_range"]))
+                for f in raw["folds"]]
+    except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
+        raise InputDataError(f"cannot read folds (corrupt or not written by `glaciermap folds`): "
+                             f"{type(err).__name__}: {err}", path=path,
+                             hint="re-run `glaciermap folds`") from None

@@ -22,6 +22,7 @@ from glaciermap.data.cubes import read_cube, read_index
 from glaciermap.data.datamodule import prepare_cube
 from glaciermap.data.folds import read_folds
 from glaciermap.data.raw import Grid
+from glaciermap.errors import GlaciermapError
 from glaciermap.inference.predict import predict_cube
 from glaciermap.inference.registry import load_registered, registered_name
 from glaciermap.io import atomic_path
@@ -44,14 +45,18 @@ def read_probability(path: Path, grid: Grid) -> tuple[np.ndarray, np.ndarray] | 
     """A previously written raster if it is complete and on the right grid, else None."""
     try:
         with rasterio.open(path) as src:
-            if src.shape != (grid.height, grid.width) or src.count != 2:
+            if (src.shape != (grid.height, grid.width) or src.count != 2 or src.crs != grid.crs
+                    or not src.transform.almost_equals(grid.transform)):
                 return None
             prob, std = src.read()
     except rasterio.errors.RasterioIOError:
         return None
-    if not np.isfinite(prob).all() or prob.min() < 0 or prob.max() > 1:
-        return None
-    return prob, std
+    return (prob, std) if is_probability(prob) else None
+
+
+def is_probability(prob: np.ndarray) -> bool:
+    """Every value finite and in [0, 1]."""
+    return bool(np.isfinite(prob).all() and prob.min() >= 0 and prob.max() <= 1)
 
 
 def polygons(mask: np.ndarray, grid: Grid) -> list:
@@ -96,6 +101,11 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, ensembl
                                           stride=params.patches.eval_stride,
                                           batch_size=params.patches.batch_size, tta=tta))
             prob, std = np.mean(probs, axis=0), np.std(probs, axis=0)
+            if not is_probability(prob):
+                raise GlaciermapError(f"model {name}@fold-{fold_of[r.glacier_id]} predicted values outside [0, 1] "
+                                      f"or NaN for glacier {r.glacier_id}, epoch {r.epoch}",
+                                      path=params.data.cubes_dir / r.path,
+                                      hint="check the cube for extreme or NaN inputs and the model's weights")
             write_probability(path, prob, std, cube.grid)
         else:
             prob, std = cached

@@ -396,7 +396,11 @@ def read_dem_footprint(path: Path, crs: CRS) -> tuple[tuple[float, float, float,
 def real_terrain(path: Path, grid: SimGrid, pad: int, rng: np.random.Generator) -> Terrain:
     """A real DEM reprojected onto the padded grid (cubic spline) plus a few metres of roughness."""
     with rasterio.open(path) as src:
-        raw = src.read(1, masked=True).astype(np.float32)
+        try:
+            raw = src.read(1, masked=True).astype(np.float32)
+        except rasterio.errors.RasterioIOError as err:
+            raise InputDataError(f"cannot read DEM pixels (truncated or corrupt file: {err})",
+                                 path=path, hint="re-download or re-export the DEM") from None
         data = raw.filled(np.nan)
         data[(data < -1000) | (data > 9000)] = np.nan  # SRTM-style voids without a nodata tag
         if not np.isfinite(data).any():

@@ -1,0 +1,799 @@
+"""Reliability (issue #8): bad inputs, killed stages, tracking outages, unsafe files.
+
+Only what other test files do not already cover (docs/reliability.md maps every fault to its
+test): a bad-input matrix run through the CLI for every stage that reads user files, SIGKILL of
+ingest / simulate / inference with a re-run, MLflow outages, unsafe weight files, and binding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import yaml
+from rasterio.warp import Resampling, calculate_default_transform, reproject
+from shapely.geometry import Polygon, box
+
+from glaciermap import cli
+from glaciermap.data.cubes import read_cube, read_index
+from glaciermap.data.folds import write_folds
+from glaciermap.errors import GlaciermapError
+
+from conftest import DATA, FOLDS, SIM
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+PY = sys.executable
+
+
+# ----------------------------------------------------------------------------------- helpers
+def _run_cli(argv: list[str], capsys, monkeypatch) -> tuple[int, list[str]]:
+    """Run `glaciermap` in-process; return the exit code and stderr lines."""
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main() replaces it
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    return code, captured.err.strip().splitlines()
+
+
+def _assert_clear_error(code: int, lines: list[str], path: Path | str, problem: str) -> None:
+    """Exit 2 and exactly one `error: <file>: <problem>` line (warnings may precede it).
+
+    A YAML syntax error is the one exception: YAML's own excerpt with a caret at the fault
+    follows the line (a few lines, no traceback).
+    """
+    assert code == 2, lines
+    errors = [ln for ln in lines if not ln.startswith("warning: ")]
+    if "not valid YAML" in problem:
+        assert "line 1, column" in "\n".join(errors), errors
+        errors = errors[:1]
+    assert len(errors) == 1, lines
+    assert errors[0].startswith(f"error: {path}: "), errors[0]
+    assert problem in errors[0], errors[0]
+
+
+def _params(path: Path, **sections) -> Path:
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(sections, default=str))))
+    return path
+
+
+def _rewrite_raster(path: Path, *, data: np.ndarray | None = None, crs="keep") -> None:
+    with rasterio.open(path) as ds:
+        profile, old, desc = ds.profile, ds.read(), ds.descriptions
+    profile.update(count=(old if data is None else data).shape[0])
+    if crs != "keep":
+        profile["crs"] = crs
+    path.unlink()
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(old if data is None else data)
+        ds.descriptions = desc
+
+
+def _edit_outlines(raw: Path, fn) -> Path:
+    path = raw / "outlines.gpkg"
+    gdf = gpd.read_file(path)
+    gdf = fn(gdf)
+    path.unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no CRS" writer warning in that case
+        gdf.to_file(path)
+    return path
+
+
+def _edit_manifest(raw: Path, fn) -> Path:
+    path = raw / "region.yaml"
+    m = yaml.safe_load(path.read_text())
+    fn(m)
+    path.write_text(yaml.safe_dump(m))
+    return path
+
+
+def _truncate(path: Path, keep: float = 0.5) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def _tmp_leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if ".tmp-" in p.name]
+
+
+# ------------------------------------------------------------------- bad input: ingest (CLI)
+def _dem_all_nan(raw):
+    p = raw / "dem.tif"
+    with rasterio.open(p) as ds:
+        _rewrite_raster(p, data=np.full((1, ds.height, ds.width), np.nan, np.float32))
+    return p, "DEM has NaN/no-data on 100.0% of glacier"
+
+
+def _dem_no_crs(raw):
+    _rewrite_raster(raw / "dem.tif", crs=None)
+    return raw / "dem.tif", "raster has no CRS"
+
+
+def _optical_junk(raw):
+    p = raw / "scenes" / "2015" / "optical.tif"
+    p.write_bytes(b"II*\x00" + os.urandom(4000))
+    return p, "cannot read raster (corrupt or not a GeoTIFF)"
+
+
+def _sar_truncated(raw):  # opens (header intact), fails only when a cube reads its tiles
+    return _truncate(raw / "scenes" / "2023" / "sar.tif", 0.3), "cannot read raster data (corrupt or truncated file)"
+
+
+def _all_cloud(raw):
+    p = raw / "scenes" / "2016" / "cloud.tif"
+    with rasterio.open(p) as ds:
+        _rewrite_raster(p, data=np.ones((1, ds.height, ds.width), np.uint8))
+    return p, "scene is 100% cloud / cloud shadow"
+
+
+def _cloud_other_crs(raw):  # sensors disagreeing on the CRS where they must share a grid
+    p = raw / "scenes" / "2015" / "cloud.tif"
+    _rewrite_raster(p, crs="EPSG:32633")
+    return p, "cloud mask grid"
+
+
+def _outlines_corrupt(raw):
+    p = raw / "outlines.gpkg"
+    p.write_bytes(os.urandom(3000))
+    return p, "cannot read outlines"
+
+
+def _outlines_no_crs(raw):
+    return _edit_outlines(raw, lambda g: g.set_crs(None, allow_override=True)), "outlines have no CRS"
+
+
+def _outlines_none(raw):  # an empty region: the inventory file holds no outline
+    return _edit_outlines(raw, lambda g: g.iloc[:0]), "no outlines in file"
+
+
+def _outlines_point(raw):
+    def fn(g):
+        g.loc[1, "geometry"] = g.geometry.iloc[1].centroid
+        return g
+    return _edit_outlines(raw, fn), "non-polygon geometry (['Point'])"
+
+
+def _outlines_empty_geometry(raw):
+    def fn(g):
+        g.loc[2, "geometry"] = Polygon()
+        return g
+    return _edit_outlines(raw, fn), "empty geometry for glacier(s)"
+
+
+def _outlines_duplicate_id(raw):
+    def fn(g):
+        g.loc[3, "glacier_id"] = g.glacier_id.iloc[2]
+        return g
+    return _edit_outlines(raw, fn), "duplicate glacier ids"
+
+
+def _outlines_outside(raw):
+    def fn(g):
+        g.geometry = g.geometry.translate(xoff=3.0)
+        return g
+    return _edit_outlines(raw, fn), "no outline overlaps the optical scenes"
+
+
+def _outlines_bad_date(raw):
+    def fn(g):
+        g["date"] = g["date"].astype(str)
+        g.loc[0, "date"] = "sometime"
+        return g
+    return _edit_outlines(raw, fn), "unparseable inventory date"
+
+
+def _manifest_no_inventory(raw):
+    return _edit_manifest(raw, lambda m: m.update(inventory_epochs=[])), "inventory_epochs is empty"
+
+
+def _manifest_wrong_types(raw):
+    def fn(m):
+        m["epochs"]["2015"]["date"] = "someday"
+        m["cloudmasks"] = True
+    return _edit_manifest(raw, fn), "invalid manifest: 'epochs.2015.date'"
+
+
+INGEST_CASES = {f.__name__.lstrip("_"): f for f in (
+    _dem_all_nan, _dem_no_crs, _optical_junk, _sar_truncated, _all_cloud, _cloud_other_crs,
+    _outlines_corrupt, _outlines_no_crs, _outlines_none, _outlines_point, _outlines_empty_geometry,
+    _outlines_duplicate_id, _outlines_outside, _outlines_bad_date, _manifest_no_inventory,
+    _manifest_wrong_types)}
+
+
+def _ingest_argv(tmp_path: Path, raw: Path, out: Path, **data) -> list[str]:
+    params = _params(tmp_path / "params.yaml", data={"buffer_m": DATA.buffer_m, **data})
+    return ["--params", str(params), "-q", "ingest", "--raw", str(raw), "--out", str(out)]
+
+
+@pytest.mark.parametrize("case", sorted(INGEST_CASES))
+def test_ingest_bad_input_is_one_clear_line_and_writes_nothing(case, raw_copy, tmp_path, capsys, monkeypatch):
+    bad, problem = INGEST_CASES[case](raw_copy)
+    products = tmp_path / "products"
+    products.mkdir()
+    code, lines = _run_cli(_ingest_argv(tmp_path, raw_copy, products / "cubes"), capsys, monkeypatch)
+    _assert_clear_error(code, lines, bad, problem)
+    assert list(products.iterdir()) == []  # no output folder, no temporary leftovers
+
+
+def test_ingest_error_is_one_line_without_gdal_chatter_in_a_real_process(raw_copy, tmp_path):
+    """The console script itself (not just main()): one stderr line, exit 2, no traceback."""
+    bad = _truncate(raw_copy / "scenes" / "2023" / "optical.tif", 0.1)
+    proc = subprocess.run([PY, "-m", "glaciermap.cli", *_ingest_argv(tmp_path, raw_copy, tmp_path / "out" / "cubes")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
+    assert proc.stderr.startswith(f"error: {bad}: cannot read raster data (corrupt or truncated file)")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_sensors_in_different_crs_are_reprojected(raw_copy, cubes_dir, cube_index, tmp_path, capsys, monkeypatch):
+    """SAR delivered in another CRS than the optical scene is no error: each is warped to the cube grid."""
+    path = raw_copy / "scenes" / "2023" / "sar.tif"
+    with rasterio.open(path) as src:
+        dst_crs = "EPSG:3035"
+        transform, w, h = calculate_default_transform(src.crs, dst_crs, src.width, src.height, *src.bounds)
+        profile = {**src.profile, "crs": dst_crs, "transform": transform, "width": w, "height": h}
+        data, desc = src.read(), src.descriptions
+        out = np.full((src.count, h, w), np.nan, np.float32)
+        for i in range(src.count):
+            reproject(data[i], out[i], src_transform=src.transform, src_crs=src.crs, dst_transform=transform,
+                      dst_crs=dst_crs, resampling=Resampling.bilinear, dst_nodata=np.nan)
+    path.unlink()
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(out)
+        dst.descriptions = desc
+    code, lines = _run_cli(_ingest_argv(tmp_path, raw_copy, tmp_path / "cubes"), capsys, monkeypatch)
+    assert code == 0, lines
+    row = cube_index[(cube_index.epoch == "2023")].sort_values("area_km2").iloc[-1]
+    new, ref = read_cube(tmp_path / "cubes" / row.path), read_cube(cubes_dir / row.path)
+    on = new.mask_glacier == 1
+    vv_new, vv_ref = new.data[new.bands.index("VV")][on], ref.data[ref.bands.index("VV")][on]
+    both = np.isfinite(vv_new) & np.isfinite(vv_ref)  # the SAR has layover/shadow gaps of its own
+    assert both.sum() > 0.9 * np.isfinite(vv_ref).sum()  # resampling twice widens them by a pixel at most
+    assert np.corrcoef(vv_new[both], vv_ref[both])[0, 1] > 0.9  # same signal on the cube grid
+
+
+def test_multipart_outline_is_one_glacier(raw_copy, tmp_path, capsys, monkeypatch):
+    utm = "EPSG:32632"
+    state = {}
+
+    def split(g):
+        i = int(g.to_crs(utm).area.argmax())
+        poly = g.to_crs(utm).geometry.iloc[i]
+        x0, y0, x1, y1 = poly.bounds
+        cx = (x0 + x1) / 2
+        parts = poly.intersection(box(x0 - 1, y0 - 1, cx - 30, y1 + 1)).union(
+            poly.intersection(box(cx + 30, y0 - 1, x1 + 1, y1 + 1)))
+        assert parts.geom_type == "MultiPolygon"  # precondition: two parts, 60 m apart
+        state.update(gid=g.glacier_id.iloc[i], area=parts.area, length=parts.length)
+        g.loc[i, "geometry"] = gpd.GeoSeries([parts], crs=utm).to_crs(g.crs).iloc[0]
+        return g
+
+    _edit_outlines(raw_copy, split)
+    code, lines = _run_cli(_ingest_argv(tmp_path, raw_copy, tmp_path / "cubes"), capsys, monkeypatch)
+    assert code == 0, lines
+    index = read_index(tmp_path / "cubes")
+    rows = index[index.glacier_id == state["gid"]]
+    assert len(rows) == index.epoch.nunique() - 1  # one cube per epoch (inventory + recent), not per part
+    cube = read_cube(tmp_path / "cubes" / rows[rows.role == "inventory"].path.iloc[0])
+    assert abs(cube.mask_glacier.sum() * cube.grid.res**2 - state["area"]) <= state["length"] * cube.grid.res
+    assert cube.attrs["area_km2"] == pytest.approx(state["area"] / 1e6, rel=1e-3)
+
+
+# -------------------------------------------------------------- bad input: other stages (CLI)
+@pytest.fixture
+def folds_params(tmp_path, cubes_dir):
+    """A private copy of the cubes and params pointing folds at a products folder."""
+    cubes = tmp_path / "cubes"
+    shutil.copytree(cubes_dir, cubes)
+    products = tmp_path / "products"
+    params = _params(tmp_path / "params.yaml", data={"cubes_dir": cubes},
+                     folds={"k": FOLDS.k, "min_train_area_km2": FOLDS.min_train_area_km2,
+                            "path": products / "folds.json"}, train={"folds": list(range(FOLDS.k))})
+    return params, cubes, products
+
+
+def _index_empty(cubes):
+    (cubes / "index.csv").write_text("")
+    return cubes / "index.csv", "cannot read cube index (empty or corrupt)"
+
+
+def _index_garbage(cubes):
+    (cubes / "index.csv").write_bytes(os.urandom(2000))
+    return cubes / "index.csv", "cannot read cube index (empty or corrupt)"
+
+
+def _index_wrong_columns(cubes):
+    (cubes / "index.csv").write_text("name,value\na,1\n")
+    return cubes / "index.csv", "not a cube index: column(s)"
+
+
+def _index_missing(cubes):
+    (cubes / "index.csv").unlink()
+    return cubes / "index.csv", "cube index missing"
+
+
+def _cubes_truncated(cubes):
+    for p in (cubes).rglob("*.nc"):
+        _truncate(p, 0.4)
+    return cubes, "cannot read cube"
+
+
+FOLDS_CASES = {f.__name__.lstrip("_"): f for f in (
+    _index_empty, _index_garbage, _index_wrong_columns, _index_missing, _cubes_truncated)}
+
+
+@pytest.mark.parametrize("case", sorted(FOLDS_CASES))
+def test_folds_bad_cubes_is_a_clear_error(case, folds_params, capsys, monkeypatch):
+    params, cubes, products = folds_params
+    bad, problem = FOLDS_CASES[case](cubes)
+    code, lines = _run_cli(["--params", str(params), "-q", "folds"], capsys, monkeypatch)
+    if case == "cubes_truncated":  # the first cube read is named
+        assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {cubes}/"), lines
+        assert ".nc: cannot read cube" in lines[0] and "re-run `glaciermap ingest`" in lines[0]
+    else:
+        _assert_clear_error(code, lines, bad, problem)
+    assert not products.exists()
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("folds: {k: many}\n", "'folds.k': Input should be a valid integer"),
+    ("folds: [unclosed\n", "not valid YAML"),
+    ("- folds\n", "top level must be a mapping"),
+    ("folds: {kk: 3}\n", "unknown key 'folds.kk'"),
+], ids=["wrong_type", "bad_yaml", "not_a_mapping", "unknown_key"])
+def test_bad_params_yaml_stops_any_stage(text, problem, tmp_path, capsys, monkeypatch):
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    code, lines = _run_cli(["--params", str(params), "-q", "folds"], capsys, monkeypatch)
+    _assert_clear_error(code, lines, params, problem)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("train: [unclosed\n", "not valid YAML"),
+    ("- train\n", "top level must be a mapping of sections"),
+    ("train: {lr: fast}\n", "'train.lr': Input should be a valid number"),
+    ("trian: {lr: 0.1}\n", "unknown key 'trian'"),
+    (None, "overrides file missing"),
+], ids=["bad_yaml", "not_a_mapping", "wrong_type", "unknown_key", "missing"])
+def test_config_apply_rejects_bad_overrides_and_keeps_params(text, problem, tmp_path, capsys, monkeypatch):
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    before = params.read_bytes()
+    overrides = tmp_path / "profile.yaml"
+    if text is not None:
+        overrides.write_text(text)
+    code, lines = _run_cli(["--params", str(params), "config", "apply", str(overrides)], capsys, monkeypatch)
+    _assert_clear_error(code, lines, overrides, problem)
+    assert params.read_bytes() == before
+    assert not _tmp_leftovers(tmp_path)
+
+
+def _sim_dem(tmp_path: Path) -> Path:
+    from rasterio import Affine
+
+    path = tmp_path / "dem.tif"
+    data = np.full((200, 200), 2500, np.float32) + np.linspace(0, 600, 200, dtype=np.float32)[None]
+    with rasterio.open(path, "w", driver="GTiff", width=200, height=200, count=1, dtype="float32",
+                       crs="EPSG:32632", transform=Affine(30, 0, 640000, 0, -30, 5190000), nodata=np.nan) as ds:
+        ds.write(data, 1)
+    return path
+
+
+def _simulate_input(case: str, folder: Path) -> tuple[list[str], Path, str]:
+    """(extra CLI args, the bad file, the expected problem) for one simulate case."""
+    if case == "dem_missing":
+        return ["--dem", str(folder / "gone.tif")], folder / "gone.tif", "cannot read DEM"
+    if case == "dem_junk":
+        bad = folder / "junk.tif"
+        bad.write_bytes(b"II*\x00" + os.urandom(3000))
+        return ["--dem", str(bad)], bad, "cannot read DEM"
+    if case == "outlines_corrupt":
+        bad = folder / "bad.gpkg"
+        bad.write_bytes(os.urandom(3000))
+        return ["--outlines", str(bad)], bad, "cannot read outlines"
+    bad = _truncate(_sim_dem(folder), 0.5)  # dem_truncated: the header opens, the pixels do not
+    return ["--dem", str(bad)], bad, "cannot read DEM"
+
+
+@pytest.mark.parametrize("case", [
+    "dem_missing", "dem_junk", "outlines_corrupt",
+    "dem_truncated",
+])
+def test_simulate_bad_real_input_is_a_clear_error(case, tmp_path, capsys, monkeypatch):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    args, bad, problem = _simulate_input(case, inputs)
+    params = _params(tmp_path / "params.yaml", simulate={"seed": 1})  # no box: the whole DEM is the region
+    out = tmp_path / "products" / "raw"
+    try:
+        code, lines = _run_cli(["--params", str(params), "-q", "simulate", "--out", str(out), *args],
+                               capsys, monkeypatch)
+    except Exception as err:  # an uncaught library error is the failure this test looks for
+        pytest.fail(f"traceback instead of a clear error: {type(err).__name__}: {err}")
+    _assert_clear_error(code, lines, bad, problem)
+    assert not out.exists() and not _tmp_leftovers(tmp_path / "products")
+
+
+@pytest.fixture
+def mlflow_restored(monkeypatch):
+    """Tracking tests change mlflow's global URI and two environment variables: put them back."""
+    import mlflow
+
+    from glaciermap.training import tracking
+
+    before = mlflow.get_tracking_uri()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(tracking._FROM_PARAMS, raising=False)
+    yield
+    mlflow.set_tracking_uri(before)
+
+
+@pytest.mark.parametrize("case", ["folds_missing", "folds_corrupt", "folds_not_ours"])
+def test_infer_missing_or_corrupt_folds(case, tmp_path, cubes_dir, capsys, monkeypatch, mlflow_restored):
+    folds = tmp_path / "folds.json"
+    problem = {"folds_missing": "folds file missing",
+               "folds_corrupt": "cannot read folds (corrupt or not written by `glaciermap folds`)",
+               "folds_not_ours": "cannot read folds (corrupt or not written by `glaciermap folds`)"}[case]
+    if case == "folds_corrupt":
+        folds.write_text('{"k": 3, "folds": [{"index": 0, "tra')  # killed writer of an old version
+    elif case == "folds_not_ours":
+        folds.write_text('{"k": 3, "folds": [{"index": 0}]}')
+    params = _params(tmp_path / "params.yaml", data={"cubes_dir": cubes_dir}, folds={"path": folds, "k": 3},
+                     train={"folds": [0, 1, 2]}, tracking={"tracking_uri": (tmp_path / "mlruns").as_uri()})
+    out = tmp_path / "predictions"
+    code, lines = _run_cli(["--params", str(params), "-q", "infer", "--out", str(out)], capsys, monkeypatch)
+    _assert_clear_error(code, lines, folds, problem)
+    assert not out.exists()
+
+
+def test_area_change_empty_table_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    areas = tmp_path / "areas.csv"
+    areas.write_text("")
+    params = _params(tmp_path / "params.yaml", data={"raw_dir": tmp_path / "raw", "cubes_dir": tmp_path / "cubes"})
+    try:
+        code, lines = _run_cli(["--params", str(params), "-q", "area-change", "--areas", str(areas),
+                                "--out", str(tmp_path / "ac"), "--metrics", str(tmp_path / "m.json")],
+                               capsys, monkeypatch)
+    except Exception as err:
+        pytest.fail(f"traceback instead of a clear error: {type(err).__name__}: {err}")
+    _assert_clear_error(code, lines, areas, "")
+
+
+def test_area_change_table_missing_columns_names_the_file(tmp_path, capsys, monkeypatch):
+    areas = tmp_path / "areas.csv"
+    areas.write_text("glacier_id,foo\nG1,2\n")
+    params = _params(tmp_path / "params.yaml", data={"raw_dir": tmp_path / "raw", "cubes_dir": tmp_path / "cubes"})
+    code, lines = _run_cli(["--params", str(params), "-q", "area-change", "--areas", str(areas),
+                            "--out", str(tmp_path / "ac"), "--metrics", str(tmp_path / "m.json")],
+                           capsys, monkeypatch)
+    _assert_clear_error(code, lines, areas, "missing required column(s)")
+    assert not (tmp_path / "ac").exists() and not (tmp_path / "m.json").exists()
+
+
+# ------------------------------------------------------------------------- killed long stages
+SLOW_RUNNER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import glaciermap.data.ingest as ingest
+import glaciermap.data.simulate.region as region
+
+_write_cube, _strips = ingest.write_cube, region.strips
+
+def slow_write_cube(path, cube):  # the real writer, then a pause: a kill window between cubes
+    out = _write_cube(path, cube)
+    time.sleep(0.3)
+    return out
+
+def slow_strips(*args, **kwargs):
+    for s in _strips(*args, **kwargs):
+        time.sleep(0.05)
+        yield s
+
+ingest.write_cube, region.strips = slow_write_cube, slow_strips
+if sys.argv[1] == "infer":
+    import test_reliability as t
+    from glaciermap.config import load_params
+    from glaciermap.inference.run import infer
+    t.install_fake_models(t.Fakes(delay=0.3))
+    infer(load_params(sys.argv[2]), "unet", "optical", __import__("pathlib").Path(sys.argv[3]), progress=False)
+else:
+    from glaciermap.cli import main
+    sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _start_slow(tmp_path: Path, *argv: str) -> subprocess.Popen:
+    runner = tmp_path / "slow_runner.py"
+    runner.write_text(SLOW_RUNNER.format(tests=str(TESTS)))
+    return subprocess.Popen([PY, str(runner), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 90.0) -> None:
+    """SIGKILL `proc` as soon as `ready()` holds (the stage is part-way through its outputs)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the stage ended (rc {proc.returncode}) before it could be killed:\n{err[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the stage made no progress to kill in time")
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("previous", [False, True], ids=["no_previous_output", "previous_output"])
+def test_killed_ingest_leaves_old_or_no_cubes_and_a_rerun_completes(previous, raw_region, cubes_dir, cube_index,
+                                                                    tmp_path, capsys, monkeypatch):
+    products = tmp_path / "products"
+    products.mkdir()
+    out = products / "cubes"
+    if previous:  # an older, different cube set: must survive the kill untouched
+        shutil.copytree(cubes_dir, out)
+        (out / "index.csv").write_text((out / "index.csv").read_text() + "\n")
+        before = _snapshot(out)
+    argv = _ingest_argv(tmp_path, raw_region, out, workers=1)
+
+    def some_cubes_written() -> bool:
+        return any(p.suffix == ".nc" and not p.name.startswith(".") for p in products.glob(".cubes.tmp-*/*/*"))
+
+    _kill_when(_start_slow(tmp_path, *argv), some_cubes_written)
+    if previous:
+        assert _snapshot(out) == before  # old output intact
+    else:
+        assert not out.exists()  # no output at all, not a partial one
+    # what the kill left is a hidden temporary sibling, never under the output's name
+    assert all(p.name.startswith(".cubes.tmp-") for p in products.iterdir() if p.name != "cubes")
+    code, lines = _run_cli(argv, capsys, monkeypatch)
+    assert code == 0, lines
+    pd.testing.assert_frame_equal(read_index(out), cube_index)
+    assert not _tmp_leftovers(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["index.csv", *cube_index.epoch.unique()])
+
+
+def test_killed_simulate_leaves_old_or_no_region_and_a_rerun_completes(tmp_path, capsys, monkeypatch):
+    products = tmp_path / "products"
+    out = products / "raw"
+    out.mkdir(parents=True)
+    (out / "old.txt").write_text("previous region")
+    params = _params(tmp_path / "params.yaml", simulate=SIM.model_dump(mode="json"))
+    argv = ["--params", str(params), "-q", "simulate", "--out", str(out)]
+
+    def dem_written() -> bool:  # dem.tif is written before the scenes: the kill lands mid-region
+        return any(products.glob(".raw.tmp-*/dem.tif"))
+
+    _kill_when(_start_slow(tmp_path, *argv), dem_written)
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    assert all(p.name.startswith(".raw.tmp-") for p in products.iterdir() if p.name != "raw")
+    code, lines = _run_cli(argv, capsys, monkeypatch)
+    assert code == 0, lines
+    assert not (out / "old.txt").exists()
+    assert (out / "region.yaml").exists() and (out / "truth" / "areas.csv").exists()
+    assert not _tmp_leftovers(out)
+
+
+# ------------------------------------------------------------- inference resume (fake models)
+class Fakes:
+    """Stand-ins for the registry and the network: deterministic probabilities, calls counted."""
+
+    def __init__(self, delay: float = 0.0, value: float | None = None):
+        self.delay, self.value, self.calls = delay, value, []
+
+    def predict(self, net, prepared, groups, **kwargs):
+        cube = read_cube(prepared)
+        self.calls.append(Path(prepared).name + "@" + Path(prepared).parent.name)
+        time.sleep(self.delay)
+        if self.value is not None:
+            return np.full(cube.mask_glacier.shape, self.value, np.float32)
+        return (0.1 + 0.8 * cube.mask_glacier).astype(np.float32)
+
+
+def install_fake_models(fakes: Fakes, monkeypatch=None) -> None:
+    import glaciermap.inference.run as run
+
+    bundle = SimpleNamespace(groups={}, stats={}, patch_size=64)
+    patches = {"load_registered": lambda name, alias: (None, bundle),
+               "prepare_cube": lambda path, groups, stats: path,
+               "predict_cube": fakes.predict}
+    for name, fn in patches.items():
+        if monkeypatch is None:
+            setattr(run, name, fn)
+        else:
+            monkeypatch.setattr(run, name, fn)
+    if monkeypatch is None:
+        run.tracking.resolve_tracking_uri = lambda cfg: "none"
+    else:
+        monkeypatch.setattr(run.tracking, "resolve_tracking_uri", lambda cfg: "none")
+
+
+@pytest.fixture
+def infer_setup(tmp_path, cubes_dir, folds, monkeypatch):
+    from glaciermap.config import load_params
+
+    folds_path = write_folds(tmp_path / "folds.json", folds, FOLDS)
+    params_path = _params(tmp_path / "params.yaml", data={"cubes_dir": cubes_dir},
+                          folds={"path": folds_path, "k": FOLDS.k}, train={"folds": list(range(FOLDS.k))})
+    fakes = Fakes()
+    install_fake_models(fakes, monkeypatch)
+    return load_params(params_path), params_path, fakes
+
+
+def test_killed_inference_reuses_finished_rasters_and_redoes_bad_ones(infer_setup, cube_index, tmp_path):
+    from glaciermap.inference.run import infer, read_probability
+
+    params, params_path, fakes = infer_setup
+    ref = infer(params, "unet", "optical", tmp_path / "reference", progress=False)
+    assert len(fakes.calls) == len(cube_index)
+    out = tmp_path / "predictions"
+
+    def done() -> list[Path]:
+        return sorted(p for p in out.glob("*/*.tif") if not p.name.startswith("."))
+
+    _kill_when(_start_slow(tmp_path, "infer", str(params_path), str(out)), lambda: len(done()) >= 3)
+    finished = done()
+    assert 3 <= len(finished) < len(cube_index)
+    assert not (out / "areas.csv").exists() and not (out / "areas_long.csv").exists()  # tables come last
+    for p in finished:  # every raster under its final name is complete
+        row = cube_index[cube_index.path == f"{p.parent.name}/{p.stem}.nc"].iloc[0]
+        assert read_probability(p, read_cube(params.data.cubes_dir / row.path).grid) is not None
+    _truncate(finished[0], 0.3)  # e.g. a disk that filled up: must be recomputed, not trusted
+    fakes.calls.clear()
+    table = infer(params, "unet", "optical", out, progress=False)
+    redone = len(cube_index) - len(finished) + 1
+    assert len(fakes.calls) == redone
+    assert f"{finished[0].stem}.nc@{finished[0].parent.name}" in fakes.calls
+    pd.testing.assert_frame_equal(table, ref)
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["areas.csv", "areas_long.csv", "outlines.gpkg"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "out_of_range", "nan", "wrong_shape", "one_band"])
+def test_read_probability_rejects_damaged_rasters(damage, tmp_path):
+    from rasterio import Affine
+    from rasterio.crs import CRS
+
+    from glaciermap.data.raw import Grid
+    from glaciermap.inference.run import read_probability, write_probability
+
+    grid = Grid(CRS.from_epsg(32632), Affine(10, 0, 600000, 0, -10, 5100000), 60, 40)
+    prob = np.random.default_rng(0).random((40, 60)).astype(np.float32)
+    path = tmp_path / "G1.tif"
+    write_probability(path, prob, np.zeros_like(prob), grid)
+    got = read_probability(path, grid)
+    assert got is not None and np.array_equal(got[0], prob)
+    if damage == "truncated":
+        _truncate(path, 0.5)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "out_of_range":
+        write_probability(path, prob + 1.0, np.zeros_like(prob), grid)
+    elif damage == "nan":
+        write_probability(path, np.where(prob > 0.5, np.nan, prob), np.zeros_like(prob), grid)
+    elif damage == "wrong_shape":
+        write_probability(path, prob[:30], np.zeros_like(prob[:30]),
+                          Grid(grid.crs, grid.transform, 60, 30))
+    else:
+        with rasterio.open(path, "w", driver="GTiff", width=60, height=40, count=1, dtype="float32",
+                           crs=grid.crs, transform=grid.transform) as ds:
+            ds.write(prob, 1)
+    assert read_probability(path, grid) is None
+
+
+def test_read_probability_rejects_a_raster_on_another_grid(tmp_path):
+    from rasterio import Affine
+    from rasterio.crs import CRS
+
+    from glaciermap.data.raw import Grid
+    from glaciermap.inference.run import read_probability, write_probability
+
+    grid = Grid(CRS.from_epsg(32632), Affine(10, 0, 600000, 0, -10, 5100000), 60, 40)
+    shifted = Grid(grid.crs, Affine(10, 0, 650000, 0, -10, 5100000), 60, 40)
+    prob = np.full((40, 60), 0.7, np.float32)
+    write_probability(tmp_path / "G1.tif", prob, np.zeros_like(prob), shifted)
+    assert read_probability(tmp_path / "G1.tif", grid) is None
+
+
+@pytest.mark.parametrize("value", [np.nan, 1.5])
+def test_infer_rejects_nan_or_out_of_range_predictions(value, infer_setup, tmp_path):
+    from glaciermap.inference.run import infer
+
+    params, _, fakes = infer_setup
+    fakes.value = value
+    with pytest.raises(GlaciermapError):
+        infer(params, "unet", "optical", tmp_path / "predictions", progress=False)
+
+
+# ------------------------------------------------------------------------- tracking outages
+DEAD = "http://127.0.0.1:9"  # the discard port: nothing listens
+
+
+def test_unreachable_tracking_server_stops_train_before_compute(tmp_path, capsys, monkeypatch, mlflow_restored):
+    monkeypatch.chdir(tmp_path)
+    params = _params(tmp_path / "params.yaml")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", DEAD)
+    t0 = time.monotonic()
+    code, lines = _run_cli(["--params", str(params), "-q", "train", "--model", "unet", "--sensors", "optical",
+                            "--fold", "0"], capsys, monkeypatch)
+    assert time.monotonic() - t0 < 30
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: MLflow tracking server {DEAD} is unreachable"), lines
+    assert "set tracking.offline_fallback: true" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no run folder, metrics, database
+
+
+def test_unreachable_server_with_offline_fallback_logs_locally(tmp_path, monkeypatch, mlflow_restored):
+    from glaciermap.config import TrackingConfig
+    from glaciermap.training import tracking
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", DEAD)
+    with pytest.warns(UserWarning, match=f"MLflow server {DEAD} unreachable: logging to sqlite:///mlflow-offline.db"):
+        uri = tracking.resolve_tracking_uri(TrackingConfig(offline_fallback=True))
+    assert uri == tracking.OFFLINE_URI and (tmp_path / "mlflow-offline.db").exists()
+
+
+# --------------------------------------------------------------------- unsafe files, binding
+class _Payload:
+    """Unpickling this creates a marker file: proof that code in a weights file ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickled_code_in_a_weights_file_is_refused_not_run(tmp_path):
+    import torch
+
+    from glaciermap.errors import ConfigError
+    from glaciermap.models import ModelConfig, build_model
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "encoder.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "payload": _Payload(marker)}, evil)
+    with open(evil, "rb") as f:  # precondition: plain pickle loading would run it
+        assert b"touch" in f.read()
+    with pytest.raises(ConfigError, match="cannot read encoder weights") as err:
+        build_model(ModelConfig(name="unet", encoder_weights_path=evil), {"optical": 6})
+    assert err.value.path == str(evil)
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(_Payload(marker)))  # control: the payload does work when unpickled
+    assert marker.exists()
+
+
+def test_nothing_binds_beyond_localhost():
+    """glaciermap opens no server; the documented UIs keep their localhost defaults."""
+    files = [*ROOT.glob("src/glaciermap/**/*.py"), *ROOT.glob("scripts/*"), ROOT / "README.md",
+             ROOT / "dvc.yaml", *ROOT.glob("docs/*.md")]
+    for f in (f for f in files if f.is_file() and f.name != "reliability.md"):
+        text = f.read_text(errors="ignore")
+        assert "0.0.0.0" not in text, f
+        for line in text.splitlines():
+            if "mlflow ui" in line or "mlflow server" in line or "optuna-dashboard" in line:
+                assert "--host" not in line, (f, line)

@@ -573,7 +573,7 @@ def test_killed_ingest_leaves_old_or_no_cubes_and_a_rerun_completes(previous, ra
     code, lines = _run_cli(argv, capsys, monkeypatch)
     assert code == 0, lines
     pd.testing.assert_frame_equal(read_index(out), cube_index)
-    assert not _tmp_leftovers(out)
+    assert not _tmp_leftovers(products)  # the re-run also removed the killed run's temporary sibling
     assert sorted(p.name for p in out.iterdir()) == sorted(["index.csv", *cube_index.epoch.unique()])
 
 
@@ -595,7 +595,7 @@ def test_killed_simulate_leaves_old_or_no_region_and_a_rerun_completes(tmp_path,
     assert code == 0, lines
     assert not (out / "old.txt").exists()
     assert (out / "region.yaml").exists() and (out / "truth" / "areas.csv").exists()
-    assert not _tmp_leftovers(out)
+    assert not _tmp_leftovers(products)
 
 
 # ------------------------------------------------------------- inference resume (fake models)

@@ -20,10 +20,12 @@ def _tmp_sibling(path: Path) -> Path:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it onto `path` (file or folder).
 
-    If the body raises (or the process dies), `path` keeps its old content, or stays absent.
+    If the body raises (or the process dies), `path` keeps its old content, or stays absent; what a
+    killed writer left beside `path` is removed by the next write to it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_tmp(path)
     tmp = _tmp_sibling(path)
     try:
         yield tmp
@@ -55,10 +57,23 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def clean_stale_tmp(folder: str | Path) -> int:
-    """Remove temporary leftovers of killed writers in `folder`; return how many."""
-    n = 0
-    for p in Path(folder).glob(".*.tmp-*"):
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        n += 1
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_tmp(path: str | Path) -> int:
+    """Remove temporary siblings of `path` left by killed writers (their process is gone); return how many."""
+    path, n = Path(path), 0
+    for p in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = p.name.rsplit(".tmp-", 1)[1].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            n += 1
     return n

@@ -29,6 +29,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from glaciermap.config import Params
 from glaciermap.errors import ConfigError
+from glaciermap.io import pid_alive
 from glaciermap.training import tracking
 from glaciermap.training.run import RunSpec, train_run
 from glaciermap.training.task import NonFiniteLossError
@@ -110,7 +111,7 @@ def fail_orphans(study: optuna.Study, max_retries: int) -> list[int]:
     host, failed = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.system_attrs.get(_WORKER_ATTR)
-        if not worker or worker["host"] != host or _alive(worker["pid"]):
+        if not worker or worker["host"] != host or worker["pid"] == os.getpid() or pid_alive(worker["pid"]):
             continue
         try:
             study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
@@ -121,18 +122,6 @@ def fail_orphans(study: optuna.Study, max_retries: int) -> list[int]:
     if failed:
         log.warning("trials %s were left running by a killed worker: failed, and re-queued", failed)
     return failed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _FoldStepTrial:

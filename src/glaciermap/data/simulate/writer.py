@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +14,8 @@ import pyogrio
 import rasterio
 import yaml
 from rasterio.windows import Window
+
+from glaciermap.io import atomic_path
 
 from .terrain import SimGrid
 
@@ -88,28 +87,6 @@ def write_yaml(obj: dict, path: Path) -> None:
 @contextlib.contextmanager
 def atomic_dir(out_dir: Path) -> Iterator[Path]:
     """Build into a sibling temp folder; on success it replaces `out_dir` (only then)."""
-    out_dir = Path(out_dir).absolute()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_path(Path(out_dir).absolute()) as tmp:
+        tmp.mkdir()
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out_dir.exists() or out_dir.is_symlink():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out_dir)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()

@@ -33,10 +33,30 @@ What is measured (all with `torch.set_num_threads(2)`, float32, CPU):
   slowest of two epochs, each timed whole: worker start-up and cold cube loading included.
 * **inference** – `predict_cube` (256 px windows, stride 192, batch 8, no TTA) with a U-Net over
   the ingested cubes of that region.
-* Timings are wall-clock on a shared machine: each result records the load average when it was
-  saved; a load above the thread count means other processes competed for the cores and the
-  figures are lower than the machine can do.
 * **memory** – peak RSS of `ingest_region` in a fresh subprocess for two region sizes.
+* **tile** – ingest and inference over a synthetic full Sentinel-2 tile (10,980 x 10,980 px at
+  10 m; `--quick`: 2,745 and 5,490 px, full: 5,490 and 10,980 px), built strip by strip by
+  `benchmarks/synthetic_region.py` in the raw-region format (one scene: 6-band float32 optical and
+  cloud mask at 10 m, 30 m DEM, a few hundred blob outlines of 0.1-5 km² on the full tile, fewer
+  pro rata on smaller ones; `--quick` uses 1/8 of that density to fit its time budget). Each stage
+  runs in a fresh subprocess: `ingest_region` (defaults, sensor groups optical + dem) and
+  inference over every cube with a random-init U-Net (resnet18 encoder, `prepare_cube` +
+  `predict_cube` + `glacier_stats`). Peak RSS (VmHWM) of each, raster size on disk, glacier km²
+  per second of inference; the ratio of peak RSS between the two sizes should stay ~1 (memory
+  bounded by one glacier's cube, not by the tile) and every peak well under 8 GiB. The full mode
+  (64 + 256 glaciers) takes roughly 10-15 min on 2 idle cores, most of it U-Net inference.
+* **growth** – the same builder with the glacier count as the variable (`--quick`: 1, 2, 4;
+  full: 50, 200, 800 glaciers, one per 10 km², inventory + recent scene, one size mix for every
+  count): time of ingest, inference (as in **tile**, model built once) and area change
+  (`per_glacier_table` + `area_change_table` + `regional_summary`, best of 3) per glacier. A
+  ratio of per-glacier cost largest / smallest region of ~1 means the cost grows linearly with
+  the number of glaciers (below 1: a fixed per-region cost being amortised). `--quick` regions are
+  tiny, so its ratios mostly show load noise; the full mode (1,050 glaciers, ~11 U-Net windows
+  each) takes about an hour on 2 cores.
+* Timings are wall-clock on a shared 2-core machine where other work (training runs, tests) is
+  often running: every result records the 1/5/15-minute load average when it was saved; a load
+  above the thread count means other processes competed for the cores and the figures are lower
+  than the machine can do. Compare figures only at similar load.
 """
 
 BEGIN = "<!-- BEGIN GENERATED -->"
@@ -74,6 +94,11 @@ def render(folder: Path) -> str:
         out.append(f"Last run: `{run['mode']}` mode, benchmarks {', '.join(run['benchmarks'])}, "
                    f"total **{run['total_s']:.0f} s** on {m['cpu_model']} ({m['threads']} threads), "
                    f"{m['date']}.\n")
+    timed = {n: _load(folder, n) for n in ("peak", "models", "loader", "inference", "memory", "tile", "growth")}
+    quick = {n: d["wall_s"] for n, d in timed.items() if d and d.get("mode") == "quick"}
+    if quick:
+        out.append(f"Quick-mode results on file: {', '.join(f'{n} {s:.0f} s' for n, s in quick.items())}; "
+                   f"sum **{sum(quick.values()):.0f} s** (each at the load average it records).\n")
 
     peak = _load(folder, "peak")
     out.append("## Machine peak\n")
@@ -157,6 +182,57 @@ def render(folder: Path) -> str:
                        f"{_f(g['peak_rss_mib'], 0)} | {_f(g['ingest_increment_mib'], 0)} |")
         out += ["", f"{r['method']}. Area grows {r['area_ratio_largest_to_smallest']:.0f}x, peak RSS "
                     f"{r['peak_ratio_largest_to_smallest']:.2f}x.", "", _machine(mem), ""]
+    else:
+        out.append("_not run_\n")
+    tile = _load(folder, "tile")
+    out.append("## Tile scale: ingest and inference memory\n")
+    if tile:
+        r = tile["result"]
+        out += ["| tile px | km² | rasters on disk MiB (raw) | glaciers | glacier km² | cubes | ingest s | "
+                "ingest peak RSS MiB | inference s | windows | glacier km²/s | inference peak RSS MiB |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for t in r["tiles"]:
+            ing, inf = t["ingest"], t["inference"]
+            out.append(f"| {t['size_px']:,} | {_f(t['area_km2'], 0)} | {_f(t['raster_bytes'] / 2**20, 0)} "
+                       f"({_f(t['raster_bytes_uncompressed'] / 2**20, 0)}) | {t['glaciers']} | "
+                       f"{_f(t['glacier_km2'], 1)} | {ing['cubes']} | {_f(ing['seconds'], 1)} | "
+                       f"{_f(ing['peak_rss_mib'], 0)} | {_f(inf['seconds'], 1)} | {inf['windows']} | "
+                       f"{_f(inf['glacier_km2_per_s'], 3)} | {_f(inf['peak_rss_mib'], 0)} |")
+        worst = max(t["peak_rss_mib"] for t in r["tiles"])
+        out += ["", f"Tile area grows {r['area_ratio']:.0f}x; peak RSS ratio largest / smallest tile: ingest "
+                    f"**{r['ingest_peak_ratio']:.2f}x**, inference **{r['inference_peak_ratio']:.2f}x**. Highest "
+                    f"peak {worst / 1024:.2f} GiB ({'well under' if worst < 4096 else 'under' if worst < 8192 else 'OVER'}"
+                    f" 8 GiB). Model {r['model']}, {r['size']} px windows, stride {r['stride']}, batch "
+                    f"{r['batch_size']}, sensor set {r['sensor_set']}; {r['glaciers_per_full_tile']} glaciers "
+                    f"per full tile, scaled by area. {r['method']}.", "", _machine(tile), ""]
+    else:
+        out.append("_not run_\n")
+
+    growth = _load(folder, "growth")
+    out.append("## Cost growth with the number of glaciers\n")
+    if growth:
+        r = growth["result"]
+        out += ["| glaciers | scene px | km² | cubes | windows | windows/glacier | ingest s | inference s | "
+                "inference s/window | area change ms | ingest s/glacier | inference s/glacier | "
+                "area change ms/glacier | total s/glacier |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for g in r["regions"]:
+            pg = g["per_glacier_s"]
+            out.append(f"| {g['glaciers']} | {g['size_px']:,} | {_f(g['area_km2'], 0)} | {g['cubes']} | "
+                       f"{g['windows']} | {_f(g['windows'] / g['glaciers'], 1)} | {_f(g['ingest_s'], 1)} | "
+                       f"{_f(g['inference_s'], 1)} | {_f(g['inference_s'] / max(g['windows'], 1), 3)} | "
+                       f"{_f(1000 * g['area_change_s'], 1)} | {_f(pg['ingest'], 3)} | {_f(pg['inference'], 3)} | "
+                       f"{_f(1000 * pg['area_change'], 3)} | {_f(pg['total'], 3)} |")
+        q = r["per_glacier_ratio_largest_to_smallest"]
+        a, b = r["regions"][0], r["regions"][-1]
+        wq = (b["windows"] / b["glaciers"]) / (a["windows"] / a["glaciers"])
+        out += ["", f"Per-glacier cost, largest / smallest region ({r['glaciers'][-1]} / {r['glaciers'][0]} "
+                    f"glaciers): ingest **{_f(q['ingest'])}x**, inference **{_f(q['inference'])}x**, area change "
+                    f"**{_f(q['area_change'])}x**, total **{_f(q['total'])}x** (1 = linear growth); the work "
+                    f"itself, U-Net windows per glacier, {_f(wq)}x, so the rest of a departure from 1 in "
+                    f"inference is the machine's load changing between the regions (s/window). Model "
+                    f"{r['model']}, {r['size']} px windows, stride {r['stride']}, batch {r['batch_size']}; one "
+                    f"glacier per {r['km2_per_glacier']:g} km². {r['method']}.", "", _machine(growth), ""]
     else:
         out.append("_not run_\n")
     return "\n".join(out).rstrip() + "\n"

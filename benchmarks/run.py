@@ -1,4 +1,4 @@
-"""glaciermap benchmarks: machine peak, models, data loader, inference, ingest memory.
+"""glaciermap benchmarks: machine peak, models, data loader, inference, ingest memory, tile scale, growth.
 
     .venv/bin/python benchmarks/run.py --quick            # < 5 min on a 2-core CPU
     .venv/bin/python benchmarks/run.py                    # fuller (longer) run
@@ -17,6 +17,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,12 +32,13 @@ sys.path.insert(0, str(HERE.parent / "src"))
 warnings.filterwarnings("ignore")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from report import write_readme  # noqa: E402
 
 THREADS = 2
-BENCHMARKS = ("peak", "models", "loader", "inference", "memory")
+BENCHMARKS = ("peak", "models", "loader", "inference", "memory", "tile", "growth")
 GROUPS = {"optical": 6, "dem": 3}  # optical_dem: 9 channels
 SENSOR_SET = "optical_dem"
 
@@ -393,6 +395,249 @@ def bench_memory(quick: bool, tmp: Path) -> dict:
             "area_ratio_largest_to_smallest": rows[-1]["region_km2"] / rows[0]["region_km2"]}
 
 
+# ------------------------------------------------------------------ tile scale and cost growth
+# Synthetic raw regions (benchmarks/synthetic_region.py): a full Sentinel-2 tile cannot be made
+# with the package's simulator, which holds whole 2-D fields in memory.
+TILE_SIZES = {"quick": (2745, 5490), "full": (5490, 10980)}
+#: glaciers on a full 10,980 px tile (scaled by area for smaller ones); --quick uses 1/8 of the
+#: density so that inference over every cube fits its time budget
+TILE_GLACIERS = {"quick": 32, "full": 256}
+GROWTH_GLACIERS = {"quick": (1, 2, 4), "full": (50, 200, 800)}
+GROWTH_KM2_PER_GLACIER = 10.0  # constant density: the scene grows with the glacier count
+INFER_MODEL = {"name": "unet", "encoder": "resnet18"}
+INFER_WINDOW = {"size": 256, "stride": 192, "batch_size": 8}  # PatchesConfig defaults
+
+
+def _sensors():
+    """Sensors limited to optical + DEM (the synthetic regions have no sar.tif)."""
+    from glaciermap.config import DEM_BANDS, OPTICAL_BANDS, SensorsConfig
+
+    return SensorsConfig(groups={"optical": list(OPTICAL_BANDS), "dem": list(DEM_BANDS)},
+                         sets={"optical": ["optical"], "optical_dem": ["optical", "dem"]})
+
+
+def vm_status_mib(key: str) -> float:
+    """VmHWM / VmRSS of this process from /proc/self/status, MiB (NaN if unavailable)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _windows(h: int, w: int, size: int, stride: int) -> int:
+    from glaciermap.data.datamodule import grid_offsets
+
+    return len(grid_offsets(h, size, stride)) * len(grid_offsets(w, size, stride))
+
+
+def infer_model():
+    """The random-init U-Net (resnet18 encoder) used by the tile and growth benchmarks, eval mode."""
+    from glaciermap.models import build_model
+    from glaciermap.models.config import ModelConfig
+
+    torch.manual_seed(0)
+    return build_model(ModelConfig(**INFER_MODEL), _sensors().channels(SENSOR_SET)).eval()
+
+
+def infer_cubes(cubes_dir: Path, model, *, stats_cubes: int = 4, res: float = 10.0) -> dict:
+    """predict_cube over every cube of `cubes_dir` (one at a time) plus per-cube glacier figures.
+
+    The normalisation statistics come from the first `stats_cubes` cubes (not timed), then one
+    untimed warm-up batch; the timed loop is what `glaciermap infer` does per cube: prepare the
+    cube, predict it, compute the predicted area inside the outline (`glacier_stats`).
+    Returns timings, counts and `long` (one row per cube, the columns `per_glacier_table` reads).
+    """
+    from types import SimpleNamespace
+
+    from glaciermap.data.cubes import read_index
+    from glaciermap.data.datamodule import prepare_cube
+    from glaciermap.data.folds import band_stats
+    from glaciermap.inference.predict import predict_cube
+    from glaciermap.inference.run import glacier_stats
+
+    groups = _sensors().resolve(SENSOR_SET)
+    index = read_index(cubes_dir)
+    paths = [cubes_dir / p for p in index["path"]]
+    t = time.perf_counter()
+    stats = band_stats(paths[:stats_cubes])
+    stats_s = time.perf_counter() - t
+    size, stride, batch = INFER_WINDOW["size"], INFER_WINDOW["stride"], INFER_WINDOW["batch_size"]
+    with torch.inference_mode():
+        model(torch.zeros(batch, model.in_channels, size, size), torch.zeros(batch, 2))
+    rss_before = vm_status_mib("VmRSS")
+    long, windows, cube_km2, glacier_km2 = [], 0, 0.0, 0.0
+    t0 = time.perf_counter()
+    for r, path in zip(index.itertuples(), paths):
+        cube = prepare_cube(path, groups, stats)
+        prob = predict_cube(model, cube, groups, size=size, stride=stride, batch_size=batch)
+        view = SimpleNamespace(grid=SimpleNamespace(res=res), mask_glacier=cube.glacier,
+                               mask_invalid=(~cube.valid).astype(np.uint8))
+        g = glacier_stats(prob, np.zeros_like(prob), view)
+        long.append({"glacier_id": r.glacier_id, "epoch": r.epoch, "role": r.role, "year": r.year, "fold": 0,
+                     "area_inventory_km2": r.area_km2, **g})
+        h, w = prob.shape
+        windows += _windows(h, w, size, stride)
+        cube_km2 += h * w * res * res / 1e6
+        glacier_km2 += float(r.area_km2)
+    seconds = time.perf_counter() - t0
+    return {"cubes": len(index), "glaciers": int(index["glacier_id"].nunique()), "windows": windows,
+            "seconds": seconds, "stats_s": stats_s, "cube_km2": cube_km2, "glacier_km2": glacier_km2,
+            "glacier_km2_per_s": glacier_km2 / seconds, "windows_per_s": windows / seconds,
+            "rss_before_loop_mib": rss_before, "long": long}
+
+
+_TILE_INGEST_CHILD = r"""
+import json, sys, time, warnings
+warnings.filterwarnings("ignore")
+sys.path.insert(0, sys.argv[3])
+from pathlib import Path
+from glaciermap.config import DEM_BANDS, OPTICAL_BANDS, DataConfig, SensorsConfig
+from glaciermap.data.ingest import ingest_region
+
+
+def status_mib(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+sensors = SensorsConfig(groups={"optical": list(OPTICAL_BANDS), "dem": list(DEM_BANDS)},
+                        sets={"optical": ["optical"], "optical_dem": ["optical", "dem"]})
+base = status_mib("VmHWM")
+t = time.perf_counter()
+idx = ingest_region(Path(sys.argv[1]), Path(sys.argv[2]), DataConfig(), sensors, progress=False)
+dt = time.perf_counter() - t
+print(json.dumps({"rss_after_imports_mib": base, "peak_rss_mib": status_mib("VmHWM"), "seconds": dt,
+                  "cubes": len(idx), "glaciers": int(idx["glacier_id"].nunique()),
+                  "max_cube_pixels": int((idx["height"] * idx["width"]).max())}))
+"""
+
+_TILE_INFER_CHILD = r"""
+import json, sys, warnings
+warnings.filterwarnings("ignore")
+sys.path.insert(0, sys.argv[2])
+from pathlib import Path
+import run
+run.torch.set_num_threads(run.THREADS)
+base = run.vm_status_mib("VmHWM")
+model = run.infer_model()
+r = run.infer_cubes(Path(sys.argv[1]), model)
+r.pop("long")
+r.update({"rss_after_imports_mib": base, "peak_rss_mib": run.vm_status_mib("VmHWM")})
+print(json.dumps(r))
+"""
+
+
+def _child(code: str, *args: str) -> dict:
+    """Run `code` in a fresh Python, return the JSON of its last stdout line."""
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"benchmark child failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def bench_tile(quick: bool, tmp: Path) -> dict:
+    """Ingest + inference over synthetic Sentinel-2-like tiles of two sizes, peak RSS of each."""
+    from synthetic_region import FULL_TILE_PX, RegionSpec, write_region
+
+    mode = "quick" if quick else "full"
+    src = str(HERE.parent / "src")
+    rows = []
+    for size in TILE_SIZES[mode]:
+        n = max(1, int(round(TILE_GLACIERS[mode] * (size / FULL_TILE_PX) ** 2)))
+        raw, cubes = tmp / f"tile{size}" / "raw", tmp / f"tile{size}" / "cubes"
+        # one acquisition: a tile is one scene (the growth benchmark has a recent epoch)
+        spec = RegionSpec(size_px=size, n_glaciers=n, seed=7, epochs={"2016": "2016-08-28"},
+                          inventory_epochs=("2016",))
+        info = write_region(raw, spec)
+        ing = _child(_TILE_INGEST_CHILD, str(raw), str(cubes), src)
+        inf = _child(_TILE_INFER_CHILD, str(cubes), str(HERE))
+        row = {"size_px": size, "area_km2": info["area_km2"], "glaciers": info["n_glaciers"],
+               "glacier_km2": info["glacier_km2"], "raster_bytes": info["raster_bytes"],
+               "raster_bytes_uncompressed": info["raster_bytes_uncompressed"], "write_s": info["seconds"],
+               "ingest": ing, "inference": inf,
+               "peak_rss_mib": max(ing["peak_rss_mib"], inf["peak_rss_mib"])}
+        rows.append(row)
+        log(f"  {size} px ({info['raster_bytes'] / 2**20:.0f} MiB on disk, {n} glaciers): ingest "
+            f"{ing['seconds']:.1f}s peak {ing['peak_rss_mib']:.0f} MiB; inference {inf['seconds']:.1f}s "
+            f"peak {inf['peak_rss_mib']:.0f} MiB, {inf['glacier_km2_per_s']:.3f} glacier km2/s")
+        shutil.rmtree(tmp / f"tile{size}", ignore_errors=True)
+    a, b = rows[0], rows[-1]
+    return {"sizes_px": list(TILE_SIZES[mode]), "glaciers_per_full_tile": TILE_GLACIERS[mode],
+            "model": f"{INFER_MODEL['name']} ({INFER_MODEL['encoder']}, random weights)", **INFER_WINDOW,
+            "sensor_set": SENSOR_SET, "tiles": rows,
+            "area_ratio": b["area_km2"] / a["area_km2"],
+            "ingest_peak_ratio": b["ingest"]["peak_rss_mib"] / a["ingest"]["peak_rss_mib"],
+            "inference_peak_ratio": b["inference"]["peak_rss_mib"] / a["inference"]["peak_rss_mib"],
+            "peak_ratio": b["peak_rss_mib"] / a["peak_rss_mib"],
+            "method": "synthetic raw region (benchmarks/synthetic_region.py: one scene, optical 6 bands "
+                      "float32 + cloud mask at 10 m, DEM at 30 m, written strip by strip); ingest_region "
+                      "(DataConfig defaults, workers=1, sensor groups optical + dem) and inference over every "
+                      "cube, each in a fresh subprocess; peak = VmHWM of /proc/self/status"}
+
+
+def area_change_seconds(long: list[dict], repeats: int = 3) -> tuple[float, dict]:
+    """Best-of-`repeats` seconds of per_glacier_table + area_change_table + regional_summary."""
+    import pandas as pd
+
+    from glaciermap.analysis.area_change import area_change_table, regional_summary
+    from glaciermap.inference.run import per_glacier_table
+
+    frame = pd.DataFrame(long)
+    best, summary = float("inf"), {}
+    for _ in range(repeats):
+        t = time.perf_counter()
+        summary = regional_summary(area_change_table(per_glacier_table(frame)))
+        best = min(best, time.perf_counter() - t)
+    return best, summary
+
+
+def bench_growth(quick: bool, tmp: Path) -> dict:
+    """Ingest, inference and area change for regions of growing glacier count at constant density."""
+    from glaciermap.config import DataConfig
+    from glaciermap.data.ingest import ingest_region
+    from synthetic_region import RegionSpec, size_for_density, write_region
+
+    mode = "quick" if quick else "full"
+    model = infer_model()
+    rows = []
+    for n in GROWTH_GLACIERS[mode]:
+        root = tmp / f"growth{n}"
+        spec = RegionSpec(size_px=size_for_density(n, GROWTH_KM2_PER_GLACIER), n_glaciers=n, seed=13)
+        info = write_region(root / "raw", spec)
+        t = time.perf_counter()
+        index = ingest_region(root / "raw", root / "cubes", DataConfig(), _sensors(), progress=False)
+        ingest_s = time.perf_counter() - t
+        inf = infer_cubes(root / "cubes", model)
+        ac_s, summary = area_change_seconds(inf.pop("long"))
+        total = ingest_s + inf["seconds"] + ac_s
+        rows.append({"glaciers": n, "size_px": spec.size_px, "area_km2": info["area_km2"],
+                     "glacier_km2": info["glacier_km2"], "epochs": info["epochs"], "cubes": len(index),
+                     "write_s": info["seconds"], "ingest_s": ingest_s, "inference_s": inf["seconds"],
+                     "windows": inf["windows"], "area_change_s": ac_s, "total_s": total,
+                     "per_glacier_s": {"ingest": ingest_s / n, "inference": inf["seconds"] / n,
+                                       "area_change": ac_s / n, "total": total / n},
+                     "kept_glaciers": summary.get("n_kept")})
+        log(f"  {n} glaciers ({spec.size_px} px, {len(index)} cubes): ingest {ingest_s:.1f}s, inference "
+            f"{inf['seconds']:.1f}s, area change {1000 * ac_s:.1f} ms -> {total / n:.2f} s/glacier")
+        shutil.rmtree(root, ignore_errors=True)
+    a, b = rows[0], rows[-1]
+    ratios = {k: b["per_glacier_s"][k] / a["per_glacier_s"][k] if a["per_glacier_s"][k] > 0 else None
+              for k in a["per_glacier_s"]}
+    return {"glaciers": list(GROWTH_GLACIERS[mode]), "km2_per_glacier": GROWTH_KM2_PER_GLACIER,
+            "model": f"{INFER_MODEL['name']} ({INFER_MODEL['encoder']}, random weights)", **INFER_WINDOW,
+            "sensor_set": SENSOR_SET, "regions": rows, "per_glacier_ratio_largest_to_smallest": ratios,
+            "method": "synthetic raw regions (benchmarks/synthetic_region.py: inventory + recent scene, same "
+                      "glacier size mix for every count, scene side growing with the count) in this process: "
+                      "ingest_region (workers=1), inference over every cube (prepare_cube, predict_cube, "
+                      "glacier_stats; model built once, not timed), then per_glacier_table + "
+                      "area_change_table + regional_summary (best of 3)"}
+
+
 # --------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -466,6 +711,12 @@ def main(argv: list[str] | None = None) -> int:
         if "memory" in only:
             t0 = time.perf_counter()
             save("memory", bench_memory(args.quick, tmp), t0)
+        if "tile" in only:
+            t0 = time.perf_counter()
+            save("tile", bench_tile(args.quick, tmp), t0)
+        if "growth" in only:
+            t0 = time.perf_counter()
+            save("growth", bench_growth(args.quick, tmp), t0)
     total = time.perf_counter() - t_all
     write_json(args.out / "run.json", {"benchmark": "run", "mode": mode, "machine": machine(),
                                         "benchmarks": only, "total_s": total})

@@ -331,6 +331,16 @@ def bench_inference(quick: bool, region: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------ ingest memory
+# child processes measure their own peak memory (VmHWM / VmRSS belong to the process's own address
+# space, reset by exec, unlike getrusage's ru_maxrss, which Linux carries over across fork + exec)
+_STATUS_MIB = """
+def status_mib(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+"""
+
 _MEM_CHILD = r"""
 import json, os, sys, time, warnings
 warnings.filterwarnings("ignore")
@@ -340,14 +350,7 @@ from glaciermap.config import DataConfig, SensorsConfig
 from glaciermap.data.ingest import ingest_region
 
 
-def status_mib(key):
-    # VmHWM / VmRSS belong to this process's own address space (reset by exec), unlike
-    # getrusage's ru_maxrss, which Linux carries over from the parent across fork + exec
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
+""" + _STATUS_MIB + r"""
 
 base = status_mib("VmHWM")
 t = time.perf_counter()
@@ -498,12 +501,7 @@ from glaciermap.config import DEM_BANDS, OPTICAL_BANDS, DataConfig, SensorsConfi
 from glaciermap.data.ingest import ingest_region
 
 
-def status_mib(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
+""" + _STATUS_MIB + r"""
 
 sensors = SensorsConfig(groups={"optical": list(OPTICAL_BANDS), "dem": list(DEM_BANDS)},
                         sets={"optical": ["optical"], "optical_dem": ["optical", "dem"]})

@@ -23,7 +23,13 @@ def _area_change(args, params):
 
     if not args.areas.exists():
         raise InputDataError("area table missing", path=args.areas, hint="run `glaciermap infer` first")
-    table = area_change_table(pd.read_csv(args.areas, dtype={"glacier_id": str}), params.area_change)
+    try:
+        table = area_change_table(pd.read_csv(args.areas, dtype={"glacier_id": str}), params.area_change)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+        raise InputDataError(f"cannot read the area table ({err})", path=args.areas,
+                             hint="re-run `glaciermap infer`") from None
+    except InputDataError as err:
+        raise InputDataError(err.problem, path=err.path or args.areas, hint=err.hint) from None
     summary = regional_summary(table)
     truth_path = params.data.raw_dir / "truth" / "rates.csv"
     if truth_path.exists():  # simulated region: check against the known retreat
@@ -48,3 +54,58 @@ def _area_change(args, params):
     write_json(args.metrics, summary)
     print(f"regional rate {summary['rate_pct_per_yr']} %/yr from {summary['n_kept']} of "
           f"{summary['n_total']} glaciers -> {args.out}")
+
+
+# ------------------------------------------------------------------------ real-data benchmarks
+@command("prepare-everest", "build a raw region from the real Everest Landsat scene and RGI outlines")
+@arguments(lambda p: (
+    p.add_argument("--source", type=Path, required=True,
+                   help="folder with the LE7...B4/RGB GeoTIFFs and the RGI 6.0 outlines (real-everest)"),
+    p.add_argument("--out", type=Path, help="region folder to write (default: data.raw_dir)"),
+))
+def _prepare_everest(args, params):
+    from glaciermap.data.prepare_everest import prepare_everest_region
+
+    out = prepare_everest_region(args.source, args.out or params.data.raw_dir)
+    print(f"region written to {out}")
+
+
+@command("benchmark", "held-out scores and per-glacier areas: trained models vs a band-threshold baseline")
+@arguments(lambda p: (
+    p.add_argument("--sensors", help="sensor set of the trained models (default: train.sensor_sets[0])"),
+    p.add_argument("--baseline-band", required=True, help="band thresholded by the baseline (e.g. NIR)"),
+    p.add_argument("--rgb", default="R,G,B", help="bands of the figure's background image (default R,G,B)"),
+    p.add_argument("--out", type=Path, default=Path("metrics.json")),
+    p.add_argument("--figure", type=Path, default=Path("predictions.png")),
+    p.add_argument("--details", type=Path, default=Path("products/benchmark"),
+                   help="folder for the per-glacier area tables"),
+))
+def _benchmark(args, params):
+    import numpy as np
+    from rasterio.enums import Resampling
+
+    from glaciermap.analysis.benchmark import log_benchmark, run_benchmark
+    from glaciermap.analysis.benchmark_figures import benchmark_figure
+    from glaciermap.data.raw import open_region, read_on_grid
+    from glaciermap.io import atomic_path, write_json
+
+    sensor_set = args.sensors or params.train.sensor_sets[0]
+    result, layout, probs, areas = run_benchmark(params, sensor_set, args.baseline_band, progress=not args.quiet)
+    args.details.mkdir(parents=True, exist_ok=True)
+    for name, table in areas.items():
+        with atomic_path(args.details / f"areas_{name}.csv") as tmp:
+            table.to_csv(tmp, index=False)
+    write_json(args.out, result)
+    region = open_region(params.data.raw_dir)
+    scene = region.scene_path(region.manifest.inventory_epochs[0], "optical")
+    rgb = np.moveaxis(read_on_grid(scene, args.rgb.split(","), layout.grid, resampling=Resampling.nearest), 0, -1)
+    titles = {n: f"{n}: held-out IoU {m['heldout_pixels']['iou']:.3f} (cubes {m['iou']:.3f})"
+              for n, m in result["methods"].items()}
+    benchmark_figure(rgb, layout.labels, probs, titles, args.figure)
+    log_benchmark(params, result, [args.out, args.figure, *args.details.glob("areas_*.csv")])
+    for name, m in result["methods"].items():
+        a = m["area"]
+        print(f"{name:>16}: IoU {m['iou']:.3f} (held-out pixels {m['heldout_pixels']['iou']:.3f})  "
+              f"precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+              f"area error median |{a['median_abs_error_pct']:.1f}| %, total {a['total_error_pct']:+.1f} %")
+    print(f"-> {args.out}, {args.figure}")

@@ -72,23 +72,35 @@ def check_region(region: Region, sensors: SensorsConfig, cfg: DataConfig) -> dic
     """Check every scene up front (CRS, bands, cloud cover); return {epoch: has_sar}."""
     optical = sensors.groups.get("optical", [])
     has_sar = {}
-    with open_raster(region.dem_path):
-        pass
+    if region.dem_path is not None:
+        with open_raster(region.dem_path):
+            pass
+    elif "dem" in sensors.groups:
+        raise InputDataError("sensors.groups has a 'dem' group but the region has no DEM (dem: null)",
+                             path=region.root / "region.yaml",
+                             hint="add a DEM to the region, or drop the dem group from sensors.groups")
     for epoch in region.manifest.epochs:
-        opt_path, cloud_path = region.scene_path(epoch, "optical"), region.scene_path(epoch, "cloud")
-        with open_raster(opt_path) as opt, open_raster(cloud_path) as cl:
+        opt_path = region.scene_path(epoch, "optical")
+        with open_raster(opt_path) as opt:
             band_indexes(opt, optical, opt_path)
-            if opt.crs != cl.crs or opt.transform != cl.transform or opt.shape != cl.shape:
-                raise InputDataError(
-                    f"cloud mask grid ({cl.crs}, {cl.shape}) differs from optical.tif ({opt.crs}, {opt.shape})",
-                    path=cloud_path, hint="the cloud mask must come on the optical scene's grid")
-            _check_cloud_cover(cl, cloud_path, cfg.max_scene_cloud_fraction)
+            if region.has_cloud_masks:
+                _check_cloud_mask(opt, region.scene_path(epoch, "cloud"), cfg.max_scene_cloud_fraction)
         sar_path = region.scene_path(epoch, "sar")
         has_sar[epoch] = sar_path.exists()
         if has_sar[epoch] and "sar" in sensors.groups:
             with open_raster(sar_path) as sar:
                 band_indexes(sar, sensors.groups["sar"], sar_path)
     return has_sar
+
+
+def _check_cloud_mask(opt, cloud_path: Path, max_fraction: float) -> None:
+    """The cloud mask lies on the optical scene's grid and leaves enough clear sky."""
+    with open_raster(cloud_path) as cl:
+        if opt.crs != cl.crs or opt.transform != cl.transform or opt.shape != cl.shape:
+            raise InputDataError(
+                f"cloud mask grid ({cl.crs}, {cl.shape}) differs from optical.tif ({opt.crs}, {opt.shape})",
+                path=cloud_path, hint="the cloud mask must come on the optical scene's grid")
+        _check_cloud_cover(cl, cloud_path, max_fraction)
 
 
 def _check_cloud_cover(ds, path: Path, max_fraction: float) -> None:
@@ -125,9 +137,11 @@ def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geo
     if "dem" in sensors.groups:
         layers.append(dem_block)
         bands += sensors.groups["dem"]
-    cloud = read_on_grid(region.scene_path(epoch, "cloud"), None, grid,
-                         resampling=Resampling.nearest, fill=CLOUD_NODATA)[0]
-    invalid = (cloud != CLOUD_CLEAR) | ~np.isfinite(opt).all(axis=0)
+    invalid = ~np.isfinite(opt).all(axis=0)
+    if region.has_cloud_masks:
+        cloud = read_on_grid(region.scene_path(epoch, "cloud"), None, grid,
+                             resampling=Resampling.nearest, fill=CLOUD_NODATA)[0]
+        invalid |= cloud != CLOUD_CLEAR
     return Cube(
         data=np.concatenate(layers, axis=0), bands=bands,
         mask_glacier=rasterize_geoms([geom], grid),

@@ -39,7 +39,8 @@ class RegionManifest(StrictModel):
     inventory_epochs: list[str]
     epochs: dict[str, EpochInfo]
     outlines: str = "outlines.gpkg"
-    dem: str = "dem.tif"
+    dem: str | None = "dem.tif"  # null: the region has no DEM (sensor sets must not use a dem group)
+    cloud_masks: bool = True  # false: scenes have no cloud.tif (only optical no-data is invalid)
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,13 @@ class Region:
         return self.root / self.manifest.outlines
 
     @property
-    def dem_path(self) -> Path:
-        return self.root / self.manifest.dem
+    def dem_path(self) -> Path | None:
+        """The DEM, or None when region.yaml says `dem: null`."""
+        return None if self.manifest.dem is None else self.root / self.manifest.dem
+
+    @property
+    def has_cloud_masks(self) -> bool:
+        return self.manifest.cloud_masks
 
     def scene_path(self, epoch: str, kind: str) -> Path:
         return self.root / "scenes" / epoch / SCENE_FILES[kind]
@@ -97,14 +103,23 @@ def open_region(root: str | Path) -> Region:
     try:
         raw = yaml.safe_load(manifest_path.read_text())
         manifest = RegionManifest.model_validate(raw)
-    except (yaml.YAMLError, ValidationError) as err:
+    except yaml.YAMLError as err:
         raise InputDataError(f"invalid manifest: {err}", path=manifest_path) from None
+    except ValidationError as err:
+        problems = "; ".join(f"'{'.'.join(str(p) for p in e['loc']) or '(top level)'}': {e['msg']}"
+                             for e in err.errors())
+        raise InputDataError(f"invalid manifest: {problems}", path=manifest_path,
+                             hint="see docs/data-format.md, section 1") from None
+    if not manifest.inventory_epochs:
+        raise InputDataError("inventory_epochs is empty: the region has no inventory scene", path=manifest_path,
+                             hint="list the epoch(s) matching the outlines' date under inventory_epochs")
     missing = [e for e in manifest.inventory_epochs if e not in manifest.epochs]
     if missing:
         raise InputDataError(f"inventory_epochs {missing} are not listed under epochs", path=manifest_path)
     region = Region(root, manifest)
-    for p in [region.outlines_path, region.dem_path] + [
-        region.scene_path(e, k) for e in manifest.epochs for k in ("optical", "cloud")
+    kinds = ("optical", "cloud") if region.has_cloud_masks else ("optical",)
+    for p in [region.outlines_path] + ([region.dem_path] if region.dem_path else []) + [
+        region.scene_path(e, k) for e in manifest.epochs for k in kinds
     ]:
         if not p.exists():
             raise InputDataError("file missing", path=p, hint=f"listed by {manifest_path}")
@@ -138,6 +153,12 @@ def read_outlines(region: Region) -> gpd.GeoDataFrame:
     empty = ids[gdf.geometry.is_empty | gdf.geometry.isna()].tolist()
     if empty:
         raise InputDataError(f"empty geometry for glacier(s) {empty[:10]}", path=path)
+    kind = gdf.geometry.geom_type
+    not_polygon = ~kind.isin(["Polygon", "MultiPolygon"])
+    if not_polygon.any():
+        raise InputDataError(
+            f"non-polygon geometry ({sorted(set(kind[not_polygon]))}) for glacier(s) {ids[not_polygon].tolist()[:10]}",
+            path=path, hint="glacier outlines must be (multi)polygons")
     invalid = ~gdf.geometry.is_valid
     if invalid.any():
         warnings.warn(f"{path}: repaired {int(invalid.sum())} invalid geometries "

@@ -87,3 +87,19 @@ def test_nan_loss_stops_training_naming_the_batch():
              "valid": torch.ones(2, 1, 32, 32, dtype=torch.bool)}
     with pytest.raises(NonFiniteLossError, match="batch 7"):
         task.training_step(batch, 7)
+
+
+def test_history_survives_dvc_deleting_the_plot_file(tmp_path):
+    """DVC removes a stage's outputs before re-running it; a finished run resumes without
+    validating again, so the plot file must come back from the run folder's copy."""
+    from glaciermap.training.run import HistoryCSV
+
+    plot, copy = tmp_path / "metrics" / "h.csv", tmp_path / "run" / "history.csv"
+    first = HistoryCSV(plot, copy)
+    first.rows = [{"epoch": 0, "val_iou": 0.5}, {"epoch": 1, "val_iou": 0.7}]
+    first.flush()
+    plot.unlink()  # what `dvc repro` does before re-running the stage
+    resumed = HistoryCSV(plot, copy)
+    assert [r["val_iou"] for r in resumed.rows] == ["0.5", "0.7"]
+    resumed.flush()
+    assert plot.read_text() == copy.read_text()

@@ -53,15 +53,22 @@ class RunSpec:
 
 
 class HistoryCSV(Callback):
-    """Per-epoch metrics as CSV (for `dvc plots`), rewritten atomically after each validation."""
+    """Per-epoch metrics as CSV (for `dvc plots`), rewritten atomically after each validation.
+
+    The history is kept in every path given (the DVC plot file and a copy in the run folder):
+    DVC deletes a stage's outputs before re-running it, and a run that had already finished
+    resumes without validating again, so `flush` restores the plot file from the run's copy.
+    """
 
     KEYS = ("epoch", "train_loss", "val_loss", "val_iou", "val_precision", "val_recall", "val_f1")
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, *paths: Path):
+        self.paths = list(dict.fromkeys(Path(p) for p in paths))
         self.rows: list[dict[str, Any]] = []
-        if path.exists():  # resumed run: keep the history written so far
-            self.rows = list(csv.DictReader(path.open()))
+        for path in self.paths:  # resumed run: keep the history written so far
+            if path.exists():
+                self.rows = list(csv.DictReader(path.open()))
+                break
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -70,10 +77,14 @@ class HistoryCSV(Callback):
         row = {"epoch": trainer.current_epoch,
                **{k: round(float(m[k]), 6) for k in self.KEYS[1:] if k in m}}
         self.rows = [r for r in self.rows if int(r["epoch"]) != trainer.current_epoch] + [row]
-        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.KEYS)
-            w.writeheader()
-            w.writerows(self.rows)
+        self.flush()
+
+    def flush(self) -> None:
+        for path in self.paths:
+            with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self.KEYS)
+                w.writeheader()
+                w.writerows(self.rows)
 
 
 def trainer_kwargs(params: Params) -> dict[str, Any]:
@@ -159,8 +170,9 @@ def train_run(params: Params, spec: RunSpec, *, progress: bool = True, callbacks
     ckpt_dir = run_dir / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_iou", mode="max",
                                  save_last=True, enable_version_counter=False)
+    history = HistoryCSV(history_path, run_dir / "history.csv")
     trainer = L.Trainer(logger=logger, enable_progress_bar=progress, enable_model_summary=False,
-                        callbacks=[checkpoint, HistoryCSV(history_path),
+                        callbacks=[checkpoint, history,
                                    EarlyStopping("val_iou", mode="max", patience=params.train.early_stopping_patience),
                                    LearningRateMonitor("epoch"), *callbacks],
                         **trainer_kwargs(params))
@@ -170,6 +182,7 @@ def train_run(params: Params, spec: RunSpec, *, progress: bool = True, callbacks
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
+    history.flush()
     return finish_run(client, run_id, params, spec, run_dir, task, dm, checkpoint, trainer,
                       metrics_path, history_path)
 

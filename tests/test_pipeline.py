@@ -26,8 +26,9 @@ def repro(tmp_path_factory) -> tuple[Path, dict]:
     work = tmp_path_factory.mktemp("project")
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, work / name)
-    for name in ("experiments", "src"):
-        shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    (work / "experiments").mkdir()  # only the profile: experiments/everest is a pipeline of its own
+    shutil.copy(ROOT / "experiments/tiny.yaml", work / "experiments/tiny.yaml")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(work / "src")}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -75,6 +76,9 @@ def test_mlflow_holds_parent_and_fold_runs(repro):
         assert "dvc_data_md5" in r.data.tags and "git_commit" in r.data.tags
         assert r.data.params["train.max_epochs"] == "1"
     assert "test_iou_mean" in parents[0].data.metrics
+    assert "area_change_rate_pct_per_yr" in parents[0].data.metrics  # area change logs to the same parent
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"rate_by_size_class.png", "area_change_summary.json", "evaluation.json"} <= artifacts
 
 
 def test_dvc_metrics_show_prints_evaluation(repro):

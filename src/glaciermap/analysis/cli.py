@@ -52,6 +52,17 @@ def _area_change(args, params):
     glacier_maps_figure(params.data.cubes_dir, args.areas.parent, read_index(params.data.cubes_dir), largest,
                         args.out / "glacier_maps.png")
     write_json(args.metrics, summary)
+    from glaciermap.training.tracking import log_to_parent
+
+    truth = summary.get("truth", {})
+    log_to_parent(params, params.infer.model, params.infer.sensor_set,
+                  {"area_change_rate_pct_per_yr": summary["rate_pct_per_yr"], "area_change_n_kept": summary["n_kept"],
+                   "area_change_true_rate_pct_per_yr": truth.get("true_regional_rate_pct_per_yr"),
+                   "area_change_rate_error_pct_per_yr": truth.get("regional_rate_error_pct_per_yr"),
+                   "area_change_glacier_rate_r": truth.get("pearson_r")},
+                  files=[args.out / n for n in ("area_change.csv", "rate_by_size_class.png", "area_scatter.png",
+                                                "glacier_maps.png")],
+                  payloads={"area_change_summary.json": summary})
     print(f"regional rate {summary['rate_pct_per_yr']} %/yr from {summary['n_kept']} of "
           f"{summary['n_total']} glaciers -> {args.out}")
 

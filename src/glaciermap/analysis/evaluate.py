@@ -68,15 +68,8 @@ def evaluate(params: Params, model: str, sensor_set: str, progress: bool = True)
 
 def log_evaluation(params: Params, result: dict[str, Any]) -> None:
     """Log the table's means to the (model, sensor set) parent run in MLflow."""
-    from mlflow.tracking import MlflowClient
+    from glaciermap.training.tracking import log_to_parent
 
-    from glaciermap.training import tracking
-
-    client = MlflowClient(tracking.resolve_tracking_uri(params.tracking))
-    exp_id = tracking.experiment_id(params.tracking.experiment)
-    parent = tracking.parent_run(client, exp_id, params, result["model"], result["sensor_set"])
-    for k, v in result["mean"].items():
-        client.log_metric(parent, f"test_{k}", v)
-    for fold, r in result["folds"].items():
-        client.log_metric(parent, f"test_iou_{fold}", r["iou"])
-    client.log_dict(parent, result, "evaluation.json")
+    metrics = {f"test_{k}": v for k, v in result["mean"].items()}
+    metrics.update({f"test_iou_{fold}": r["iou"] for fold, r in result["folds"].items()})
+    log_to_parent(params, result["model"], result["sensor_set"], metrics, payloads={"evaluation.json": result})

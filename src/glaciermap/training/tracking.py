@@ -129,3 +129,19 @@ def parent_run(client: MlflowClient, exp_id: str, params, model: str, sensor_set
     ident = {"glaciermap.role": "parent", "glaciermap.model": model, "glaciermap.sensor_set": sensor_set,
              "glaciermap.config": config_hash(params.model_dump(mode="json", exclude={"tracking"}))}
     return find_or_create_parent(client, exp_id, f"{model}/{sensor_set}", ident)
+
+
+def log_to_parent(params, model: str, sensor_set: str, metrics: dict[str, float],
+                  files: list[Path] = (), payloads: dict[str, Any] | None = None) -> str:
+    """Log a stage's results (metrics, files, JSON payloads) to the (model, sensor set) parent run."""
+    client = MlflowClient(resolve_tracking_uri(params.tracking))
+    parent = parent_run(client, experiment_id(params.tracking.experiment), params, model, sensor_set)
+    for k, v in metrics.items():
+        if v is not None and v == v:  # MLflow rejects None; NaN says nothing
+            client.log_metric(parent, k, float(v))
+    for f in files:
+        if Path(f).exists():
+            client.log_artifact(parent, str(f))
+    for name, obj in (payloads or {}).items():
+        client.log_dict(parent, obj, name)
+    return parent

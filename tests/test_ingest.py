@@ -587,3 +587,24 @@ def test_cli_bad_params_is_a_config_error(tmp_path, capsys, monkeypatch):
     assert len(err) == 1 and err[0].startswith(f"error: {params}: unknown key 'data.bufer_m'")
     with pytest.raises(ConfigError):  # -v: the full traceback, for debugging
         cli.main(["--params", str(params), "-v", "ingest"])
+
+
+def test_a_data_band_flagged_as_alpha_is_a_clear_error(tmp_path):
+    """GDAL treats an alpha band as transparency: read as data it would blank the other bands."""
+    from rasterio.enums import ColorInterp
+
+    from glaciermap.data.raw import Grid, read_on_grid
+    from glaciermap.errors import InputDataError
+
+    path = tmp_path / "optical.tif"
+    transform = rasterio.transform.from_origin(600000, 5100000, 30, 30)
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=4, dtype="uint8",
+                       crs="EPSG:32632", transform=transform) as dst:
+        dst.write(np.full((4, 8, 8), 100, np.uint8))
+        dst.descriptions = ("NIR", "R", "G", "B")
+        dst.colorinterp = [ColorInterp.gray, ColorInterp.gray, ColorInterp.gray, ColorInterp.alpha]
+    grid = Grid(rasterio.crs.CRS.from_epsg(32632), transform, 8, 8)
+    with pytest.raises(InputDataError, match=r"\['B'\] are flagged as alpha") as err:
+        read_on_grid(path, ["NIR", "B"], grid, resampling=rasterio.enums.Resampling.nearest)
+    assert str(path) in err.value.message
+    assert read_on_grid(path, ["NIR", "R"], grid, resampling=rasterio.enums.Resampling.nearest).shape == (2, 8, 8)

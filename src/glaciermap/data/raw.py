@@ -14,7 +14,7 @@ import rasterio
 import yaml
 from pydantic import ValidationError
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from shapely import make_valid
@@ -219,7 +219,13 @@ def band_indexes(ds: rasterio.io.DatasetReader, bands: list[str], path: Path) ->
     if missing:
         raise InputDataError(f"missing band(s) {missing}; the file has {names}", path=path,
                              hint="band names are read from GeoTIFF band descriptions")
-    return [names.index(b) + 1 for b in bands]
+    idx = [names.index(b) + 1 for b in bands]
+    alpha = [names[i - 1] for i in idx if ds.colorinterp[i - 1] == ColorInterp.alpha]
+    if alpha:  # GDAL would use it as a transparency mask and blank the other bands where it is low
+        raise InputDataError(f"band(s) {alpha} are flagged as alpha (transparency), not data", path=path,
+                             hint="rewrite the file with photometric=MINISBLACK, or set the band's colour "
+                                  "interpretation to gray (rio edit-info --colorinterp)")
+    return idx
 
 
 def band_names(path: Path) -> list[str]:

@@ -65,7 +65,7 @@ def test_mlflow_holds_parent_and_fold_runs(repro):
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("glaciermap.role") == "parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
-    assert len(parents) == 1
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # not left RUNNING forever
     assert sorted(r.data.tags["glaciermap.fold"] for r in children) == ["0", "1"]
     for r in children:
         assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id

@@ -117,6 +117,7 @@ def find_or_create_parent(client: MlflowClient, exp_id: str, name: str, tags: di
     if runs:
         return runs[0].info.run_id
     mine = client.create_run(exp_id, run_name=name, tags={**tags, **reproducibility_tags()}).info.run_id
+    client.set_terminated(mine)  # a container: children and later stages still log to it
     oldest = client.search_runs([exp_id], filter_string=flt, max_results=1,
                                 order_by=["attributes.start_time ASC", "attributes.run_id ASC"])[0].info.run_id
     if oldest != mine:

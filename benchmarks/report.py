@@ -34,6 +34,8 @@ What is measured (all with `torch.set_num_threads(2)`, float32, CPU):
 * **inference** – `predict_cube` (256 px windows, stride 192, batch 8, no TTA) with a U-Net over
   the ingested cubes of that region.
 * **memory** – peak RSS of `ingest_region` in a fresh subprocess for two region sizes.
+* **demo_stages** – wall time per stage of the last `scripts/demo.sh` run and `glaciermap infer`'s
+  km² of glacier per second, from the stage outputs' timestamps (`benchmarks/demo_stages.py`).
 * **tile** – ingest and inference over a synthetic full Sentinel-2 tile (10,980 x 10,980 px at
   10 m; `--quick`: 2,745 and 5,490 px, full: 5,490 and 10,980 px), built strip by strip by
   `benchmarks/synthetic_region.py` in the raw-region format (one scene: 6-band float32 optical and
@@ -235,7 +237,23 @@ def render(folder: Path) -> str:
                     f"glacier per {r['km2_per_glacier']:g} km². {r['method']}.", "", _machine(growth), ""]
     else:
         out.append("_not run_\n")
+    out += _demo_stages(_load(folder, "demo_stages"))
     return "\n".join(out).rstrip() + "\n"
+
+
+def _demo_stages(d: dict | None) -> list[str]:
+    out = ["## Demo pipeline, per stage\n"]
+    if not d:
+        return out + ["_not run_ (`scripts/demo.sh`, then `.venv/bin/python benchmarks/demo_stages.py`)\n"]
+    out += ["| stage | seconds |", "|---|---:|"]
+    out += [f"| {r['stage']} | {_f(r['seconds'], 1)} |" for r in d["stages"]]
+    m = d["machine"]
+    out += ["", f"Total **{_f(d['total_s'], 0)} s**; `glaciermap infer` covered {_f(d['infer_glacier_km2'], 1)} km² "
+                f"of glacier (inventory outlines, every glacier and epoch) at **{_f(d['infer_glacier_km2_per_s'])} "
+                f"km²/s**. {d['method']}.", "",
+            f"*demo_stages: {m['logical_cpus']} logical CPUs, {m['platform']}, {m['date']}, load average "
+            f"{m['loadavg_1_5_15']} when the timestamps were read (not during the run)*", ""]
+    return out
 
 
 def write_readme(folder: Path, readme: Path) -> Path:

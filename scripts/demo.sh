@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
+date +%s > .demo_start  # for benchmarks/demo_stages.py (per-stage wall time)
 if [ ! -d data ]; then
   # the raw data is versioned by data.dvc: pull it, or re-create it (the simulator is deterministic)
   dvc pull -q data.dvc 2>/dev/null || glaciermap simulate

@@ -1,0 +1,63 @@
+"""Per-stage wall time of the last demo run (`scripts/demo.sh`), from its outputs' timestamps.
+
+DVC does not time stages, so each stage's duration is the time between its last output and the
+previous stage's (outputs are written atomically at a stage's end). Writes
+benchmarks/results/demo_stages.json; run from the repository root after `scripts/demo.sh`
+(which records its start time in .demo_start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+#: (stage, file written last by it), in pipeline order; train/evaluate use every matching file.
+STAGES = [("simulate", "data/region.yaml"), ("ingest", "products/cubes/index.csv"),
+          ("train", "metrics/train/*.json"), ("evaluate", "metrics/evaluate/*.json"),
+          ("register", "products/registry.json"), ("infer", "products/predictions/areas.csv"),
+          ("area_change", "metrics/area_change.json")]
+
+
+def stage_times(root: Path, start: float) -> list[dict]:
+    """Seconds per stage (folds, ~1 s, is counted in train: DVC may touch folds.json later)."""
+    rows, prev = [], start
+    for stage, pattern in STAGES:
+        files = sorted(root.glob(pattern))
+        if not files:
+            continue
+        end = max(f.stat().st_mtime for f in files)
+        rows.append({"stage": stage, "seconds": round(end - prev, 1), "outputs": len(files)})
+        prev = end
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--root", type=Path, default=Path("."))
+    ap.add_argument("--start", type=float, help="demo start (epoch s); default: the content of .demo_start")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/demo_stages.json"))
+    args = ap.parse_args()
+    start = args.start or float((args.root / ".demo_start").read_text())
+    rows = stage_times(args.root, start)
+    index = pd.read_csv(args.root / "products/cubes/index.csv")
+    infer_s = next(r["seconds"] for r in rows if r["stage"] == "infer")
+    glacier_km2 = float(index["area_km2"].sum())  # inventory outline area of every predicted cube
+    result = {"benchmark": "demo_stages", "stages": rows, "total_s": round(sum(r["seconds"] for r in rows), 1),
+              "infer_glacier_km2": glacier_km2, "infer_glacier_km2_per_s": glacier_km2 / infer_s,
+              "method": "stage end = newest output's mtime; infer includes loading the fold models from "
+                        "the MLflow registry", "machine": {"platform": platform.platform(),
+                                                           "logical_cpus": os.cpu_count(),
+                                                           "date": datetime.now(timezone.utc).isoformat(),
+                                                           "loadavg_1_5_15": list(os.getloadavg())}}
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,7 @@ change input files work on a copy (`raw_copy`), never on the shared region.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -58,3 +59,15 @@ def raw_copy(raw_region, tmp_path) -> Path:
     dst = tmp_path / "raw"
     shutil.copytree(raw_region, dst, ignore=shutil.ignore_patterns("truth"))
     return dst
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_tracking_uri():
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: no test may inherit another's (a user's
+    own setting would win over the test's params, and runs would land in another test's database)."""
+    keys = ("MLFLOW_TRACKING_URI", "GLACIERMAP_TRACKING_URI_FROM_PARAMS")
+    for k in keys:
+        os.environ.pop(k, None)
+    yield
+    for k in keys:
+        os.environ.pop(k, None)

@@ -19,23 +19,19 @@ from glaciermap.cli import arguments, command
 ))
 def _tune(args, params):
     import yaml
-    from mlflow.tracking import MlflowClient
 
     from glaciermap.errors import ConfigError
     from glaciermap.io import write_text
-    from glaciermap.training import tracking
-    from glaciermap.tuning.report import log_study
+    from glaciermap.tuning.report import summary
     from glaciermap.tuning.space import export_overrides
-    from glaciermap.tuning.study import run_worker, study_parent_run
+    from glaciermap.tuning.study import run_worker
 
     if args.n_trials is not None and args.n_trials < 0:
         raise ConfigError(f"--n-trials must be >= 0, got {args.n_trials}")
     overrides = {k: v for k, v in {"study": args.study, "storage": args.storage}.items() if v}
     params = params.model_copy(update={"tune": params.tune.model_copy(update=overrides)})
     study = run_worker(params, n_trials=args.n_trials, timeout_s=args.timeout, progress=not args.quiet)
-    client = MlflowClient(tracking.resolve_tracking_uri(params.tracking))
-    parent = study_parent_run(client, tracking.experiment_id(params.tracking.experiment), params)
-    info = log_study(client, parent, study)
+    info = summary(study)
     counts = ", ".join(f"{n} {s}" for s, n in info["trials"].items() if n)
     print(f"study {study.study_name}: {counts or 'no trials'}")
     if "best_value" not in info:

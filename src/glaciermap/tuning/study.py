@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 #: Trial states that use up the budget (failed trials are retried, so they do not).
 BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-_WORKER_ATTR = "glaciermap:worker"
+_WORKER_ATTR = "worker"  # user attribute "<host>:<pid>" of the process running a trial
 
 
 def open_storage(cfg: TuneConfig) -> optuna.storages.BaseStorage:
@@ -110,8 +110,8 @@ def fail_orphans(study: optuna.Study, max_retries: int) -> list[int]:
     retry = _retry(max_retries)
     host, failed = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.system_attrs.get(_WORKER_ATTR)
-        if not worker or worker["host"] != host or worker["pid"] == os.getpid() or pid_alive(worker["pid"]):
+        worker_host, _, pid = t.user_attrs.get(_WORKER_ATTR, "").rpartition(":")
+        if worker_host != host or not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
             continue
         try:
             study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
@@ -163,12 +163,11 @@ class Objective:
     progress: bool = False
 
     def __call__(self, trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        trial.storage.set_trial_system_attr(trial._trial_id, _WORKER_ATTR,
-                                            {"host": socket.gethostname(), "pid": os.getpid()})
+        trial.set_user_attr(_WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
         values = suggest(trial, self.params.tune.space)
         p = trial_params(self.params, values)
         cfg = p.tune
+        trial_dir = cfg.runs_dir / cfg.study / f"trial{trial.number:04d}"
         run_id = self._trial_run(trial, values)
         ious: list[float] = []
         state = "FAIL"
@@ -176,9 +175,9 @@ class Objective:
             for j, fold in enumerate(cfg.folds):
                 pruning = PyTorchLightningPruningCallback(_FoldStepTrial(trial, j * p.train.max_epochs), "val_iou")
                 deadline = Deadline(self.deadline)
-                run_dir = cfg.runs_dir / cfg.study / f"trial{trial.number:04d}" / f"fold{fold}"
                 result = train_run(p, RunSpec(*p.tuned_run, fold), progress=self.progress,
-                                   callbacks=[pruning, deadline], parent_run_id=run_id, run_dir=run_dir,
+                                   callbacks=[pruning, deadline], parent_run_id=run_id,
+                                   run_dir=trial_dir / f"fold{fold}",
                                    metrics_dir=None)
                 ious.append(result["best_val_iou"])
                 self.client.log_metric(run_id, f"best_val_iou_fold{fold}", result["best_val_iou"])
@@ -194,8 +193,7 @@ class Objective:
         finally:
             self._close_trial_run(run_id, trial, state)
             for fold in cfg.folds:  # a finished trial never resumes: keep its bundle, drop checkpoints
-                shutil.rmtree(cfg.runs_dir / cfg.study / f"trial{trial.number:04d}" / f"fold{fold}" / "checkpoints",
-                              ignore_errors=True)
+                shutil.rmtree(trial_dir / f"fold{fold}" / "checkpoints", ignore_errors=True)
 
     def _trial_run(self, trial: optuna.Trial, values: dict[str, Any]) -> str:
         run = self.client.create_run(
@@ -224,8 +222,11 @@ def study_parent_run(client: MlflowClient, exp_id: str, params: Params) -> str:
 
 def run_worker(params: Params, *, n_trials: int | None = None, timeout_s: float | None = None,
                progress: bool = True) -> optuna.Study:
-    """Run trials until the study holds `n_trials` (default tune.n_trials) or the time is up."""
+    """Run trials until the study holds `n_trials` (default tune.n_trials) or the time is up, then
+    log what the study found to its MLflow run."""
     from tqdm.auto import tqdm
+
+    from glaciermap.tuning.report import log_study
 
     cfg = params.tune
     n_trials = cfg.n_trials if n_trials is None else n_trials
@@ -239,16 +240,17 @@ def run_worker(params: Params, *, n_trials: int | None = None, timeout_s: float 
     deadline = time.monotonic() + timeout_s if timeout_s else None
     objective = Objective(params, parent, client, exp_id, deadline=deadline, progress=False)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    failures = 0
+    failed: list[int] = []  # this worker's trials that failed (non-finite loss)
+    count_failed = lambda _, t: failed.append(t.number) if t.state == TrialState.FAIL else None  # noqa: E731
     with tqdm(total=n_trials, initial=min(budget_used(study), n_trials), desc=f"study {cfg.study}",
               unit="trial", disable=not progress) as bar:
         while budget_used(study) < n_trials and (deadline is None or time.monotonic() < deadline):
-            before = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-            study.optimize(objective, n_trials=1, catch=(NonFiniteLossError,), gc_after_trial=True)
-            failures += len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - before
-            if failures >= n_trials:
-                log.warning("%d trials failed (non-finite loss): stopping this worker", failures)
+            study.optimize(objective, n_trials=1, catch=(NonFiniteLossError,), callbacks=[count_failed],
+                           gc_after_trial=True)
+            if len(failed) >= n_trials:
+                log.warning("%d trials failed (non-finite loss): stopping this worker", len(failed))
                 break
             bar.n = min(budget_used(study), n_trials)
             bar.refresh()
+    log_study(client, parent, study)
     return study

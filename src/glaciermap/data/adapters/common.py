@@ -22,9 +22,10 @@ from glaciermap.data.terrain import hillshade, slope_deg
 from glaciermap.errors import InputDataError
 from glaciermap.io import atomic_path
 
-#: Index columns, as `glaciermap ingest` writes them for a raw region (docs/data-format.md, section 2).
-INDEX_COLUMNS = ["glacier_id", "epoch", "role", "year", "inventory_year", "path", "lon", "lat", "x", "y",
-                 "area_km2", "invalid_fraction", "glacier_invalid_fraction", "height", "width", "has_sar"]
+#: Column order of the index `glaciermap ingest` writes for a raw region (adapters match it; the
+#: columns later stages require are `glaciermap.data.cubes.INDEX_COLUMNS`).
+REGION_INDEX_ORDER = ["glacier_id", "epoch", "role", "year", "inventory_year", "path", "lon", "lat", "x", "y",
+                      "area_km2", "invalid_fraction", "glacier_invalid_fraction", "height", "width", "has_sar"]
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def write_cube_folder(out_dir: str | Path, cubes: Iterator[tuple[Cube, str, dict
             raise InputDataError("no cube could be built from the dataset", path=source,
                                  hint="see the warnings above for what was skipped")
         index = pd.DataFrame(rows)
-        index = index[INDEX_COLUMNS + [c for c in index.columns if c not in INDEX_COLUMNS]]
+        index = index[REGION_INDEX_ORDER + [c for c in index.columns if c not in REGION_INDEX_ORDER]]
         index.to_csv(tmp / INDEX_FILE, index=False)
     return index
 

@@ -619,8 +619,8 @@ def install_fake_models(fakes: Fakes, monkeypatch=None) -> None:
 
     bundle = SimpleNamespace(groups={}, stats={}, patch_size=64)
     patches = {"load_registered": lambda name, alias: (None, bundle),
-               "prepare_cube": lambda path, groups, stats: path,
-               "predict_cube": fakes.predict}
+               "predict_cube_file": lambda net, bundle, path, **kw: (fakes.predict(net, path, bundle.groups, **kw),
+                                                                     None)}
     for name, fn in patches.items():
         if monkeypatch is None:
             setattr(run, name, fn)

@@ -44,8 +44,7 @@ THRESHOLD = 0.5
 
 def model_predictor(params: Params, model: str, sensor_set: str) -> Predictor:
     """Predict with each fold's trained model (runs/<model>/<set>/fold<k>/model), as evaluate.py does."""
-    from glaciermap.data.datamodule import prepare_cube
-    from glaciermap.inference.predict import predict_cube
+    from glaciermap.inference.predict import predict_cube_file
     from glaciermap.models.serialize import load_bundle
 
     loaded: dict[int, Any] = {}
@@ -53,10 +52,8 @@ def model_predictor(params: Params, model: str, sensor_set: str) -> Predictor:
     def predict(fold: int, path: Path) -> np.ndarray:
         if fold not in loaded:
             loaded[fold] = load_bundle(params.train.runs_dir / model / sensor_set / f"fold{fold}" / "model")
-        net, bundle = loaded[fold]
-        cube = prepare_cube(path, bundle.groups, bundle.stats)
-        return predict_cube(net, cube, bundle.groups, size=bundle.patch_size, stride=params.patches.eval_stride,
-                            batch_size=params.patches.batch_size)
+        return predict_cube_file(*loaded[fold], path, stride=params.patches.eval_stride,
+                                 batch_size=params.patches.batch_size)[0]
 
     return predict
 

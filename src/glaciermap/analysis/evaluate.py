@@ -10,9 +10,9 @@ from tqdm.auto import tqdm
 
 from glaciermap.config import Params
 from glaciermap.data.cubes import read_index
-from glaciermap.data.datamodule import grid_offsets, prepare_cube
+from glaciermap.data.datamodule import grid_offsets
 from glaciermap.data.folds import read_folds
-from glaciermap.inference.predict import predict_cube
+from glaciermap.inference.predict import predict_cube_file
 from glaciermap.models.serialize import load_bundle
 
 METRICS = ("accuracy", "iou", "precision", "recall", "f1")
@@ -41,9 +41,8 @@ def evaluate_fold(run_dir: Path, params: Params, glacier_ids: list[str], progres
     total, n_patches = np.zeros(4, np.int64), 0
     size, stride = bundle.patch_size, params.patches.eval_stride
     for path in tqdm(rows.path, desc=f"evaluate fold {bundle.fold}", disable=not progress, leave=False):
-        cube = prepare_cube(params.data.cubes_dir / path, bundle.groups, bundle.stats)
-        prob = predict_cube(model, cube, bundle.groups, size=size, stride=stride,
-                            batch_size=params.patches.batch_size)
+        prob, cube = predict_cube_file(model, bundle, params.data.cubes_dir / path, stride=stride,
+                                       batch_size=params.patches.batch_size)
         total += confusion(prob, cube.target, cube.valid)
         h, w = cube.target.shape
         n_patches += len(grid_offsets(h, size, stride)) * len(grid_offsets(w, size, stride))

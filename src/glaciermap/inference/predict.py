@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from glaciermap.data.datamodule import PreparedCube, crop, grid_offsets
+from glaciermap.data.datamodule import PreparedCube, crop, grid_offsets, prepare_cube
 
 
 def blend_window(size: int) -> np.ndarray:
@@ -48,3 +48,13 @@ def predict_cube(model: torch.nn.Module, cube: PreparedCube, groups: dict[str, l
     if not np.isfinite(out).all() or out.min() < 0 or out.max() > 1 + 1e-5:
         raise ValueError("prediction outside [0, 1] or not finite: the model is broken")
     return np.clip(out, 0.0, 1.0)
+
+
+def predict_cube_file(model: torch.nn.Module, bundle, path, *, stride: int, batch_size: int,
+                      tta: bool = False) -> tuple[np.ndarray, PreparedCube]:
+    """Probability map of a cube file with a trained model bundle (inputs normalised with the
+    bundle's fold statistics, windows of its patch size), and the prepared cube."""
+    cube = prepare_cube(path, bundle.groups, bundle.stats)
+    prob = predict_cube(model, cube, bundle.groups, size=bundle.patch_size, stride=stride,
+                        batch_size=batch_size, tta=tta)
+    return prob, cube

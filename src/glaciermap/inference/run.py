@@ -19,11 +19,10 @@ from tqdm.auto import tqdm
 
 from glaciermap.config import Params
 from glaciermap.data.cubes import read_cube, read_index
-from glaciermap.data.datamodule import prepare_cube
 from glaciermap.data.folds import read_folds
 from glaciermap.data.raw import Grid
 from glaciermap.errors import GlaciermapError
-from glaciermap.inference.predict import predict_cube
+from glaciermap.inference.predict import predict_cube_file
 from glaciermap.inference.registry import load_registered, registered_name
 from glaciermap.io import atomic_path
 from glaciermap.training import tracking
@@ -95,11 +94,10 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, ensembl
             use = list(models) if ensemble else [fold_of[r.glacier_id]]
             probs = []
             for f in use:
-                net, bundle = models[f]
-                prepared = prepare_cube(params.data.cubes_dir / r.path, bundle.groups, bundle.stats)
-                probs.append(predict_cube(net, prepared, bundle.groups, size=bundle.patch_size,
-                                          stride=params.patches.eval_stride,
-                                          batch_size=params.patches.batch_size, tta=tta))
+                prob, _ = predict_cube_file(*models[f], params.data.cubes_dir / r.path,
+                                            stride=params.patches.eval_stride,
+                                            batch_size=params.patches.batch_size, tta=tta)
+                probs.append(prob)
             prob, std = np.mean(probs, axis=0), np.std(probs, axis=0)
             if not is_probability(prob):
                 raise GlaciermapError(f"model {name}@fold-{fold_of[r.glacier_id]} predicted values outside [0, 1] "

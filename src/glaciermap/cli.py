@@ -110,7 +110,7 @@ def _config(args, params):
     try:
         overrides = yaml.safe_load(args.overrides.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"not valid YAML: {err}", path=args.overrides) from None
+        raise ConfigError(f"not valid YAML: {err}", path=args.overrides, keep_lines=True) from None
     if not isinstance(overrides, dict):
         raise ConfigError("top level must be a mapping of sections", path=args.overrides)
     merged = deep_merge(yaml.safe_load(args.params.read_text()) or {}, overrides)

@@ -247,7 +247,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"not valid YAML: {err}", path=path) from None
+        raise ConfigError(f"not valid YAML: {err}", path=path, keep_lines=True) from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError("top level must be a mapping of sections", path=path)
     return parse_params(raw or {}, source=path)

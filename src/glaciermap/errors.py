@@ -8,8 +8,11 @@ from pathlib import Path
 class GlaciermapError(Exception):
     """An error the CLI reports as one clear message (no traceback) and exit code 2."""
 
-    def __init__(self, problem: str, *, path: str | Path | None = None, hint: str | None = None):
-        self.problem = problem
+    def __init__(self, problem: str, *, path: str | Path | None = None, hint: str | None = None,
+                 keep_lines: bool = False):
+        # A library's message may span lines (pandas' parser errors end in one): the CLI prints one
+        # line per error, so whitespace is collapsed unless the lines carry meaning (YAML's caret).
+        self.problem = problem if keep_lines else " ".join(problem.split())
         self.path = None if path is None else str(path)
         self.hint = hint
         super().__init__(self.message)

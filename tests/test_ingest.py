@@ -24,10 +24,11 @@ from glaciermap import cli
 from glaciermap.config import DataConfig, SensorsConfig
 from glaciermap.data.cubes import read_cube, read_index
 from glaciermap.data.ingest import ingest_region
+from glaciermap.data.simulate import simulate_region
 from glaciermap.data.simulate.surface import GLACIER_CLASSES
 from glaciermap.errors import ConfigError, GlaciermapError, InputDataError
 
-from conftest import DATA
+from conftest import DATA, SIM
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-alps"
 # band names as docs/data-format.md lists them (section 2, `data` variable), in that order
@@ -203,6 +204,26 @@ def test_bands_dtypes_and_attrs(cubes_dir, cube_index):
             assert np.isfinite(dem[:, on_glacier]).all()  # the DEM covers every glacier
 
 
+def _scene_pixels(cube, transform, shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inside, rows, cols): the scene pixel under each cube pixel (same 10 m UTM pixels)."""
+    xs, ys = cube.grid.xy_coords()
+    cols = np.floor((xs[None, :] - transform.c) / transform.a).astype(int).repeat(len(ys), axis=0)
+    rows = np.floor((ys[:, None] - transform.f) / transform.e).astype(int).repeat(len(xs), axis=1)
+    inside = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1])
+    return inside, rows[inside], cols[inside]
+
+
+def _expected_invalid(cube, scene_dir: Path) -> np.ndarray:
+    """cloud / shadow / no data of the scene under each cube pixel, from the raw files."""
+    with rasterio.open(scene_dir / "optical.tif") as opt, rasterio.open(scene_dir / "cloud.tif") as cl:
+        assert opt.crs == cube.grid.crs and opt.res == (cube.grid.res, cube.grid.res)
+        optical, cloud = opt.read(), cl.read(1)
+        inside, r, c = _scene_pixels(cube, opt.transform, (opt.height, opt.width))
+    expected = np.ones(cube.mask_invalid.shape, np.uint8)  # outside the scene: no data
+    expected[inside] = (cloud[r, c] != 0) | ~np.isfinite(optical[:, r, c]).all(axis=0)
+    return expected
+
+
 def test_mask_invalid_is_cloud_shadow_and_no_data(raw_region, cubes_dir, cube_index):
     """Scene and cube grids are both whole 10 m pixels of the same UTM zone, so every cube pixel
     is one scene pixel: mask_invalid must be exactly cloud/shadow/no-data of that pixel."""
@@ -210,24 +231,67 @@ def test_mask_invalid_is_cloud_shadow_and_no_data(raw_region, cubes_dir, cube_in
     for _, row in cube_index.iterrows():
         cube = read_cube(cubes_dir / row.path)
         scene_dir = raw_region / "scenes" / row.epoch
-        with rasterio.open(scene_dir / "optical.tif") as opt, rasterio.open(scene_dir / "cloud.tif") as cl:
-            assert opt.crs == cube.grid.crs and opt.res == (cube.grid.res, cube.grid.res)
-            optical, cloud, t = opt.read(), cl.read(1), opt.transform
-            shape = (opt.height, opt.width)
-        xs, ys = cube.grid.xy_coords()
-        cols = np.floor((xs[None, :] - t.c) / t.a).astype(int).repeat(len(ys), axis=0)
-        rows = np.floor((ys[:, None] - t.f) / t.e).astype(int).repeat(len(xs), axis=1)
-        inside = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1])
-        expected = np.ones(cube.mask_invalid.shape, np.uint8)  # outside the scene: no data
-        r, c = rows[inside], cols[inside]
-        expected[inside] = (cloud[r, c] != 0) | ~np.isfinite(optical[:, r, c]).all(axis=0)
-        np.testing.assert_array_equal(cube.mask_invalid, expected, err_msg=row.path)
+        np.testing.assert_array_equal(cube.mask_invalid, _expected_invalid(cube, scene_dir), err_msg=row.path)
         # and the optical bands are the scene's pixels
+        with rasterio.open(scene_dir / "optical.tif") as opt:
+            optical = opt.read()
+            inside, r, c = _scene_pixels(cube, opt.transform, (opt.height, opt.width))
         np.testing.assert_allclose(cube.data[:6][:, inside], optical[:, r, c], atol=1e-6)
         assert np.isnan(cube.data[:6][:, ~inside]).all()
         n_invalid += int(cube.mask_invalid.sum())
         n_valid += int((cube.mask_invalid == 0).sum())
     assert n_invalid > 0 and n_valid > 0
+
+
+# ---------------------------------------------------------------- several acquisitions per epoch
+@pytest.fixture(scope="module")
+def multi_acq_region(tmp_path_factory) -> Path:
+    """The tiny region with three acquisitions per epoch (5 days apart)."""
+    cfg = SIM.model_copy(update={"acquisitions_per_epoch": 3})
+    return simulate_region(cfg, tmp_path_factory.mktemp("multi") / "raw", progress=False)
+
+
+def test_alternates_are_listed_and_leave_the_main_scenes_unchanged(multi_acq_region, raw_region):
+    manifest = _manifest(multi_acq_region)
+    for epoch, info in manifest["epochs"].items():
+        assert list(info["alternates"]) == [f"{epoch}-alt1", f"{epoch}-alt2"]
+        assert [d - info["date"] for d in info["alternates"].values()] == [dt.timedelta(days=5),
+                                                                           dt.timedelta(days=10)]
+        clouds = []
+        for scene in [epoch, *info["alternates"]]:
+            with rasterio.open(multi_acq_region / "scenes" / scene / "cloud.tif") as ds:
+                clouds.append(ds.read(1))
+        assert not np.array_equal(clouds[0], clouds[1])  # each acquisition has its own sky
+        for name in ("optical.tif", "cloud.tif", "sar.tif"):  # the main scene as with one acquisition
+            with rasterio.open(multi_acq_region / "scenes" / epoch / name) as a, \
+                    rasterio.open(raw_region / "scenes" / epoch / name) as b:
+                np.testing.assert_array_equal(a.read(), b.read(), err_msg=f"{epoch}/{name}")
+
+
+def test_each_glacier_is_mapped_from_its_clearest_acquisition(multi_acq_region, cube_index, tmp_path):
+    index = ingest_region(multi_acq_region, tmp_path / "cubes", DATA, SensorsConfig(), progress=False)
+    manifest = _manifest(multi_acq_region)
+    picked_alternate = 0
+    for _, row in index.iterrows():
+        info = manifest["epochs"][row.epoch]
+        cube = read_cube(tmp_path / "cubes" / row.path)
+        on = cube.mask_glacier == 1
+        masked = {s: float(_expected_invalid(cube, multi_acq_region / "scenes" / s)[on].mean())
+                  for s in [row.epoch, *info["alternates"]]}
+        assert row.scene == cube.attrs["scene"] and row.scene in masked
+        assert masked[row.scene] == min(masked.values()), (row.glacier_id, row.epoch, masked)
+        if masked[row.epoch] == min(masked.values()):
+            assert row.scene == row.epoch  # a tie keeps the main acquisition
+        np.testing.assert_array_equal(cube.mask_invalid,
+                                      _expected_invalid(cube, multi_acq_region / "scenes" / row.scene))
+        date = info["date"] if row.scene == row.epoch else info["alternates"][row.scene]
+        assert row.year == pytest.approx(_decimal_year(date)) == cube.attrs["year"]
+        picked_alternate += row.scene != row.epoch
+    assert picked_alternate > 0  # the clouds of the tiny region make some alternate clearer
+    # fewer masked glacier pixels than with the main scenes alone (same glaciers, same grids)
+    one = cube_index.set_index(["glacier_id", "epoch"]).glacier_invalid_fraction
+    many = index.set_index(["glacier_id", "epoch"]).glacier_invalid_fraction
+    assert (many <= one.loc[many.index] + 1e-12).all() and many.sum() < one.loc[many.index].sum()
 
 
 # ------------------------------------------------------------------------------------- index

@@ -117,7 +117,7 @@ def read_index(cubes_dir: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise InputDataError("cube index missing", path=path, hint="run `glaciermap ingest` first")
     try:
-        index = pd.read_csv(path, dtype={"glacier_id": str, "epoch": str})
+        index = pd.read_csv(path, dtype={"glacier_id": str, "epoch": str, "scene": str})
     except ValueError as err:  # pandas' EmptyDataError / ParserError, UnicodeDecodeError
         raise InputDataError(f"cannot read cube index (empty or corrupt): {err}", path=path,
                              hint="re-run `glaciermap ingest`") from None

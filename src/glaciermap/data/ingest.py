@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from glaciermap.config import DataConfig, SensorsConfig
 from glaciermap.data.cubes import INDEX_FILE, Cube, write_cube
-from glaciermap.data.raw import (Grid, Region, open_raster, open_region, raster_footprint,
+from glaciermap.data.raw import (Grid, Region, decimal_year, open_raster, open_region, raster_footprint,
                                  read_on_grid, read_outlines, band_indexes)
 from glaciermap.data.terrain import hillshade, slope_deg
 from glaciermap.errors import InputDataError
@@ -69,7 +69,7 @@ def rasterize_geoms(geoms, grid: Grid) -> np.ndarray:
 
 
 def check_region(region: Region, sensors: SensorsConfig, cfg: DataConfig) -> dict[str, bool]:
-    """Check every scene up front (CRS, bands, cloud cover); return {epoch: has_sar}."""
+    """Check every scene up front (CRS, bands, cloud cover); return {scene: has_sar}."""
     optical = sensors.groups.get("optical", [])
     has_sar = {}
     if region.dem_path is not None:
@@ -79,15 +79,15 @@ def check_region(region: Region, sensors: SensorsConfig, cfg: DataConfig) -> dic
         raise InputDataError("sensors.groups has a 'dem' group but the region has no DEM (dem: null)",
                              path=region.root / "region.yaml",
                              hint="add a DEM to the region, or drop the dem group from sensors.groups")
-    for epoch in region.manifest.epochs:
-        opt_path = region.scene_path(epoch, "optical")
+    for scene in region.scenes:
+        opt_path = region.scene_path(scene, "optical")
         with open_raster(opt_path) as opt:
             band_indexes(opt, optical, opt_path)
             if region.has_cloud_masks:
-                _check_cloud_mask(opt, region.scene_path(epoch, "cloud"), cfg.max_scene_cloud_fraction)
-        sar_path = region.scene_path(epoch, "sar")
-        has_sar[epoch] = sar_path.exists()
-        if has_sar[epoch] and "sar" in sensors.groups:
+                _check_cloud_mask(opt, region.scene_path(scene, "cloud"), cfg.max_scene_cloud_fraction)
+        sar_path = region.scene_path(scene, "sar")
+        has_sar[scene] = sar_path.exists()
+        if has_sar[scene] and "sar" in sensors.groups:
             with open_raster(sar_path) as sar:
                 band_indexes(sar, sensors.groups["sar"], sar_path)
     return has_sar
@@ -120,35 +120,57 @@ def _check_cloud_cover(ds, path: Path, max_fraction: float) -> None:
                              hint="choose a clearer acquisition, or raise data.max_scene_cloud_fraction")
 
 
+def invalid_mask(region: Region, scene: str, grid: Grid, optical: np.ndarray) -> np.ndarray:
+    """Pixels of one acquisition that cannot be mapped: optical no-data, cloud or cloud shadow."""
+    invalid = ~np.isfinite(optical).all(axis=0)
+    if region.has_cloud_masks:
+        cloud = read_on_grid(region.scene_path(scene, "cloud"), None, grid,
+                             resampling=Resampling.nearest, fill=CLOUD_NODATA)[0]
+        invalid |= cloud != CLOUD_CLEAR
+    return invalid
+
+
+def clearest_scene(region: Region, epoch: str, optical_band: str, grid: Grid,
+                   glacier_mask: np.ndarray) -> str:
+    """The epoch's acquisition leaving the least of the glacier masked (the main one on a tie)."""
+    scenes = list(region.acquisitions(epoch))
+    if len(scenes) == 1:
+        return scenes[0]
+    on_glacier = glacier_mask == 1
+
+    def masked(scene: str) -> float:
+        opt = read_on_grid(region.scene_path(scene, "optical"), [optical_band], grid,
+                           resampling=Resampling.bilinear)
+        return float(invalid_mask(region, scene, grid, opt)[on_glacier].mean()) if on_glacier.any() else 0.0
+
+    return min(scenes, key=masked)
+
+
 def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geoms,
-               epoch: str, dem_block: np.ndarray, has_sar: bool, attrs: dict) -> Cube:
-    """Read every sensor of one epoch onto a glacier's grid and add masks."""
+               epoch: str, scene: str, dem_block: np.ndarray, has_sar: bool, attrs: dict) -> Cube:
+    """Read every sensor of one acquisition (`scene`, of `epoch`) onto a glacier's grid; add masks."""
     bands: list[str] = []
     layers: list[np.ndarray] = []
     optical = sensors.groups.get("optical", [])
-    opt = read_on_grid(region.scene_path(epoch, "optical"), optical, grid, resampling=Resampling.bilinear)
+    opt = read_on_grid(region.scene_path(scene, "optical"), optical, grid, resampling=Resampling.bilinear)
     bands += optical
     layers.append(opt)
     if has_sar and "sar" in sensors.groups:
         sar_bands = sensors.groups["sar"]
-        layers.append(read_on_grid(region.scene_path(epoch, "sar"), sar_bands, grid,
+        layers.append(read_on_grid(region.scene_path(scene, "sar"), sar_bands, grid,
                                    resampling=Resampling.bilinear))
         bands += sar_bands
     if "dem" in sensors.groups:
         layers.append(dem_block)
         bands += sensors.groups["dem"]
-    invalid = ~np.isfinite(opt).all(axis=0)
-    if region.has_cloud_masks:
-        cloud = read_on_grid(region.scene_path(epoch, "cloud"), None, grid,
-                             resampling=Resampling.nearest, fill=CLOUD_NODATA)[0]
-        invalid |= cloud != CLOUD_CLEAR
+    invalid = invalid_mask(region, scene, grid, opt)
     return Cube(
         data=np.concatenate(layers, axis=0), bands=bands,
         mask_glacier=rasterize_geoms([geom], grid),
         mask_all=rasterize_geoms(all_geoms, grid),
         mask_invalid=invalid.astype(np.uint8),
         grid=grid,
-        attrs={**attrs, "epoch": epoch, "year": region.epoch_year(epoch),
+        attrs={**attrs, "epoch": epoch, "scene": scene, "year": decimal_year(region.scenes[scene]),
                "invalid_fraction": float(invalid.mean())},
     )
 
@@ -179,26 +201,28 @@ def _glacier_job(args) -> list[dict]:
     region = open_region(region_root)
     gid, geom = row["glacier_id"], row["geometry"]
     grid = glacier_grid(geom, crs, cfg.resolution_m, cfg.buffer_m)
+    glacier_mask = rasterize_geoms([geom], grid)
     dem_block = dem_features(region, grid, sensors.groups.get("dem", []), gid,
-                             rasterize_geoms([geom], grid)) if "dem" in sensors.groups else None
+                             glacier_mask) if "dem" in sensors.groups else None
     inv_epoch = region.nearest_inventory_epoch(row["inventory_year"])
     attrs = {"glacier_id": gid, "inventory_year": row["inventory_year"], "inventory_epoch": inv_epoch,
              "area_km2": geom.area / 1e6, "lon": row["lon"], "lat": row["lat"],
              "crs": crs.to_string(), "res": cfg.resolution_m}
     rows = []
     for epoch in [inv_epoch, *region.recent_epochs]:
-        cube = build_cube(region, sensors, grid, geom, neighbours, epoch, dem_block,
-                          has_sar[epoch], attrs)
+        scene = clearest_scene(region, epoch, sensors.groups["optical"][0], grid, glacier_mask)
+        cube = build_cube(region, sensors, grid, geom, neighbours, epoch, scene, dem_block,
+                          has_sar[scene], attrs)
         rel = Path(epoch) / f"{gid}.nc"
         write_cube(out_dir / rel, cube)
         rows.append({"glacier_id": gid, "epoch": epoch,
-                     "role": "inventory" if epoch == inv_epoch else "recent",
+                     "role": "inventory" if epoch == inv_epoch else "recent", "scene": scene,
                      "year": cube.attrs["year"], "inventory_year": row["inventory_year"],
                      "path": rel.as_posix(), "lon": row["lon"], "lat": row["lat"],
                      "x": geom.centroid.x, "y": geom.centroid.y, "area_km2": geom.area / 1e6,
                      "invalid_fraction": cube.attrs["invalid_fraction"],
                      "glacier_invalid_fraction": float(cube.mask_invalid[cube.mask_glacier == 1].mean()),
-                     "height": grid.height, "width": grid.width, "has_sar": has_sar[epoch]})
+                     "height": grid.height, "width": grid.width, "has_sar": has_sar[scene]})
     return rows
 
 

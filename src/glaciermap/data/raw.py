@@ -27,7 +27,15 @@ SCENE_FILES = {"optical": "optical.tif", "sar": "sar.tif", "cloud": "cloud.tif"}
 
 
 class EpochInfo(StrictModel):
+    """One epoch: its main acquisition (folder scenes/<epoch>) and optional alternates.
+
+    Alternates are other acquisitions of the same season (folders scenes/<name>): ingest maps each
+    glacier from whichever acquisition leaves the least of it masked (cloud, shadow, no data), the
+    per-glacier best-scene choice of DL4GAM (Diaconu et al. 2025).
+    """
+
     date: dt.date
+    alternates: dict[str, dt.date] = {}
 
 
 class RegionManifest(StrictModel):
@@ -67,11 +75,22 @@ class Region:
     def has_cloud_masks(self) -> bool:
         return self.manifest.cloud_masks
 
-    def scene_path(self, epoch: str, kind: str) -> Path:
-        return self.root / "scenes" / epoch / SCENE_FILES[kind]
+    def scene_path(self, scene: str, kind: str) -> Path:
+        """A file of one acquisition (an epoch's main scene is named like the epoch)."""
+        return self.root / "scenes" / scene / SCENE_FILES[kind]
+
+    def acquisitions(self, epoch: str) -> dict[str, dt.date]:
+        """An epoch's scenes, {folder name: date}, its main acquisition first."""
+        info = self.manifest.epochs[epoch]
+        return {epoch: info.date, **info.alternates}
+
+    @property
+    def scenes(self) -> dict[str, dt.date]:
+        """Every acquisition of every epoch, {folder name: date}."""
+        return {s: d for e in self.manifest.epochs for s, d in self.acquisitions(e).items()}
 
     def epoch_year(self, epoch: str) -> float:
-        """Decimal year of an epoch's acquisition date."""
+        """Decimal year of an epoch's main acquisition date."""
         return decimal_year(self.manifest.epochs[epoch].date)
 
     @property
@@ -116,10 +135,15 @@ def open_region(root: str | Path) -> Region:
     missing = [e for e in manifest.inventory_epochs if e not in manifest.epochs]
     if missing:
         raise InputDataError(f"inventory_epochs {missing} are not listed under epochs", path=manifest_path)
+    names = [s for e in manifest.epochs for s in [e, *manifest.epochs[e].alternates]]
+    dup = sorted({s for s in names if names.count(s) > 1})
+    if dup:
+        raise InputDataError(f"scene folder(s) {dup} listed twice (as an epoch or an alternate)",
+                             path=manifest_path, hint="each acquisition needs its own folder under scenes/")
     region = Region(root, manifest)
     kinds = ("optical", "cloud") if region.has_cloud_masks else ("optical",)
     for p in [region.outlines_path] + ([region.dem_path] if region.dem_path else []) + [
-        region.scene_path(e, k) for e in manifest.epochs for k in kinds
+        region.scene_path(s, k) for s in region.scenes for k in kinds
     ]:
         if not p.exists():
             raise InputDataError("file missing", path=p, hint=f"listed by {manifest_path}")

@@ -37,6 +37,10 @@ class SimulateConfig(StrictModel):
     regional_rate_pct_per_yr: float = Field(-1.8, gt=-10, le=0)
     debris_fraction: float = Field(0.3, ge=0, le=1)
     cloud_cover: float = Field(0.08, ge=0, le=0.8)
+    # acquisitions per epoch, `revisit_days` apart: same ice, own clouds, gains, noise and SAR;
+    # ingest maps each glacier from the one that masks least of it (DL4GAM's best-scene choice)
+    acquisitions_per_epoch: int = Field(1, ge=1, le=6)
+    revisit_days: int = Field(5, ge=1, le=30)
     sar: bool = True
     sun_elevation_deg: float = Field(45.0, gt=5, le=90)
     sun_azimuth_deg: float = Field(150.0, ge=0, lt=360)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import math
 import zlib
 from pathlib import Path
@@ -78,7 +80,8 @@ def _build(cfg: SimulateConfig, out: Path, progress: bool) -> None:
     inner = (slice(pad, pad + scene.height), slice(pad, pad + scene.width))
     epochs = make_epochs(list(cfg.inventory_years), cfg.recent_year, _rng(cfg, "epochs"))
     sar_grid = scene.with_res(cfg.sar_resolution_m)
-    total = 6 + len(epochs) * (n_strips(scene) + (n_strips(sar_grid) if cfg.sar else 0))
+    n_acq = cfg.acquisitions_per_epoch
+    total = 6 + len(epochs) * n_acq * (n_strips(scene) + (n_strips(sar_grid) if cfg.sar else 0))
     bar = tqdm(total=total, desc=f"simulate {cfg.name}", unit="step", disable=not progress)
     try:
         # -- terrain -------------------------------------------------------------------------
@@ -162,36 +165,40 @@ def _build(cfg: SimulateConfig, out: Path, progress: bool) -> None:
         # -- scenes ------------------------------------------------------------------------------
         snow_rng = _rng(cfg, "snowline")
         for k, e in enumerate(epochs):
-            edir = out / "scenes" / e.name
-            edir.mkdir()
             glacier = gl.rasterize([g for g in states[e.name] if g is not None], scene) > 0
             snowline = cfg.ela_m + float(snow_rng.uniform(-40.0, 160.0))
             cls = surface.epoch_classes(z_scene, slope, aspect, static, glacier, snowline)
-            crng = _rng(cfg, "clouds", k)
-            frac = float(np.clip(cfg.cloud_cover * crng.uniform(0.3, 1.7), 0.0, 0.9))
-            cf = cl.make_clouds(scene.shape, res, frac, cfg.sun_azimuth_deg, cfg.sun_elevation_deg, crng)
-            gains = (1.0 + 0.02 * crng.standard_normal(6)).astype(np.float32)
-            with open_geotiff(edir / "optical.tif", scene, list(optical.BANDS), "float32", np.nan) as ds_o, \
-                    open_geotiff(edir / "cloud.tif", scene, ["cloud"], "uint8", cl.NODATA) as ds_c, \
-                    open_geotiff(out / "truth" / f"surface_{e.name}.tif", scene, ["class", "cast_shadow"],
-                                 "uint8", 255) as ds_s:
-                for i, (win, sl) in enumerate(strips(scene)):
-                    nrng = _rng(cfg, "optical-noise", k, i)
-                    block = optical.render_window(cls, inputs, sl, cf.opacity[sl], cf.shadow[sl],
-                                                  cf.texture[sl], gains, cfg.noise, nrng)
-                    ds_o.write(block, window=win)
-                    ds_c.write(cf.mask(sl)[None], window=win)
-                    ds_s.write(np.stack([cls[sl], shadow[sl].astype(np.uint8)]), window=win)
-                    bar.update()
-            if cfg.sar:
-                offset = float(crng.normal(0.0, 0.4))
-                fields = sar.expected_fields(cls, sar_tex, scene, sar_grid, offset)
-                with open_geotiff(edir / "sar.tif", sar_grid, list(sar.BANDS), "float32", np.nan) as ds:
-                    for i, (win, sl) in enumerate(strips(sar_grid)):
-                        ds.write(sar.render_window(fields, sar_geom, sl, _rng(cfg, "sar-noise", k, i)),
-                                 window=win)
+            for j, name in enumerate(_acquisition_names(e, cfg)):
+                alt = (j,) if j else ()  # the main scene's random streams do not depend on n_acq
+                edir = out / "scenes" / name
+                edir.mkdir()
+                crng = _rng(cfg, "clouds", k, *alt)
+                frac = float(np.clip(cfg.cloud_cover * crng.uniform(0.3, 1.7), 0.0, 0.9))
+                cf = cl.make_clouds(scene.shape, res, frac, cfg.sun_azimuth_deg, cfg.sun_elevation_deg, crng)
+                gains = (1.0 + 0.02 * crng.standard_normal(6)).astype(np.float32)
+                surface_path = out / "truth" / f"surface_{e.name}.tif"
+                with open_geotiff(edir / "optical.tif", scene, list(optical.BANDS), "float32", np.nan) as ds_o, \
+                        open_geotiff(edir / "cloud.tif", scene, ["cloud"], "uint8", cl.NODATA) as ds_c, \
+                        (open_geotiff(surface_path, scene, ["class", "cast_shadow"], "uint8", 255)
+                         if j == 0 else contextlib.nullcontext()) as ds_s:
+                    for i, (win, sl) in enumerate(strips(scene)):
+                        nrng = _rng(cfg, "optical-noise", k, i, *alt)
+                        block = optical.render_window(cls, inputs, sl, cf.opacity[sl], cf.shadow[sl],
+                                                      cf.texture[sl], gains, cfg.noise, nrng)
+                        ds_o.write(block, window=win)
+                        ds_c.write(cf.mask(sl)[None], window=win)
+                        if ds_s is not None:
+                            ds_s.write(np.stack([cls[sl], shadow[sl].astype(np.uint8)]), window=win)
                         bar.update()
-                del fields
+                if cfg.sar:
+                    offset = float(crng.normal(0.0, 0.4))
+                    fields = sar.expected_fields(cls, sar_tex, scene, sar_grid, offset)
+                    with open_geotiff(edir / "sar.tif", sar_grid, list(sar.BANDS), "float32", np.nan) as ds:
+                        for i, (win, sl) in enumerate(strips(sar_grid)):
+                            ds.write(sar.render_window(fields, sar_geom, sl, _rng(cfg, "sar-noise", k, i, *alt)),
+                                     window=win)
+                            bar.update()
+                    del fields
         _write_manifest(out, cfg, epochs)
         bar.update()
     finally:
@@ -287,13 +294,23 @@ def _write_vectors(out: Path, cfg: SimulateConfig, ids, geoms, states, epochs, i
     }, out / "truth" / "regional.json")
 
 
+def _acquisition_names(epoch, cfg: SimulateConfig) -> list[str]:
+    """Scene folders of an epoch: the epoch's name, then `<epoch>-alt1`, `<epoch>-alt2`, ..."""
+    return [epoch.name] + [f"{epoch.name}-alt{j}" for j in range(1, cfg.acquisitions_per_epoch)]
+
+
 def _write_manifest(out: Path, cfg: SimulateConfig, epochs) -> None:
+    def entry(e) -> dict:
+        alt = {name: e.date + dt.timedelta(days=j * cfg.revisit_days)
+               for j, name in enumerate(_acquisition_names(e, cfg)) if j > 0}
+        return {"date": e.date, **({"alternates": alt} if alt else {})}
+
     write_yaml({
         "name": cfg.name,
         "id_column": "glacier_id",
         "date_column": "date",
         "inventory_epochs": [e.name for e in epochs if e.inventory],
-        "epochs": {e.name: {"date": e.date} for e in epochs},
+        "epochs": {e.name: entry(e) for e in epochs},
     }, out / "region.yaml")
 
 

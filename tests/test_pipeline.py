@@ -197,3 +197,10 @@ def test_killed_training_resumes_from_last_checkpoint_in_the_same_mlflow_run(rep
     from mlflow.tracking import MlflowClient
 
     assert MlflowClient(f"sqlite:///{work / 'mlflow.db'}").get_run(run_id).info.status == "FINISHED"
+    # new inputs (here the learning rate): the finished run is not resumed but trained afresh
+    (work / "resume.yaml").write_text("train: {max_epochs: 3, runs_dir: runs_resume, lr: 0.002}\n")
+    run(["glaciermap", "config", "apply", "resume.yaml"], work, env)
+    run(cmd, work, env)
+    assert (run_dir / "mlflow_run_id").read_text() != run_id
+    assert [r.split(",")[0] for r in history.read_text().splitlines()[1:]] == ["0", "1", "2"]
+    assert history.read_text().splitlines()[1] != first[1]  # epoch 0 trained again

@@ -90,8 +90,8 @@ def test_nan_loss_stops_training_naming_the_batch():
 
 
 def test_history_survives_dvc_deleting_the_plot_file(tmp_path):
-    """DVC removes a stage's outputs before re-running it; a finished run resumes without
-    validating again, so the plot file must come back from the run folder's copy."""
+    """DVC removes a stage's outputs before re-running it; a resumed run whose last epoch had
+    ended does not validate again, so the plot file must come back from the run folder's copy."""
     from glaciermap.training.run import HistoryCSV
 
     plot, copy = tmp_path / "metrics" / "h.csv", tmp_path / "run" / "history.csv"
@@ -103,3 +103,31 @@ def test_history_survives_dvc_deleting_the_plot_file(tmp_path):
     assert [r["val_iou"] for r in resumed.rows] == ["0.5", "0.7"]
     resumed.flush()
     assert plot.read_text() == copy.read_text()
+
+
+def test_only_an_interrupted_run_with_the_same_inputs_resumes(tmp_path):
+    """A checkpoint of other inputs (new data or params) or of a finished run never resumes:
+    `dvc repro` after a data change must train afresh, not load the old model."""
+    from glaciermap.training.run import FINISHED_FILE, RUN_ID_FILE, prepare_run_dir
+
+    run_dir, plot = tmp_path / "run", tmp_path / "metrics" / "h.csv"
+
+    def interrupted_run() -> None:  # what a killed run leaves behind
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+        (run_dir / RUN_ID_FILE).write_text("abc")
+        plot.parent.mkdir(exist_ok=True)
+        plot.write_text("epoch\n0\n")
+
+    assert prepare_run_dir(run_dir, "key-a", extra=(plot,)) is False  # nothing to resume
+    interrupted_run()
+    assert prepare_run_dir(run_dir, "key-a", extra=(plot,)) is True  # same inputs: resume, keep all
+    assert (run_dir / "checkpoints" / "last.ckpt").exists() and plot.exists()
+    assert prepare_run_dir(run_dir, "key-b", extra=(plot,)) is False  # inputs changed: fresh
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / RUN_ID_FILE).exists()
+    assert not plot.exists()
+    interrupted_run()
+    (run_dir / FINISHED_FILE).touch()
+    assert prepare_run_dir(run_dir, "key-b", extra=(plot,)) is False  # finished: trains again
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / FINISHED_FILE).exists()
+    assert prepare_run_dir(run_dir, "key-b") is False  # a stamp alone (no checkpoint) resumes nothing

@@ -7,7 +7,9 @@ pruning callback): there is one training loop in the project.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
 from glaciermap.config import Params
+from glaciermap.data.cubes import INDEX_FILE
 from glaciermap.data.datamodule import GlacierDataModule
 from glaciermap.data.folds import read_folds
 from glaciermap.errors import ConfigError
@@ -29,6 +32,8 @@ from glaciermap.training import tracking
 from glaciermap.training.task import SegmentationTask
 
 RUN_ID_FILE = "mlflow_run_id"
+INPUTS_FILE = "inputs.sha256"  # what the run trains on: a checkpoint resumes only for the same inputs
+FINISHED_FILE = "finished"  # written last: a finished run trains afresh when asked again
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,8 @@ class HistoryCSV(Callback):
     """Per-epoch metrics as CSV (for `dvc plots`), rewritten atomically after each validation.
 
     The history is kept in every path given (the DVC plot file and a copy in the run folder):
-    DVC deletes a stage's outputs before re-running it, and a run that had already finished
-    resumes without validating again, so `flush` restores the plot file from the run's copy.
+    DVC deletes a stage's outputs before re-running it, and a resumed run whose last epoch had
+    ended does not validate again, so `flush` restores the plot file from the run's copy.
     """
 
     KEYS = ("epoch", "train_loss", "val_loss", "val_iou", "val_precision", "val_recall", "val_f1")
@@ -117,6 +122,41 @@ def make_task(params: Params, spec: RunSpec) -> SegmentationTask:
                             weight_decay=t.weight_decay, scheduler=t.scheduler, max_epochs=t.max_epochs)
 
 
+def inputs_key(params: Params, spec: RunSpec) -> str:
+    """Fingerprint of everything a run trains on: its params sections, cube index and folds."""
+    h = hashlib.sha256(json.dumps({
+        "model": params.models[spec.model].model_dump(mode="json"),
+        "sensors": params.sensors.resolve(spec.sensor_set), "fold": spec.fold,
+        "patches": params.patches.model_dump(mode="json"), "train": params.train.model_dump(mode="json"),
+    }, sort_keys=True, default=str).encode())
+    for path in (params.data.cubes_dir / INDEX_FILE, params.folds.path):
+        h.update(path.read_bytes() if path.exists() else b"")
+    return h.hexdigest()
+
+
+def prepare_run_dir(run_dir: Path, key: str, extra: tuple[Path, ...] = ()) -> bool:
+    """Keep an interrupted run with the same inputs (True: resume), else clear it for a fresh one.
+
+    A finished run, or one whose inputs changed (new data, params), never resumes: its
+    checkpoint, MLflow run id, history and exported model are removed, with the `extra` files
+    (the DVC history plot) that belong to it.
+    """
+    stamp = run_dir / INPUTS_FILE
+    if (stamp.exists() and stamp.read_text().strip() == key and not (run_dir / FINISHED_FILE).exists()
+            and (run_dir / "checkpoints" / "last.ckpt").exists()):
+        return True
+    for path in (run_dir / "checkpoints", run_dir / "model", run_dir / RUN_ID_FILE, run_dir / FINISHED_FILE,
+                 run_dir / "history.csv", *extra):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(stamp) as tmp:
+        tmp.write_text(key)
+    return False
+
+
 def _mlflow_run(client: MlflowClient, exp_id: str, params: Params, spec: RunSpec, run_dir: Path,
                 parent_id: str | None) -> tuple[str, bool]:
     """The fold's MLflow run: reused when resuming (id stored in the run folder), else created."""
@@ -161,6 +201,7 @@ def train_run(params: Params, spec: RunSpec, *, progress: bool = True, callbacks
     L.seed_everything(params.train.seed + spec.fold, workers=True, verbose=False)
     dm = make_datamodule(params, spec)
     task = make_task(params, spec)
+    prepare_run_dir(run_dir, inputs_key(params, spec), extra=(history_path,))
     run_id, new = _mlflow_run(client, exp_id, params, spec, run_dir, parent_run_id)
     if new:
         for k, v in tracking.flatten(params.model_dump(mode="json")).items():
@@ -214,4 +255,5 @@ def finish_run(client: MlflowClient, run_id: str, params: Params, spec: RunSpec,
     client.log_text(run_id, json.dumps(params.model_dump(mode="json"), indent=2, default=str), "params.json")
     log_model(run_id, run_dir / "model")
     client.set_terminated(run_id, status="FINISHED")
+    (run_dir / FINISHED_FILE).touch()
     return {**metrics, "run_id": run_id, "run_dir": str(run_dir)}

@@ -139,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # GDAL's own error chatter (logged at INFO) would bury the one-line error
-        logging.getLogger("rasterio").setLevel(logging.WARNING)
+    if not args.verbose:  # GDAL's / OGR's chatter (logged at INFO) would bury the one-line error
+        for name in ("rasterio", "pyogrio"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         from glaciermap.config import load_params

@@ -246,7 +246,8 @@ def _demo_stages(d: dict | None) -> list[str]:
     if not d:
         return out + ["_not run_ (`scripts/demo.sh`, then `.venv/bin/python benchmarks/demo_stages.py`)\n"]
     out += ["| stage | seconds |", "|---|---:|"]
-    out += [f"| {r['stage']} | {_f(r['seconds'], 1)} |" for r in d["stages"]]
+    out += [f"| {r['stage']} | {'not run (output up to date)' if r.get('reused') else _f(r['seconds'], 1)} |"
+            for r in d["stages"]]
     m = d["machine"]
     out += ["", f"Total **{_f(d['total_s'], 0)} s**; `glaciermap infer` covered {_f(d['infer_glacier_km2'], 1)} km² "
                 f"of glacier (inventory outlines, every glacier and epoch) at **{_f(d['infer_glacier_km2_per_s'])} "

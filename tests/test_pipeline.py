@@ -153,6 +153,24 @@ def test_registry_alias_gives_the_in_memory_model_probabilities(repro):
         load_registered("glaciermap-unet-optical_dem", "fold-9")
 
 
+def test_register_ignores_runs_trained_on_other_data(repro):
+    """A finished run of older cubes that scored higher must not become a fold's model."""
+    from mlflow.tracking import MlflowClient
+
+    work, env = repro
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    before = json.loads((work / "products/registry.json").read_text())["aliases"]["fold-0"]["run_id"]
+    real = client.get_run(before)
+    assert real.data.tags["glaciermap.data"]  # every training run records its data
+    stale = client.create_run(real.info.experiment_id, tags={
+        **{k: v for k, v in real.data.tags.items() if k.startswith("glaciermap.")}, "glaciermap.data": "older"})
+    client.log_metric(stale.info.run_id, "best_val_iou", 1.0)
+    client.set_terminated(stale.info.run_id, "FINISHED")
+    run(["glaciermap", "-q", "register"], work, env)
+    reg = json.loads((work / "products/registry.json").read_text())
+    assert reg["aliases"]["fold-0"]["run_id"] == before
+
+
 def _inventory_path(work: Path, glacier_id: str) -> str:
     import pandas as pd
 

@@ -49,24 +49,31 @@ def registered_name(model: str, sensor_set: str) -> str:
 
 
 def register_best(params, model: str, sensor_set: str) -> dict:
-    """Register each fold's best run (by best_val_iou) and set aliases fold-<k> and champion."""
+    """Register each fold's best run (by best_val_iou) and set aliases fold-<k> and champion.
+
+    Only runs trained on the current cubes and folds compete (tag `glaciermap.data`): a run of
+    older data may have scored higher on its own validation set but is not a model of this data.
+    """
     from mlflow.tracking import MlflowClient
 
     from glaciermap.errors import GlaciermapError
     from glaciermap.training import tracking
+    from glaciermap.training.run import DATA_TAG, data_key
 
     client = MlflowClient(tracking.resolve_tracking_uri(params.tracking))
     exp_id = tracking.experiment_id(params.tracking.experiment)
     name = registered_name(model, sensor_set)
     versions, best = {}, None
+    data = data_key(params)
     for fold in params.train.folds:
         runs = client.search_runs(
             [exp_id], filter_string=(f"tags.`glaciermap.model` = '{model}' and tags.`glaciermap.sensor_set` = "
                                      f"'{sensor_set}' and tags.`glaciermap.fold` = '{fold}' and "
-                                     "attributes.status = 'FINISHED'"),
+                                     f"tags.`{DATA_TAG}` = '{data}' and attributes.status = 'FINISHED'"),
             order_by=["metrics.best_val_iou DESC"], max_results=1)
         if not runs:
-            raise GlaciermapError(f"no finished run for {model}/{sensor_set} fold {fold} in MLflow",
+            raise GlaciermapError(f"no finished run for {model}/{sensor_set} fold {fold} trained on the "
+                                  f"current cubes and folds in MLflow",
                                   hint="run `dvc repro` (train stages) first")
         run = runs[0]
         mv = mlflow.register_model(f"runs:/{run.info.run_id}/model", name,

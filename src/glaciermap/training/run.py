@@ -34,6 +34,7 @@ from glaciermap.training.task import SegmentationTask
 RUN_ID_FILE = "mlflow_run_id"
 INPUTS_FILE = "inputs.sha256"  # what the run trains on: a checkpoint resumes only for the same inputs
 FINISHED_FILE = "finished"  # written last: a finished run trains afresh when asked again
+DATA_TAG = "glaciermap.data"  # MLflow tag: data_key() of the cubes and folds a run trained on
 
 
 @dataclass(frozen=True)
@@ -122,16 +123,26 @@ def make_task(params: Params, spec: RunSpec) -> SegmentationTask:
                             weight_decay=t.weight_decay, scheduler=t.scheduler, max_epochs=t.max_epochs)
 
 
-def inputs_key(params: Params, spec: RunSpec) -> str:
-    """Fingerprint of everything a run trains on: its params sections, cube index and folds."""
-    h = hashlib.sha256(json.dumps({
-        "model": params.models[spec.model].model_dump(mode="json"),
-        "sensors": params.sensors.resolve(spec.sensor_set), "fold": spec.fold,
-        "patches": params.patches.model_dump(mode="json"), "train": params.train.model_dump(mode="json"),
-    }, sort_keys=True, default=str).encode())
+def data_key(params: Params) -> str:
+    """Fingerprint of the data a run trains and validates on: the cube index and the folds.
+
+    Tagged on every training run (`glaciermap.data`): `glaciermap register` only chooses among
+    runs of the current data, never an older run that scored higher on other cubes.
+    """
+    h = hashlib.sha256()
     for path in (params.data.cubes_dir / INDEX_FILE, params.folds.path):
         h.update(path.read_bytes() if path.exists() else b"")
     return h.hexdigest()
+
+
+def inputs_key(params: Params, spec: RunSpec) -> str:
+    """Fingerprint of everything a run trains on: its params sections and its data."""
+    return hashlib.sha256(json.dumps({
+        "model": params.models[spec.model].model_dump(mode="json"),
+        "sensors": params.sensors.resolve(spec.sensor_set), "fold": spec.fold,
+        "patches": params.patches.model_dump(mode="json"), "train": params.train.model_dump(mode="json"),
+        "data": data_key(params),
+    }, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def prepare_run_dir(run_dir: Path, key: str, extra: tuple[Path, ...] = ()) -> bool:
@@ -172,7 +183,8 @@ def _mlflow_run(client: MlflowClient, exp_id: str, params: Params, spec: RunSpec
     if parent_id is None:
         parent_id = tracking.parent_run(client, exp_id, params, spec.model, spec.sensor_set)
     run = client.create_run(exp_id, run_name=f"{spec.model}-{spec.sensor_set}-fold{spec.fold}",
-                            tags={"mlflow.parentRunId": parent_id, **spec.tags, **tracking.reproducibility_tags()})
+                            tags={"mlflow.parentRunId": parent_id, **spec.tags, DATA_TAG: data_key(params),
+                                  **tracking.reproducibility_tags()})
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(id_file) as tmp:
         tmp.write_text(run.info.run_id)

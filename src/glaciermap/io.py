@@ -13,7 +13,8 @@ from typing import Any
 
 
 def _tmp_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    # the suffix is kept: GDAL/OGR drivers check it (a GeoPackage without .gpkg draws a warning)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
 @contextmanager

@@ -21,8 +21,11 @@ those files by `benchmarks/report.py`; do not edit it by hand.**
 
 What is measured (all with `torch.set_num_threads(2)`, float32, CPU):
 
-* **peak** – best of a few large float32 matrix products (`torch.mm`), the machine's practical
-  FLOP/s ceiling; the model figures are given as a fraction of it.
+* **peak** – the machine's practical float32 FLOP/s ceiling: the best of a large matrix product
+  through BLAS (`torch.mm`) and 1x1 and 3x3 convolutions through oneDNN, channels_last (the
+  library and layout that run the models' convolutions fastest; on AMD CPUs the BLAS path reaches
+  about half of oneDNN, and measured against it alone the models seemed to run above the peak);
+  the model figures are given as a fraction of it.
 * **models** – every model of `MODEL_NAMES` on the 9-channel `optical_dem` input: training step
   (forward + backward + AdamW, counted as 3x the forward FLOPs) and inference
   (`eval()`, `torch.inference_mode()`, batch 4) in default (contiguous) and `channels_last`
@@ -31,8 +34,9 @@ What is measured (all with `torch.set_num_threads(2)`, float32, CPU):
   ingested 4x4 km region (k=2 folds, fold 0), for `num_workers` 0 and 2, against the patches/s
   U-Net consumes in training at the same patch size (from **models**). The loader figure is the
   slowest of two epochs, each timed whole: worker start-up and cold cube loading included.
-* **inference** – `predict_cube` (256 px windows, stride 192, batch 8, no TTA) with a U-Net over
-  the ingested cubes of that region.
+* **inference** – `predict_cube` (256 px windows, stride 192, batch 8, no TTA, `inference_mode`,
+  channels_last: the default for the CNN models since the **models** table showed it 1.2-1.3x
+  faster) with a U-Net over the ingested cubes of that region.
 * **memory** – peak RSS of `ingest_region` in a fresh subprocess for two region sizes.
 * **demo_stages** – wall time per stage of the last `scripts/demo.sh` run and `glaciermap infer`'s
   km² of glacier per second, from the stage outputs' timestamps (`benchmarks/demo_stages.py`).
@@ -106,9 +110,14 @@ def render(folder: Path) -> str:
     out.append("## Machine peak\n")
     if peak:
         r = peak["result"]
-        out += ["| matrix | dtype | best GFLOP/s | median GFLOP/s |", "|---|---|---:|---:|",
-                f"| {r['matrix_size']}x{r['matrix_size']} | {r['dtype']} | {_f(r['gflops_best'], 1)} | "
-                f"{_f(r['gflops_median'], 1)} |", "", _machine(peak), ""]
+        rows = [("mm", f"`torch.mm` {r['matrix_size']}x{r['matrix_size']}", r.get("mm", r))]
+        rows += [(k, f"{r[k]['kernel']}x{r[k]['kernel']} conv (oneDNN, channels_last), batch {r[k]['batch']}, "
+                     f"{r[k]['channels']} channels, {r[k]['pixels']:,} px", r[k])
+                 for k in ("conv1x1", "conv3x3") if k in r]
+        out += ["| product | dtype | best GFLOP/s | median GFLOP/s | used as peak |", "|---|---|---:|---:|---|"]
+        out += [f"| {label} | {r['dtype']} | {_f(x['gflops_best'], 1)} | {_f(x['gflops_median'], 1)} | "
+                f"{'yes' if r.get('source', 'mm') == key else ''} |" for key, label, x in rows]
+        out += ["", _machine(peak), ""]
     else:
         out.append("_not run_\n")
 

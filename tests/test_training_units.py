@@ -75,6 +75,25 @@ def test_sliding_window_blends_to_the_model_output_everywhere(shape):
     np.testing.assert_allclose(prob, 1 / (1 + np.exp(-0.7)), rtol=1e-5)
 
 
+def test_channels_last_inference_gives_the_same_probabilities():
+    """U-Net runs channels_last by default (faster on CPU): the map must not change."""
+    from glaciermap.models import build_model
+    from glaciermap.models.config import ModelConfig
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="unet", encoder="resnet18"), {"optical": 2})
+    assert model.prefers_channels_last
+    cube = _cube(70, 90)
+    cube.image[:] = np.random.default_rng(0).normal(size=cube.image.shape)
+    kw = dict(size=64, stride=40, batch_size=3)
+    fast = predict_cube(model, cube, {"optical": ["a", "b"]}, **kw)
+    assert model.net.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = predict_cube(model, cube, {"optical": ["a", "b"]}, channels_last=False, **kw)
+    assert model.net.encoder.conv1.weight.is_contiguous()
+    np.testing.assert_allclose(fast, plain, atol=1e-5)
+    assert fast.std() > 0  # a real map, not a constant
+
+
 def test_blend_window_is_smooth_and_positive():
     w = blend_window(64)
     assert w.min() > 0 and w[32, 32] == pytest.approx(w.max(), rel=1e-3)

@@ -26,18 +26,26 @@ def _tta_forward(model: torch.nn.Module, x: torch.Tensor, loc, present, tta: boo
 @torch.inference_mode()
 def predict_cube(model: torch.nn.Module, cube: PreparedCube, groups: dict[str, list[str]], *,
                  size: int = 256, stride: int = 192, batch_size: int = 8, tta: bool = False,
-                 device: str | torch.device = "cpu") -> np.ndarray:
-    """Glacier probability (H, W) in [0, 1] for one cube; windows are batched."""
+                 device: str | torch.device = "cpu", channels_last: bool | None = None) -> np.ndarray:
+    """Glacier probability (H, W) in [0, 1] for one cube; windows are batched.
+
+    `channels_last` (None: the model's `prefers_channels_last`) converts the model's weights in
+    place and feeds it channels_last batches: same values, faster convolutions on CPU and GPU.
+    """
     h, w = cube.target.shape
     acc = np.zeros((h + size, w + size), np.float32)
     wsum = np.zeros_like(acc)
     win = blend_window(size)
     starts = [(y, x) for y in grid_offsets(h, size, stride) for x in grid_offsets(w, size, stride)]
     model.eval()
+    if channels_last is None:
+        channels_last = getattr(model, "prefers_channels_last", False)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
     for i in range(0, len(starts), batch_size):
         chunk = starts[i:i + batch_size]
         samples = [crop(cube, groups, y, x, size) for y, x in chunk]
-        x = torch.stack([s["image"] for s in samples]).to(device)
+        x = torch.stack([s["image"] for s in samples]).to(device).contiguous(memory_format=memory_format)
         loc = torch.stack([s["location"] for s in samples]).to(device)
         present = torch.stack([s["group_present"] for s in samples]).to(device)
         prob = _tta_forward(model, x, loc, present, tta)[:, 0].float().cpu().numpy()

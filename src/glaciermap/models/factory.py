@@ -36,6 +36,9 @@ class GlacierSegmenter(nn.Module):
     `(logits, [(weight, aux_logits), ...])`.
     """
 
+    #: inference runs it channels_last (benchmarks/README.md: 1.2-1.3x for the CNN encoders on CPU)
+    prefers_channels_last: bool = False
+
     def __init__(self, groups: Mapping[str, int], num_classes: int, name: str):
         super().__init__()
         self.groups: dict[str, int] = dict(groups)
@@ -87,6 +90,8 @@ class GlacierSegmenter(nn.Module):
 
 class SmpSegmenter(GlacierSegmenter):
     """A segmentation-models-pytorch model; absent groups' channels are zeroed, location is ignored."""
+
+    prefers_channels_last = True
 
     def __init__(self, net: nn.Module, groups: Mapping[str, int], num_classes: int, name: str, encoder: str):
         super().__init__(groups, num_classes, name)

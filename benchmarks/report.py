@@ -10,7 +10,7 @@ INTRO = """# glaciermap benchmarks
 
 Run from the repository root:
 
-    .venv/bin/python benchmarks/run.py --quick     # all benchmarks, < 5 min on 2 CPU cores
+    .venv/bin/python benchmarks/run.py --quick     # all benchmarks, < 5 min on 2 CPU cores (85 s idle, 2026-11-25)
     .venv/bin/python benchmarks/run.py             # larger sizes / more iterations
     .venv/bin/python benchmarks/run.py --only models,loader
     .venv/bin/python benchmarks/run.py --readme-only   # rebuild this file from the JSON
@@ -50,15 +50,15 @@ What is measured (all with `torch.set_num_threads(2)`, float32, CPU):
   `predict_cube` + `glacier_stats`). Peak RSS (VmHWM) of each, raster size on disk, glacier km²
   per second of inference; the ratio of peak RSS between the two sizes should stay ~1 (memory
   bounded by one glacier's cube, not by the tile) and every peak well under 8 GiB. The full mode
-  (64 + 256 glaciers) takes roughly 10-15 min on 2 idle cores, most of it U-Net inference.
+  (64 + 256 glaciers) took 160 s on 2 idle cores (2026-11-25), most of it U-Net inference.
 * **growth** – the same builder with the glacier count as the variable (`--quick`: 1, 2, 4;
   full: 50, 200, 800 glaciers, one per 10 km², inventory + recent scene, one size mix for every
   count): time of ingest, inference (as in **tile**, model built once) and area change
   (`per_glacier_table` + `area_change_table` + `regional_summary`, best of 3) per glacier. A
   ratio of per-glacier cost largest / smallest region of ~1 means the cost grows linearly with
   the number of glaciers (below 1: a fixed per-region cost being amortised). `--quick` regions are
-  tiny, so its ratios mostly show load noise; the full mode (1,050 glaciers, ~11 U-Net windows
-  each) takes about an hour on 2 cores.
+  tiny, so its ratios mostly show load noise; the full mode (1,050 glaciers, ~10 U-Net windows
+  each) took 822 s on 2 idle cores (2026-11-25).
 * Timings are wall-clock on a shared 2-core machine where other work (training runs, tests) is
   often running: every result records the 1/5/15-minute load average when it was saved; a load
   above the thread count means other processes competed for the cores and the figures are lower
@@ -102,9 +102,11 @@ def render(folder: Path) -> str:
                    f"{m['date']}.\n")
     timed = {n: _load(folder, n) for n in ("peak", "models", "loader", "inference", "memory", "tile", "growth")}
     quick = {n: d["wall_s"] for n, d in timed.items() if d and d.get("mode") == "quick"}
+    full = [n for n, d in timed.items() if d and d.get("mode") != "quick"]
     if quick:
         out.append(f"Quick-mode results on file: {', '.join(f'{n} {s:.0f} s' for n, s in quick.items())}; "
-                   f"sum **{sum(quick.values()):.0f} s** (each at the load average it records).\n")
+                   f"sum **{sum(quick.values()):.0f} s** (each at the load average it records)"
+                   + (f"; full-mode results on file for {', '.join(full)}" if full else "") + ".\n")
 
     peak = _load(folder, "peak")
     out.append("## Machine peak\n")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from glaciermap.io import write_text
 
 INTRO = """# glaciermap benchmarks
 
@@ -92,6 +93,151 @@ def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.0f}%"
 
 
+def _peak_section(r: dict) -> list[str]:
+    """Machine peak: the lines between the heading and the machine line."""
+    out: list[str] = []
+    rows = [("mm", f"`torch.mm` {r['matrix_size']}x{r['matrix_size']}", r.get("mm", r))]
+    rows += [(k, f"{r[k]['kernel']}x{r[k]['kernel']} conv (oneDNN, channels_last), batch {r[k]['batch']}, "
+                 f"{r[k]['channels']} channels, {r[k]['pixels']:,} px", r[k])
+             for k in ("conv1x1", "conv3x3") if k in r]
+    out += ["| product | dtype | best GFLOP/s | median GFLOP/s | used as peak |", "|---|---|---:|---:|---|"]
+    out += [f"| {label} | {r['dtype']} | {_f(x['gflops_best'], 1)} | {_f(x['gflops_median'], 1)} | "
+            f"{'yes' if r.get('source', 'mm') == key else ''} |" for key, label, x in rows]
+    return out
+
+
+def _models_section(r: dict) -> list[str]:
+    """Models: the lines between the heading and the machine line."""
+    out: list[str] = []
+    out += [f"Peak used for the fractions: {_f(r['peak_gflops'], 1)} GFLOP/s.\n",
+            "| model | px | params (M) | GFLOP/patch | train patches/s (batch) | train % peak | "
+            "infer patches/s | infer MP/s | infer % peak | channels_last patches/s | channels_last MP/s "
+            "| channels_last speed-up |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for m in r["models"]:
+        ic, il = m["inference"]["contiguous"], m["inference"]["channels_last"]
+        out.append(
+            f"| {m['model']} | {m['size']} | {m['params'] / 1e6:.1f} | {_f(m['gflops_per_patch'], 1)} | "
+            f"{_f(m['train']['patches_per_s'])} ({m['train_batch']}) | {_pct(m['train']['fraction_of_peak'])} | "
+            f"{_f(ic['patches_per_s'])} | {_f(ic['megapixels_per_s'])} | {_pct(ic['fraction_of_peak'])} | "
+            f"{_f(il['patches_per_s'])} | {_f(il['megapixels_per_s'])} | {_f(m['channels_last_speedup'])}x |")
+    out += ["", f"Inference batch {r['models'][0]['infer_batch']}. {r['note']}."]
+    return out
+
+
+def _loader_section(r: dict) -> list[str]:
+    """Data loader vs. U-Net training: the lines between the heading and the machine line."""
+    out: list[str] = []
+    unet = r.get("unet_train_patches_per_s")
+    out += [f"Region {r['region_km']:g}x{r['region_km']:g} km, {r['train_cubes']} training cubes (fold 0), "
+            f"{r['samples_per_epoch']} patches per epoch, sensor set {r['sensor_set']}. U-Net trains at "
+            f"{_f(unet)} patches/s (batch {r.get('unet_train_batch')}).\n",
+            "| num_workers | default | batch | px | loader patches/s (slowest epoch) | steady patches/s "
+            "| first batch s | ratio loader / U-Net |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for s in r["settings"]:
+        steady = min(e["steady_patches_per_s"] for e in s["epochs"])
+        first = max(e["first_batch_s"] for e in s["epochs"])
+        out.append(f"| {s['num_workers']} | {'yes' if s['default_setting'] else ''} | {s['batch_size']} | "
+                   f"{s['size']} | {_f(s['patches_per_s'], 1)} | {_f(steady, 1)} | {_f(first)} | "
+                   f"{_f(s.get('ratio_to_unet_train'), 1)}x |")
+    if "default_faster_than_unet" in r:
+        ok = r["settings_faster_than_unet"]
+        out += ["", f"Loader faster than U-Net training at the default setting "
+                    f"(num_workers={r['default_num_workers']}): **{'yes' if r['default_faster_than_unet'] else 'no'}**; "
+                    f"settings with ratio > 1: num_workers {', '.join(map(str, ok)) or 'none'}."]
+    return out
+
+
+def _inference_section(r: dict) -> list[str]:
+    """Whole-cube inference (predict_cube): the lines between the heading and the machine line."""
+    out: list[str] = []
+    out += ["| model | cubes | windows | seconds | cube km² | cube km²/s | glacier km² | glacier km²/s | "
+            "windows/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {r['model']} | {r['cubes']} ({', '.join(r['roles'])}) | {r['windows']} | {_f(r['seconds'], 1)} | "
+            f"{_f(r['cube_km2'])} | {_f(r['cube_km2_per_s'], 3)} | {_f(r['glacier_km2'])} | "
+            f"{_f(r['glacier_km2_per_s'], 3)} | {_f(r['windows_per_s'])} |",
+            "", f"{r['size']} px windows, stride {r['stride']}, batch {r['batch_size']}, TTA {r['tta']}. "
+                f"{r['note']}."]
+    return out
+
+
+def _memory_section(r: dict) -> list[str]:
+    """Ingest memory: the lines between the heading and the machine line."""
+    out: list[str] = []
+    out += ["| region | km² | glaciers | cubes | largest cube (px) | ingest s | RSS after imports MiB | "
+            "peak RSS MiB | ingest increment MiB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for g in r["regions"]:
+        out.append(f"| {g['region_km']} km | {g['region_km2']} | {g['glaciers']} | {g['cubes']} | "
+                   f"{g['max_cube_pixels']:,} | {_f(g['ingest_s'], 1)} | {_f(g['rss_after_imports_mib'], 0)} | "
+                   f"{_f(g['peak_rss_mib'], 0)} | {_f(g['ingest_increment_mib'], 0)} |")
+    out += ["", f"{r['method']}. Area grows {r['area_ratio_largest_to_smallest']:.0f}x, peak RSS "
+                f"{r['peak_ratio_largest_to_smallest']:.2f}x."]
+    return out
+
+
+def _tile_section(r: dict) -> list[str]:
+    """Tile scale: ingest and inference memory: the lines between the heading and the machine line."""
+    out: list[str] = []
+    out += ["| tile px | km² | rasters on disk MiB (raw) | glaciers | glacier km² | cubes | ingest s | "
+            "ingest peak RSS MiB | inference s | windows | glacier km²/s | inference peak RSS MiB |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for t in r["tiles"]:
+        ing, inf = t["ingest"], t["inference"]
+        out.append(f"| {t['size_px']:,} | {_f(t['area_km2'], 0)} | {_f(t['raster_bytes'] / 2**20, 0)} "
+                   f"({_f(t['raster_bytes_uncompressed'] / 2**20, 0)}) | {t['glaciers']} | "
+                   f"{_f(t['glacier_km2'], 1)} | {ing['cubes']} | {_f(ing['seconds'], 1)} | "
+                   f"{_f(ing['peak_rss_mib'], 0)} | {_f(inf['seconds'], 1)} | {inf['windows']} | "
+                   f"{_f(inf['glacier_km2_per_s'], 3)} | {_f(inf['peak_rss_mib'], 0)} |")
+    worst = max(t["peak_rss_mib"] for t in r["tiles"])
+    out += ["", f"Tile area grows {r['area_ratio']:.0f}x; peak RSS ratio largest / smallest tile: ingest "
+                f"**{r['ingest_peak_ratio']:.2f}x**, inference **{r['inference_peak_ratio']:.2f}x**. Highest "
+                f"peak {worst / 1024:.2f} GiB ({'well under' if worst < 4096 else 'under' if worst < 8192 else 'OVER'}"
+                f" 8 GiB). Model {r['model']}, {r['size']} px windows, stride {r['stride']}, batch "
+                f"{r['batch_size']}, sensor set {r['sensor_set']}; {r['glaciers_per_full_tile']} glaciers "
+                f"per full tile, scaled by area. {r['method']}."]
+    return out
+
+
+def _growth_section(r: dict) -> list[str]:
+    """Cost growth with the number of glaciers: the lines between the heading and the machine line."""
+    out: list[str] = []
+    out += ["| glaciers | scene px | km² | cubes | windows | windows/glacier | ingest s | inference s | "
+            "inference s/window | area change ms | ingest s/glacier | inference s/glacier | "
+            "area change ms/glacier | total s/glacier |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for g in r["regions"]:
+        pg = g["per_glacier_s"]
+        out.append(f"| {g['glaciers']} | {g['size_px']:,} | {_f(g['area_km2'], 0)} | {g['cubes']} | "
+                   f"{g['windows']} | {_f(g['windows'] / g['glaciers'], 1)} | {_f(g['ingest_s'], 1)} | "
+                   f"{_f(g['inference_s'], 1)} | {_f(g['inference_s'] / max(g['windows'], 1), 3)} | "
+                   f"{_f(1000 * g['area_change_s'], 1)} | {_f(pg['ingest'], 3)} | {_f(pg['inference'], 3)} | "
+                   f"{_f(1000 * pg['area_change'], 3)} | {_f(pg['total'], 3)} |")
+    q = r["per_glacier_ratio_largest_to_smallest"]
+    a, b = r["regions"][0], r["regions"][-1]
+    wq = (b["windows"] / b["glaciers"]) / (a["windows"] / a["glaciers"])
+    out += ["", f"Per-glacier cost, largest / smallest region ({r['glaciers'][-1]} / {r['glaciers'][0]} "
+                f"glaciers): ingest **{_f(q['ingest'])}x**, inference **{_f(q['inference'])}x**, area change "
+                f"**{_f(q['area_change'])}x**, total **{_f(q['total'])}x** (1 = linear growth); the work "
+                f"itself, U-Net windows per glacier, {_f(wq)}x, so the rest of a departure from 1 in "
+                f"inference is the machine's load changing between the regions (s/window). Model "
+                f"{r['model']}, {r['size']} px windows, stride {r['stride']}, batch {r['batch_size']}; one "
+                f"glacier per {r['km2_per_glacier']:g} km². {r['method']}."]
+    return out
+
+
+#: (results file, heading, body) of every benchmark section, in README order
+SECTIONS = [
+    ("peak", "Machine peak", _peak_section),
+    ("models", "Models", _models_section),
+    ("loader", "Data loader vs. U-Net training", _loader_section),
+    ("inference", "Whole-cube inference (predict_cube)", _inference_section),
+    ("memory", "Ingest memory", _memory_section),
+    ("tile", "Tile scale: ingest and inference memory", _tile_section),
+    ("growth", "Cost growth with the number of glaciers", _growth_section),
+]
+
+
 def render(folder: Path) -> str:
     out = [INTRO, BEGIN, ""]
     run = _load(folder, "run")
@@ -100,7 +246,7 @@ def render(folder: Path) -> str:
         out.append(f"Last run: `{run['mode']}` mode, benchmarks {', '.join(run['benchmarks'])}, "
                    f"total **{run['total_s']:.0f} s** on {m['cpu_model']} ({m['threads']} threads), "
                    f"{m['date']}.\n")
-    timed = {n: _load(folder, n) for n in ("peak", "models", "loader", "inference", "memory", "tile", "growth")}
+    timed = {n: _load(folder, n) for n, _, _ in SECTIONS}
     quick = {n: d["wall_s"] for n, d in timed.items() if d and d.get("mode") == "quick"}
     full = [n for n, d in timed.items() if d and d.get("mode") != "quick"]
     if quick:
@@ -108,146 +254,10 @@ def render(folder: Path) -> str:
                    f"sum **{sum(quick.values()):.0f} s** (each at the load average it records)"
                    + (f"; full-mode results on file for {', '.join(full)}" if full else "") + ".\n")
 
-    peak = _load(folder, "peak")
-    out.append("## Machine peak\n")
-    if peak:
-        r = peak["result"]
-        rows = [("mm", f"`torch.mm` {r['matrix_size']}x{r['matrix_size']}", r.get("mm", r))]
-        rows += [(k, f"{r[k]['kernel']}x{r[k]['kernel']} conv (oneDNN, channels_last), batch {r[k]['batch']}, "
-                     f"{r[k]['channels']} channels, {r[k]['pixels']:,} px", r[k])
-                 for k in ("conv1x1", "conv3x3") if k in r]
-        out += ["| product | dtype | best GFLOP/s | median GFLOP/s | used as peak |", "|---|---|---:|---:|---|"]
-        out += [f"| {label} | {r['dtype']} | {_f(x['gflops_best'], 1)} | {_f(x['gflops_median'], 1)} | "
-                f"{'yes' if r.get('source', 'mm') == key else ''} |" for key, label, x in rows]
-        out += ["", _machine(peak), ""]
-    else:
-        out.append("_not run_\n")
-
-    models = _load(folder, "models")
-    out.append("## Models\n")
-    if models:
-        r = models["result"]
-        out += [f"Peak used for the fractions: {_f(r['peak_gflops'], 1)} GFLOP/s.\n",
-                "| model | px | params (M) | GFLOP/patch | train patches/s (batch) | train % peak | "
-                "infer patches/s | infer MP/s | infer % peak | channels_last patches/s | channels_last MP/s "
-                "| channels_last speed-up |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for m in r["models"]:
-            ic, il = m["inference"]["contiguous"], m["inference"]["channels_last"]
-            out.append(
-                f"| {m['model']} | {m['size']} | {m['params'] / 1e6:.1f} | {_f(m['gflops_per_patch'], 1)} | "
-                f"{_f(m['train']['patches_per_s'])} ({m['train_batch']}) | {_pct(m['train']['fraction_of_peak'])} | "
-                f"{_f(ic['patches_per_s'])} | {_f(ic['megapixels_per_s'])} | {_pct(ic['fraction_of_peak'])} | "
-                f"{_f(il['patches_per_s'])} | {_f(il['megapixels_per_s'])} | {_f(m['channels_last_speedup'])}x |")
-        out += ["", f"Inference batch {r['models'][0]['infer_batch']}. {r['note']}.", "", _machine(models), ""]
-    else:
-        out.append("_not run_\n")
-
-    loader = _load(folder, "loader")
-    out.append("## Data loader vs. U-Net training\n")
-    if loader:
-        r = loader["result"]
-        unet = r.get("unet_train_patches_per_s")
-        out += [f"Region {r['region_km']:g}x{r['region_km']:g} km, {r['train_cubes']} training cubes (fold 0), "
-                f"{r['samples_per_epoch']} patches per epoch, sensor set {r['sensor_set']}. U-Net trains at "
-                f"{_f(unet)} patches/s (batch {r.get('unet_train_batch')}).\n",
-                "| num_workers | default | batch | px | loader patches/s (slowest epoch) | steady patches/s "
-                "| first batch s | ratio loader / U-Net |",
-                "|---:|---|---:|---:|---:|---:|---:|---:|"]
-        for s in r["settings"]:
-            steady = min(e["steady_patches_per_s"] for e in s["epochs"])
-            first = max(e["first_batch_s"] for e in s["epochs"])
-            out.append(f"| {s['num_workers']} | {'yes' if s['default_setting'] else ''} | {s['batch_size']} | "
-                       f"{s['size']} | {_f(s['patches_per_s'], 1)} | {_f(steady, 1)} | {_f(first)} | "
-                       f"{_f(s.get('ratio_to_unet_train'), 1)}x |")
-        if "default_faster_than_unet" in r:
-            ok = r["settings_faster_than_unet"]
-            out += ["", f"Loader faster than U-Net training at the default setting "
-                        f"(num_workers={r['default_num_workers']}): **{'yes' if r['default_faster_than_unet'] else 'no'}**; "
-                        f"settings with ratio > 1: num_workers {', '.join(map(str, ok)) or 'none'}."]
-        out += ["", _machine(loader), ""]
-    else:
-        out.append("_not run_\n")
-
-    inf = _load(folder, "inference")
-    out.append("## Whole-cube inference (predict_cube)\n")
-    if inf:
-        r = inf["result"]
-        out += ["| model | cubes | windows | seconds | cube km² | cube km²/s | glacier km² | glacier km²/s | "
-                "windows/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-                f"| {r['model']} | {r['cubes']} ({', '.join(r['roles'])}) | {r['windows']} | {_f(r['seconds'], 1)} | "
-                f"{_f(r['cube_km2'])} | {_f(r['cube_km2_per_s'], 3)} | {_f(r['glacier_km2'])} | "
-                f"{_f(r['glacier_km2_per_s'], 3)} | {_f(r['windows_per_s'])} |",
-                "", f"{r['size']} px windows, stride {r['stride']}, batch {r['batch_size']}, TTA {r['tta']}. "
-                    f"{r['note']}.", "", _machine(inf), ""]
-    else:
-        out.append("_not run_\n")
-
-    mem = _load(folder, "memory")
-    out.append("## Ingest memory\n")
-    if mem:
-        r = mem["result"]
-        out += ["| region | km² | glaciers | cubes | largest cube (px) | ingest s | RSS after imports MiB | "
-                "peak RSS MiB | ingest increment MiB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for g in r["regions"]:
-            out.append(f"| {g['region_km']} km | {g['region_km2']} | {g['glaciers']} | {g['cubes']} | "
-                       f"{g['max_cube_pixels']:,} | {_f(g['ingest_s'], 1)} | {_f(g['rss_after_imports_mib'], 0)} | "
-                       f"{_f(g['peak_rss_mib'], 0)} | {_f(g['ingest_increment_mib'], 0)} |")
-        out += ["", f"{r['method']}. Area grows {r['area_ratio_largest_to_smallest']:.0f}x, peak RSS "
-                    f"{r['peak_ratio_largest_to_smallest']:.2f}x.", "", _machine(mem), ""]
-    else:
-        out.append("_not run_\n")
-    tile = _load(folder, "tile")
-    out.append("## Tile scale: ingest and inference memory\n")
-    if tile:
-        r = tile["result"]
-        out += ["| tile px | km² | rasters on disk MiB (raw) | glaciers | glacier km² | cubes | ingest s | "
-                "ingest peak RSS MiB | inference s | windows | glacier km²/s | inference peak RSS MiB |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for t in r["tiles"]:
-            ing, inf = t["ingest"], t["inference"]
-            out.append(f"| {t['size_px']:,} | {_f(t['area_km2'], 0)} | {_f(t['raster_bytes'] / 2**20, 0)} "
-                       f"({_f(t['raster_bytes_uncompressed'] / 2**20, 0)}) | {t['glaciers']} | "
-                       f"{_f(t['glacier_km2'], 1)} | {ing['cubes']} | {_f(ing['seconds'], 1)} | "
-                       f"{_f(ing['peak_rss_mib'], 0)} | {_f(inf['seconds'], 1)} | {inf['windows']} | "
-                       f"{_f(inf['glacier_km2_per_s'], 3)} | {_f(inf['peak_rss_mib'], 0)} |")
-        worst = max(t["peak_rss_mib"] for t in r["tiles"])
-        out += ["", f"Tile area grows {r['area_ratio']:.0f}x; peak RSS ratio largest / smallest tile: ingest "
-                    f"**{r['ingest_peak_ratio']:.2f}x**, inference **{r['inference_peak_ratio']:.2f}x**. Highest "
-                    f"peak {worst / 1024:.2f} GiB ({'well under' if worst < 4096 else 'under' if worst < 8192 else 'OVER'}"
-                    f" 8 GiB). Model {r['model']}, {r['size']} px windows, stride {r['stride']}, batch "
-                    f"{r['batch_size']}, sensor set {r['sensor_set']}; {r['glaciers_per_full_tile']} glaciers "
-                    f"per full tile, scaled by area. {r['method']}.", "", _machine(tile), ""]
-    else:
-        out.append("_not run_\n")
-
-    growth = _load(folder, "growth")
-    out.append("## Cost growth with the number of glaciers\n")
-    if growth:
-        r = growth["result"]
-        out += ["| glaciers | scene px | km² | cubes | windows | windows/glacier | ingest s | inference s | "
-                "inference s/window | area change ms | ingest s/glacier | inference s/glacier | "
-                "area change ms/glacier | total s/glacier |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for g in r["regions"]:
-            pg = g["per_glacier_s"]
-            out.append(f"| {g['glaciers']} | {g['size_px']:,} | {_f(g['area_km2'], 0)} | {g['cubes']} | "
-                       f"{g['windows']} | {_f(g['windows'] / g['glaciers'], 1)} | {_f(g['ingest_s'], 1)} | "
-                       f"{_f(g['inference_s'], 1)} | {_f(g['inference_s'] / max(g['windows'], 1), 3)} | "
-                       f"{_f(1000 * g['area_change_s'], 1)} | {_f(pg['ingest'], 3)} | {_f(pg['inference'], 3)} | "
-                       f"{_f(1000 * pg['area_change'], 3)} | {_f(pg['total'], 3)} |")
-        q = r["per_glacier_ratio_largest_to_smallest"]
-        a, b = r["regions"][0], r["regions"][-1]
-        wq = (b["windows"] / b["glaciers"]) / (a["windows"] / a["glaciers"])
-        out += ["", f"Per-glacier cost, largest / smallest region ({r['glaciers'][-1]} / {r['glaciers'][0]} "
-                    f"glaciers): ingest **{_f(q['ingest'])}x**, inference **{_f(q['inference'])}x**, area change "
-                    f"**{_f(q['area_change'])}x**, total **{_f(q['total'])}x** (1 = linear growth); the work "
-                    f"itself, U-Net windows per glacier, {_f(wq)}x, so the rest of a departure from 1 in "
-                    f"inference is the machine's load changing between the regions (s/window). Model "
-                    f"{r['model']}, {r['size']} px windows, stride {r['stride']}, batch {r['batch_size']}; one "
-                    f"glacier per {r['km2_per_glacier']:g} km². {r['method']}.", "", _machine(growth), ""]
-    else:
-        out.append("_not run_\n")
+    for name, title, section in SECTIONS:
+        d = timed[name]
+        out.append(f"## {title}\n")
+        out += section(d["result"]) + ["", _machine(d), ""] if d else ["_not run_\n"]
     out += _demo_stages(_load(folder, "demo_stages"))
     return "\n".join(out).rstrip() + "\n"
 
@@ -269,11 +279,7 @@ def _demo_stages(d: dict | None) -> list[str]:
 
 
 def write_readme(folder: Path, readme: Path) -> Path:
-    text = render(Path(folder))
-    tmp = readme.with_name(f".{readme.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, readme)
-    return readme
+    return write_text(readme, render(Path(folder)))
 
 
 if __name__ == "__main__":

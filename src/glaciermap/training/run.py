@@ -26,7 +26,7 @@ from glaciermap.data.cubes import INDEX_FILE
 from glaciermap.data.datamodule import GlacierDataModule
 from glaciermap.data.folds import read_folds
 from glaciermap.errors import ConfigError
-from glaciermap.io import atomic_path, write_json
+from glaciermap.io import atomic_path, write_json, write_text
 from glaciermap.models.serialize import ModelBundle, save_bundle
 from glaciermap.training import tracking
 from glaciermap.training.task import SegmentationTask
@@ -135,13 +135,13 @@ def data_key(params: Params) -> str:
     return h.hexdigest()
 
 
-def inputs_key(params: Params, spec: RunSpec) -> str:
-    """Fingerprint of everything a run trains on: its params sections and its data."""
+def inputs_key(params: Params, spec: RunSpec, data: str) -> str:
+    """Fingerprint of everything a run trains on: its params sections and its data (`data_key`)."""
     return hashlib.sha256(json.dumps({
         "model": params.models[spec.model].model_dump(mode="json"),
         "sensors": params.sensors.resolve(spec.sensor_set), "fold": spec.fold,
         "patches": params.patches.model_dump(mode="json"), "train": params.train.model_dump(mode="json"),
-        "data": data_key(params),
+        "data": data,
     }, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -162,14 +162,12 @@ def prepare_run_dir(run_dir: Path, key: str, extra: tuple[Path, ...] = ()) -> bo
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(stamp) as tmp:
-        tmp.write_text(key)
+    write_text(stamp, key)
     return False
 
 
 def _mlflow_run(client: MlflowClient, exp_id: str, params: Params, spec: RunSpec, run_dir: Path,
-                parent_id: str | None) -> tuple[str, bool]:
+                parent_id: str | None, data: str) -> tuple[str, bool]:
     """The fold's MLflow run: reused when resuming (id stored in the run folder), else created."""
     id_file = run_dir / RUN_ID_FILE
     if id_file.exists():
@@ -183,11 +181,9 @@ def _mlflow_run(client: MlflowClient, exp_id: str, params: Params, spec: RunSpec
     if parent_id is None:
         parent_id = tracking.parent_run(client, exp_id, params, spec.model, spec.sensor_set)
     run = client.create_run(exp_id, run_name=f"{spec.model}-{spec.sensor_set}-fold{spec.fold}",
-                            tags={"mlflow.parentRunId": parent_id, **spec.tags, DATA_TAG: data_key(params),
+                            tags={"mlflow.parentRunId": parent_id, **spec.tags, DATA_TAG: data,
                                   **tracking.reproducibility_tags()})
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(id_file) as tmp:
-        tmp.write_text(run.info.run_id)
+    write_text(id_file, run.info.run_id)
     return run.info.run_id, True
 
 
@@ -213,8 +209,9 @@ def train_run(params: Params, spec: RunSpec, *, progress: bool = True, callbacks
     L.seed_everything(params.train.seed + spec.fold, workers=True, verbose=False)
     dm = make_datamodule(params, spec)
     task = make_task(params, spec)
-    prepare_run_dir(run_dir, inputs_key(params, spec), extra=(history_path,))
-    run_id, new = _mlflow_run(client, exp_id, params, spec, run_dir, parent_run_id)
+    data = data_key(params)
+    prepare_run_dir(run_dir, inputs_key(params, spec, data), extra=(history_path,))
+    run_id, new = _mlflow_run(client, exp_id, params, spec, run_dir, parent_run_id, data)
     if new:
         for k, v in tracking.flatten(params.model_dump(mode="json")).items():
             client.log_param(run_id, k, v)

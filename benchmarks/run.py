@@ -147,7 +147,7 @@ def peak_gflops(out: Path, quick: bool) -> float:
 # ------------------------------------------------------------------------------------- models
 def _model(name: str):
     from glaciermap.models import build_model
-    from glaciermap.models.config import ModelConfig
+    from glaciermap.config.models import ModelConfig
 
     torch.manual_seed(0)
     return build_model(ModelConfig(name=name), GROUPS)
@@ -247,7 +247,7 @@ def build_region(root: Path, km: float, seed: int = 3, n_glaciers: int | None = 
     from glaciermap.data.folds import make_folds
     from glaciermap.data.ingest import ingest_region
     from glaciermap.data.simulate import simulate_region
-    from glaciermap.data.simulate.config import SimulateConfig
+    from glaciermap.config.simulate import SimulateConfig
 
     n = n_glaciers or max(4, int(round(km * km / 2)))
     t0 = time.perf_counter()
@@ -312,8 +312,8 @@ def bench_loader(quick: bool, region: dict, unet_train_pps: float | None, unet_t
 # ---------------------------------------------------------------------------------- inference
 def bench_inference(quick: bool, region: dict) -> dict:
     from glaciermap.config import DataConfig, SensorsConfig
-    from glaciermap.data.datamodule import prepare_cube
-    from glaciermap.inference.predict import predict_cube
+    from glaciermap.data.windows import prepare_cube
+    from glaciermap.data.windows import predict_cube
 
     groups = SensorsConfig().resolve(SENSOR_SET)
     res = DataConfig().resolution_m
@@ -384,7 +384,7 @@ warnings.filterwarnings("ignore")
 sys.path.insert(0, sys.argv[4])
 from pathlib import Path
 from glaciermap.data.simulate import simulate_region
-from glaciermap.data.simulate.config import SimulateConfig
+from glaciermap.config.simulate import SimulateConfig
 km, n = float(sys.argv[2]), int(sys.argv[3])
 simulate_region(SimulateConfig(seed=5, width_km=km, height_km=km, n_glaciers=n), Path(sys.argv[1]), progress=False)
 """
@@ -446,16 +446,10 @@ def vm_status_mib(key: str) -> float:
     return float("nan")
 
 
-def _windows(h: int, w: int, size: int, stride: int) -> int:
-    from glaciermap.data.datamodule import grid_offsets
-
-    return len(grid_offsets(h, size, stride)) * len(grid_offsets(w, size, stride))
-
-
 def infer_model():
     """The random-init U-Net (resnet18 encoder) used by the tile and growth benchmarks, eval mode."""
     from glaciermap.models import build_model
-    from glaciermap.models.config import ModelConfig
+    from glaciermap.config.models import ModelConfig
 
     torch.manual_seed(0)
     return build_model(ModelConfig(**INFER_MODEL), _sensors().channels(SENSOR_SET)).eval()
@@ -472,9 +466,9 @@ def infer_cubes(cubes_dir: Path, model, *, stats_cubes: int = 4, res: float = 10
     from types import SimpleNamespace
 
     from glaciermap.data.cubes import read_index
-    from glaciermap.data.datamodule import prepare_cube
+    from glaciermap.data.windows import prepare_cube
     from glaciermap.data.folds import band_stats
-    from glaciermap.inference.predict import predict_cube
+    from glaciermap.data.windows import predict_cube
     from glaciermap.inference.run import glacier_stats
 
     groups = _sensors().resolve(SENSOR_SET)
@@ -498,7 +492,7 @@ def infer_cubes(cubes_dir: Path, model, *, stats_cubes: int = 4, res: float = 10
         long.append({"glacier_id": r.glacier_id, "epoch": r.epoch, "role": r.role, "year": r.year, "fold": 0,
                      "area_inventory_km2": r.area_km2, **g})
         h, w = prob.shape
-        windows += _windows(h, w, size, stride)
+        windows += n_windows(h, w, size, stride)
         cube_km2 += h * w * res * res / 1e6
         glacier_km2 += float(r.area_km2)
     seconds = time.perf_counter() - t0

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from glaciermap.models import MODEL_NAMES, ModelConfig, build_model, model_summary
-from glaciermap.models.config import GlaViTUConfig
+from glaciermap.config.models import GlaViTUConfig
 
 GROUPS = {"optical": 6, "sar": 3, "dem": 3}
 SIZE = 256

@@ -317,11 +317,12 @@ def test_unknown_format_is_a_config_error(tmp_path):
 # ------------------------------------------------- ingest -> folds -> one epoch -> inference
 @pytest.mark.parametrize("fmt", ["dandb-netcdf", "glavitu-hdf5"])
 def test_adapter_cubes_train_and_predict(fmt, dandb_root, glavitu_root, tmp_path, monkeypatch, capsys):
-    from glaciermap.data.datamodule import prepare_cube
+    from glaciermap.data.windows import prepare_cube
     from glaciermap.data.folds import make_folds, write_folds
-    from glaciermap.inference.predict import predict_cube
+    from glaciermap.data.windows import predict_cube
     from glaciermap.models.serialize import load_bundle
-    from glaciermap.training.run import RunSpec, train_run
+    from glaciermap.tracking.runs import RunSpec
+    from glaciermap.training.run import train_run
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())

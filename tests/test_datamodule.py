@@ -9,10 +9,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from glaciermap.config import PatchesConfig, SensorsConfig
 from glaciermap.data.cubes import read_cube, read_index
-from glaciermap.data.datamodule import GlacierDataModule, grid_offsets
+from glaciermap.data.datamodule import EpochSampler, GlacierDataModule
+from glaciermap.data.windows import window_starts
 from glaciermap.data.ingest import ingest_region
 from glaciermap.errors import ConfigError
 
@@ -158,7 +160,7 @@ def test_cube_smaller_than_a_patch_is_padded_as_invalid(folds, cubes_dir, cube_i
 @pytest.mark.parametrize("stride", [8, 48, 64, 96, 200])
 def test_grid_offsets_cover_any_length(size, stride):
     for length in range(1, 400):
-        starts = grid_offsets(length, size, stride)
+        starts = window_starts(length, size, stride)
         covered = np.zeros(length, bool)
         for s in starts:
             assert 0 <= s and (s + size <= length or (s == 0 and length < size))
@@ -205,8 +207,9 @@ def test_fold_without_training_glaciers_is_a_config_error(folds, cubes_dir):
 
 
 # ----------------------------------------------------------------------------------- epochs
-def _patches(ds) -> list[dict]:
-    return [ds[i] for i in range(len(ds))]
+def _patches(ds, epoch: int = 0) -> list[dict]:
+    n = len(ds)
+    return [ds[epoch * n + i] for i in range(n)]
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -218,17 +221,18 @@ def test_epochs_draw_new_but_reproducible_patches(folds, cubes_dir):
     dm.setup("fit")
     ds = dm.train_set
     e0 = _patches(ds)
-    ds.set_epoch(1)
-    e1 = _patches(ds)
-    ds.set_epoch(0)
+    e1 = _patches(ds, epoch=1)
     assert all(_same(a, b) for a, b in zip(e0, _patches(ds)))  # same epoch, same patches
     assert sum(not _same(a, b) for a, b in zip(e0, e1)) >= len(e0) // 2  # new epoch, new patches
-    # Lightning calls the sampler's set_epoch; it reaches the dataset the loader reads
-    loader = dm.train_dataloader()
-    loader.sampler.set_epoch(1)
-    batches = list(loader)
-    images = torch.cat([b["image"] for b in batches])
-    assert torch.equal(images, torch.stack([s["image"] for s in e1]))
+    # Lightning calls the sampler's set_epoch; the epoch travels in the indices, so it reaches
+    # persistent worker processes as well as the main process
+    for workers in (0, 2):
+        loader = dm._loader(ds, EpochSampler(ds)) if workers == 0 else DataLoader(
+            ds, batch_size=4, sampler=EpochSampler(ds), num_workers=2, persistent_workers=True)
+        for epoch, expected in ((0, e0), (1, e1)):
+            loader.sampler.set_epoch(epoch)
+            images = torch.cat([b["image"] for b in loader])
+            assert torch.equal(images, torch.stack([s["image"] for s in expected])), (workers, epoch)
     # a fresh data module with the same seed draws the same patches; another seed others
     again = _dm(cubes_dir, folds[0], augment=True, samples_per_epoch=12)
     again.setup("fit")

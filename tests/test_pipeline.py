@@ -130,10 +130,10 @@ def test_registry_alias_gives_the_in_memory_model_probabilities(repro):
     import mlflow
     import numpy as np
 
-    from glaciermap.data.datamodule import prepare_cube
+    from glaciermap.data.windows import prepare_cube
     from glaciermap.errors import GlaciermapError
-    from glaciermap.inference.predict import predict_cube
-    from glaciermap.inference.registry import load_registered
+    from glaciermap.data.windows import predict_cube
+    from glaciermap.tracking.registry import load_registered
     from glaciermap.models.serialize import load_bundle
 
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")

@@ -443,7 +443,7 @@ def mlflow_restored(monkeypatch):
     """Tracking tests change mlflow's global URI and two environment variables: put them back."""
     import mlflow
 
-    from glaciermap.training import tracking
+    from glaciermap.tracking import runs as tracking
 
     before = mlflow.get_tracking_uri()
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -623,7 +623,8 @@ def install_fake_models(fakes: Fakes, monkeypatch=None) -> None:
     import glaciermap.inference.run as run
 
     bundle = SimpleNamespace(groups={}, stats={}, patch_size=64)
-    patches = {"load_registered": lambda name, alias: (None, bundle),
+    patches = {"fold_models": lambda params, model, sensor_set, registry: {f: (None, bundle)
+                                                                           for f in params.train.folds},
                "predict_cube_file": lambda net, bundle, path, **kw: (fakes.predict(net, path, bundle.groups, **kw),
                                                                      None)}
     for name, fn in patches.items():
@@ -631,10 +632,6 @@ def install_fake_models(fakes: Fakes, monkeypatch=None) -> None:
             setattr(run, name, fn)
         else:
             monkeypatch.setattr(run, name, fn)
-    if monkeypatch is None:
-        run.tracking.resolve_tracking_uri = lambda cfg: "none"
-    else:
-        monkeypatch.setattr(run.tracking, "resolve_tracking_uri", lambda cfg: "none")
 
 
 @pytest.fixture
@@ -753,7 +750,7 @@ def test_unreachable_tracking_server_stops_train_before_compute(tmp_path, capsys
 
 def test_unreachable_server_with_offline_fallback_logs_locally(tmp_path, monkeypatch, mlflow_restored):
     from glaciermap.config import TrackingConfig
-    from glaciermap.training import tracking
+    from glaciermap.tracking import runs as tracking
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", DEAD)

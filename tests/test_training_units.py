@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from glaciermap.analysis.evaluate import confusion, scores
-from glaciermap.data.datamodule import PreparedCube
-from glaciermap.inference.predict import blend_window, predict_cube
+from glaciermap.data.windows import PreparedCube
+from glaciermap.data.windows import blend_window, predict_cube
 from glaciermap.training.losses import LOSSES
 from glaciermap.training.task import NonFiniteLossError, SegmentationTask
 
@@ -78,7 +78,7 @@ def test_sliding_window_blends_to_the_model_output_everywhere(shape):
 def test_channels_last_inference_gives_the_same_probabilities():
     """U-Net runs channels_last by default (faster on CPU): the map must not change."""
     from glaciermap.models import build_model
-    from glaciermap.models.config import ModelConfig
+    from glaciermap.config.models import ModelConfig
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(name="unet", encoder="resnet18"), {"optical": 2})
@@ -127,7 +127,8 @@ def test_history_survives_dvc_deleting_the_plot_file(tmp_path):
 def test_only_an_interrupted_run_with_the_same_inputs_resumes(tmp_path):
     """A checkpoint of other inputs (new data or params) or of a finished run never resumes:
     `dvc repro` after a data change must train afresh, not load the old model."""
-    from glaciermap.training.run import FINISHED_FILE, RUN_ID_FILE, prepare_run_dir
+    from glaciermap.tracking.runs import FINISHED_FILE, RUN_ID_FILE
+    from glaciermap.training.run import prepare_run_dir
 
     run_dir, plot = tmp_path / "run", tmp_path / "metrics" / "h.csv"
 

@@ -22,9 +22,9 @@ from glaciermap.cli import main
 from glaciermap.config import load_params, parse_params
 from glaciermap.data.folds import write_folds
 from glaciermap.errors import ConfigError
-from glaciermap.tuning.config import TuneConfig
+from glaciermap.config.tune import TuneConfig
 from glaciermap.tuning.study import Objective, load_study, run_worker, study_parent_run
-from glaciermap.training import tracking
+from glaciermap.tracking import runs as tracking
 
 pytestmark = pytest.mark.slow
 

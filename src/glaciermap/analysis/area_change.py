@@ -54,9 +54,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
 
-from glaciermap.config_base import StrictModel
+from glaciermap.config.area_change import AreaChangeConfig
 from glaciermap.errors import InputDataError
 from glaciermap.io import atomic_path, write_json
 
@@ -75,16 +74,6 @@ OPTIONAL_COLUMNS: tuple[str, ...] = ("pred_std_inv_km2", "pred_std_recent_km2")
 FLAG_COLUMNS: tuple[str, ...] = (
     "flag_small", "flag_low_recall", "flag_masked", "flag_no_rate", "flag_extreme",
 )
-
-
-class AreaChangeConfig(StrictModel):
-    """Filters and options of the area-change analysis (paper defaults)."""
-
-    min_recall: float = Field(0.75, ge=0, le=1)  # inventory-year test recall below: excluded
-    max_masked_frac: float = Field(0.2, ge=0, le=1)  # cloud/no-data fraction above (either epoch)
-    correct_masked: bool = True  # scale masked glaciers up with the visible-part recall
-    drop_extreme_frac: float = Field(0.05, ge=0, lt=0.5)  # two-sided, around the median rate
-    min_area_km2: float = Field(0.1, ge=0)  # inventory (outline) area below: excluded
 
 
 def correct_masked_area(pred_area_visible, masked_frac, area_outline, recall=None):

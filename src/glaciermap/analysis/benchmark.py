@@ -29,31 +29,30 @@ from scipy.ndimage import distance_transform_edt
 from tqdm.auto import tqdm
 
 from glaciermap.analysis.baseline import ThresholdFit, predict_threshold
-from glaciermap.analysis.evaluate import confusion, scores
 from glaciermap.config import Params
 from glaciermap.data.cubes import read_cube, read_index
 from glaciermap.data.folds import Fold
 from glaciermap.data.ingest import glacier_grid
 from glaciermap.data.raw import Grid, open_region, raster_footprint, read_on_grid, read_outlines
 from glaciermap.errors import InputDataError
+from glaciermap.io import atomic_path, write_json
+from glaciermap.metrics import THRESHOLD, confusion, scores
 
 #: (fold index, cube path) -> glacier probability (H, W) in [0, 1]
 Predictor = Callable[[int, Path], np.ndarray]
-THRESHOLD = 0.5
 
 
 def model_predictor(params: Params, model: str, sensor_set: str) -> Predictor:
-    """Predict with each fold's trained model (runs/<model>/<set>/fold<k>/model), as evaluate.py does."""
-    from glaciermap.inference.predict import predict_cube_file
-    from glaciermap.models.serialize import load_bundle
+    """Predict with each fold's trained model (this configuration's runs), as evaluate does."""
+    from glaciermap.data.windows import predict_cube_file
+    from glaciermap.tracking.registry import fold_models
 
-    loaded: dict[int, Any] = {}
+    loaded = fold_models(params, model, sensor_set)
 
     def predict(fold: int, path: Path) -> np.ndarray:
-        if fold not in loaded:
-            loaded[fold] = load_bundle(params.train.runs_dir / model / sensor_set / f"fold{fold}" / "model")
         return predict_cube_file(*loaded[fold], path, stride=params.patches.eval_stride,
-                                 batch_size=params.patches.batch_size)[0]
+                                 batch_size=params.infer.batch_size or params.patches.batch_size,
+                                 device=params.infer.device, precision=params.infer.precision)[0]
 
     return predict
 
@@ -239,7 +238,7 @@ def log_benchmark(params: Params, result: dict[str, Any], artifacts: list[Path])
     """Log the benchmark's metrics and files to one MLflow run (one per configuration)."""
     from mlflow.tracking import MlflowClient
 
-    from glaciermap.training import tracking
+    from glaciermap.tracking import runs as tracking
 
     client = MlflowClient(tracking.resolve_tracking_uri(params.tracking))
     exp_id = tracking.experiment_id(params.tracking.experiment)
@@ -259,5 +258,30 @@ def log_benchmark(params: Params, result: dict[str, Any], artifacts: list[Path])
     return run_id
 
 
-__all__ = ["run_benchmark", "log_benchmark", "Predictor", "model_predictor", "threshold_predictor", "RegionLayout", "region_layout",
+def benchmark_stage(params: Params, sensor_set: str, baseline_band: str, *, rgb_bands: list[str], out: Path,
+                    figure: Path, details: Path, progress: bool = False) -> dict[str, Any]:
+    """`glaciermap benchmark`: run it, write the metrics JSON, the per-glacier area tables and the
+    figure, log them to MLflow; return the metrics."""
+    from rasterio.enums import Resampling
+
+    from glaciermap.analysis.benchmark_figures import benchmark_figure
+    from glaciermap.data.raw import open_region, read_on_grid
+
+    result, layout, probs, areas = run_benchmark(params, sensor_set, baseline_band, progress=progress)
+    details.mkdir(parents=True, exist_ok=True)
+    for name, table in areas.items():
+        with atomic_path(details / f"areas_{name}.csv") as tmp:
+            table.to_csv(tmp, index=False)
+    write_json(out, result)
+    region = open_region(params.data.raw_dir)
+    scene = region.scene_path(region.manifest.inventory_epochs[0], "optical")
+    rgb = np.moveaxis(read_on_grid(scene, rgb_bands, layout.grid, resampling=Resampling.nearest), 0, -1)
+    titles = {n: f"{n}: held-out IoU {m['heldout_pixels']['iou']:.3f} (cubes {m['iou']:.3f})"
+              for n, m in result["methods"].items()}
+    benchmark_figure(rgb, layout.labels, probs, titles, figure)
+    log_benchmark(params, result, [out, figure, *details.glob("areas_*.csv")])
+    return result
+
+
+__all__ = ["benchmark_stage", "run_benchmark", "log_benchmark", "Predictor", "model_predictor", "threshold_predictor", "RegionLayout", "region_layout",
            "heldout_predictions", "glacier_areas", "area_summary", "method_result"]

@@ -8,7 +8,6 @@ patches tile each cube on a regular overlapping grid. Every sample carries a `va
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -18,41 +17,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from glaciermap.config import PatchesConfig
-from glaciermap.data.cubes import read_cube, read_index
+from glaciermap.data.cubes import read_index
 from glaciermap.data.folds import Fold
+from glaciermap.device import loader_workers
+from glaciermap.data.windows import PreparedCube, crop, prepare_cube, window_starts
 from glaciermap.errors import ConfigError
-
-
-@dataclass
-class PreparedCube:
-    """A cube reduced to what the model eats: normalised bands, masks, group presence."""
-
-    image: np.ndarray  # (C, H, W) float32, normalised, NaN kept (zeroed per patch)
-    target: np.ndarray  # (H, W) uint8, all-glacier mask
-    glacier: np.ndarray  # (H, W) uint8, this glacier
-    valid: np.ndarray  # (H, W) bool
-    location: np.ndarray  # (2,) lon, lat
-    glacier_pixels: np.ndarray  # (N, 2) row/col of this glacier's pixels
-
-
-def prepare_cube(path: Path, groups: dict[str, list[str]], stats: dict[str, dict[str, float]]) -> PreparedCube:
-    """Load a cube, select the sensor set's bands in order and normalise them."""
-    cube = read_cube(path)
-    bands = [b for bs in groups.values() for b in bs]
-    missing = [b for b in bands if b not in stats]
-    if missing:
-        raise ConfigError(f"no normalisation statistics for band(s) {missing}",
-                          hint="the sensor set asks for bands the training cubes lack")
-    img = cube.select(bands)
-    mean = np.array([stats[b]["mean"] for b in bands], np.float32)[:, None, None]
-    std = np.array([stats[b]["std"] for b in bands], np.float32)[:, None, None]
-    img = (img - mean) / std
-    return PreparedCube(
-        image=img, target=cube.mask_all, glacier=cube.mask_glacier,
-        valid=cube.mask_invalid == 0,
-        location=np.array([cube.attrs.get("lon", 0.0), cube.attrs.get("lat", 0.0)], np.float32),
-        glacier_pixels=np.argwhere(cube.mask_glacier == 1),
-    )
 
 
 class CubeCache:
@@ -71,35 +40,6 @@ class CubeCache:
         if len(self._items) > self.max_items:
             self._items.popitem(last=False)
         return cube
-
-
-def crop(cube: PreparedCube, groups: dict[str, list[str]], y0: int, x0: int, size: int) -> dict[str, torch.Tensor]:
-    """A size x size window at (y0, x0), padded as no data where it leaves the cube."""
-    c, h, w = cube.image.shape
-    img = np.full((c, size, size), np.nan, np.float32)
-    tgt = np.zeros((size, size), np.float32)
-    gla = np.zeros((size, size), np.float32)
-    val = np.zeros((size, size), bool)
-    ys, xs = max(y0, 0), max(x0, 0)
-    ye, xe = min(y0 + size, h), min(x0 + size, w)
-    if ye > ys and xe > xs:
-        dst = (slice(ys - y0, ye - y0), slice(xs - x0, xe - x0))
-        img[(slice(None), *dst)] = cube.image[:, ys:ye, xs:xe]
-        tgt[dst] = cube.target[ys:ye, xs:xe]
-        gla[dst] = cube.glacier[ys:ye, xs:xe]
-        val[dst] = cube.valid[ys:ye, xs:xe]
-    present, start = [], 0
-    for bands in groups.values():
-        present.append(bool(np.isfinite(img[start:start + len(bands)]).any()))
-        start += len(bands)
-    return {
-        "image": torch.from_numpy(np.nan_to_num(img, nan=0.0)),
-        "target": torch.from_numpy(tgt)[None],
-        "glacier": torch.from_numpy(gla)[None],
-        "valid": torch.from_numpy(val)[None],
-        "group_present": torch.tensor(present),
-        "location": torch.from_numpy(cube.location),
-    }
 
 
 def augment(sample: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -121,17 +61,16 @@ class GlacierPatches(Dataset):
         if not paths:
             raise ConfigError("no training cubes for this fold")
         self.paths, self.groups, self.size, self.length = paths, groups, size, length
-        self.augment, self.seed, self.epoch = augment, seed, 0
+        self.augment, self.seed = augment, seed
         self.cache = CubeCache(groups, stats)
 
     def __len__(self) -> int:
         return self.length
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        gen = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) % 2**63)
+    def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
+        """Sample `i` of epoch `e`, for key = e * len(self) + i (EpochSampler's indices)."""
+        epoch, i = divmod(int(key), self.length)
+        gen = torch.Generator().manual_seed(hash((self.seed, epoch, i)) % 2**63)
         path = self.paths[int(torch.randint(len(self.paths), (1,), generator=gen))]
         cube = self.cache[path]
         if len(cube.glacier_pixels):
@@ -143,29 +82,21 @@ class GlacierPatches(Dataset):
 
 
 class EpochSampler(Sampler[int]):
-    """Sequential indices; Lightning's per-epoch `set_epoch` reaches the dataset, so every epoch
-    draws new (but reproducible) patches, in the main process and in fresh workers alike."""
+    """Sequential indices that carry the epoch (e * len + i): every epoch draws new but reproducible
+    patches, and the epoch reaches persistent workers too (Lightning calls `set_epoch` each epoch)."""
 
     def __init__(self, dataset: GlacierPatches):
-        self.dataset = dataset
+        self.dataset, self.epoch = dataset, 0
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __iter__(self):
-        return iter(range(len(self.dataset)))
+        n = len(self.dataset)
+        return iter(range(self.epoch * n, (self.epoch + 1) * n))
 
     def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-
-
-def grid_offsets(length: int, size: int, stride: int) -> list[int]:
-    """Window starts covering [0, length) with windows of `size` every `stride` (last one flush)."""
-    if length <= size:
-        return [0]
-    stride = min(stride, size)  # a stride above the window size would leave pixels uncovered
-    starts = list(range(0, length - size, stride))
-    return starts + [length - size]
+        self.epoch = epoch
 
 
 class GridPatches(Dataset):
@@ -177,7 +108,7 @@ class GridPatches(Dataset):
         self.items: list[tuple[Path, int, int]] = []
         for p in paths:
             h, w = self.cache[p].target.shape
-            self.items += [(p, y, x) for y in grid_offsets(h, size, stride) for x in grid_offsets(w, size, stride)]
+            self.items += [(p, y, x) for y in window_starts(h, size, stride) for x in window_starts(w, size, stride)]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -215,9 +146,9 @@ class GlacierDataModule(L.LightningDataModule):
                                         self.cfg.eval_stride)
 
     def _loader(self, ds: Dataset, sampler: Sampler | None = None) -> DataLoader:
-        # workers are not persistent: each epoch's fresh workers carry the dataset's new epoch
-        return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler,
-                          num_workers=self.cfg.num_workers, pin_memory=torch.cuda.is_available())
+        workers = loader_workers(self.cfg.num_workers)
+        return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=workers,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, EpochSampler(self.train_set))

@@ -20,7 +20,7 @@ from rasterio.warp import transform_bounds
 from shapely import make_valid
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from glaciermap.config_base import StrictModel
+from glaciermap.config.base import StrictModel
 from glaciermap.errors import InputDataError
 
 SCENE_FILES = {"optical": "optical.tif", "sar": "sar.tif", "cloud": "cloud.tif"}

@@ -21,13 +21,11 @@ from glaciermap.config import Params
 from glaciermap.data.cubes import read_cube, read_index
 from glaciermap.data.folds import read_folds
 from glaciermap.data.raw import Grid
+from glaciermap.data.windows import predict_cube_file
 from glaciermap.errors import GlaciermapError
-from glaciermap.inference.predict import predict_cube_file
-from glaciermap.inference.registry import load_registered, registered_name
 from glaciermap.io import atomic_path
-from glaciermap.training import tracking
-
-THRESHOLD = 0.5
+from glaciermap.metrics import THRESHOLD
+from glaciermap.tracking.registry import fold_models, registered_name
 
 
 def write_probability(path: Path, prob: np.ndarray, std: np.ndarray, grid: Grid) -> None:
@@ -78,10 +76,9 @@ def glacier_stats(prob: np.ndarray, std: np.ndarray, cube) -> dict[str, float]:
 def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, ensemble: bool = False,
           tta: bool = False, progress: bool = True) -> pd.DataFrame:
     """Predict every test glacier at every epoch; write rasters, outlines and an area table."""
-    tracking.resolve_tracking_uri(params.tracking)
     name = registered_name(model, sensor_set)
     folds = {f.index: f for f in read_folds(params.folds.path)}
-    models = {f: load_registered(name, f"fold-{f}") for f in params.train.folds}
+    models = fold_models(params, model, sensor_set, registry=True)
     index = read_index(params.data.cubes_dir)
     fold_of = {g: f for f in params.train.folds for g in folds[f].test}
     rows, outlines = [], []
@@ -96,7 +93,8 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, ensembl
             for f in use:
                 prob, _ = predict_cube_file(*models[f], params.data.cubes_dir / r.path,
                                             stride=params.patches.eval_stride,
-                                            batch_size=params.patches.batch_size, tta=tta)
+                                            batch_size=params.infer.batch_size or params.patches.batch_size,
+                                            tta=tta, device=params.infer.device, precision=params.infer.precision)
                 probs.append(prob)
             prob, std = np.mean(probs, axis=0), np.std(probs, axis=0)
             if not is_probability(prob):

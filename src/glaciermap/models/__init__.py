@@ -1,7 +1,7 @@
 """Segmentation models: one factory builds every architecture by name.
 
     from glaciermap.models import build_model
-    from glaciermap.models.config import ModelConfig
+    from glaciermap.config.models import ModelConfig
     model = build_model(ModelConfig(name="unet"), {"optical": 6, "dem": 3})
 
 The config classes import without torch; the factory, the models and the summary are imported on
@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from glaciermap.models.config import MODEL_NAMES, GlaViTUConfig, ModelConfig
+from glaciermap.config.models import MODEL_NAMES, GlaViTUConfig, ModelConfig
 
 if TYPE_CHECKING:
     from glaciermap.models.factory import GlacierSegmenter, build_model, load_encoder_weights

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from glaciermap.errors import ConfigError, InputDataError
-from glaciermap.models.config import (MODEL_NAMES, SMP_MODELS, ModelConfig, check_encoder_name,
+from glaciermap.config.models import (MODEL_NAMES, SMP_MODELS, ModelConfig, check_encoder_name,
                                       check_model_name)
 
 __all__ = ["MODEL_NAMES", "GlacierSegmenter", "build_model", "load_encoder_weights"]

@@ -30,7 +30,7 @@ from timm.layers import resample_abs_pos_embed, trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from glaciermap.models.config import GlaViTUConfig
+from glaciermap.config.models import GlaViTUConfig
 
 _SLOPE = 0.2  # LeakyReLU negative slope
 

@@ -49,7 +49,7 @@ def save_bundle(folder: str | Path, model: torch.nn.Module, bundle: ModelBundle)
 def load_bundle(folder: str | Path, map_location: str = "cpu") -> tuple[torch.nn.Module, ModelBundle]:
     """Rebuild the model from its config and load its weights safely (safetensors)."""
     from glaciermap.models import build_model
-    from glaciermap.models.config import ModelConfig
+    from glaciermap.config.models import ModelConfig
 
     folder = Path(folder)
     meta_path, weights_path = folder / META, folder / WEIGHTS

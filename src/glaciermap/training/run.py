@@ -10,7 +10,6 @@ import csv
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,40 +21,17 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
 from glaciermap.config import Params
-from glaciermap.data.cubes import INDEX_FILE
 from glaciermap.data.datamodule import GlacierDataModule
 from glaciermap.data.folds import read_folds
 from glaciermap.errors import ConfigError
 from glaciermap.io import atomic_path, write_json, write_text
 from glaciermap.models.serialize import ModelBundle, save_bundle
-from glaciermap.training import tracking
+from glaciermap.tracking import runs as tracking
+from glaciermap.tracking.registry import log_model
+from glaciermap.tracking.runs import (DATA_TAG, FINISHED_FILE, INPUTS_FILE, MODEL_DIR, RUN_ID_FILE, RunSpec,
+                                      data_key)
+from glaciermap.training.figures import sample_predictions_figure
 from glaciermap.training.task import SegmentationTask
-
-RUN_ID_FILE = "mlflow_run_id"
-INPUTS_FILE = "inputs.sha256"  # what the run trains on: a checkpoint resumes only for the same inputs
-FINISHED_FILE = "finished"  # written last: a finished run trains afresh when asked again
-DATA_TAG = "glaciermap.data"  # MLflow tag: data_key() of the cubes and folds a run trained on
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One cell of the training matrix."""
-
-    model: str
-    sensor_set: str
-    fold: int
-
-    def run_dir(self, params: Params) -> Path:
-        return params.train.runs_dir / self.model / self.sensor_set / f"fold{self.fold}"
-
-    @property
-    def name(self) -> str:
-        return f"{self.model}_{self.sensor_set}_fold{self.fold}"
-
-    @property
-    def tags(self) -> dict[str, str]:
-        return {"glaciermap.model": self.model, "glaciermap.sensor_set": self.sensor_set,
-                "glaciermap.fold": str(self.fold)}
 
 
 class HistoryCSV(Callback):
@@ -123,18 +99,6 @@ def make_task(params: Params, spec: RunSpec) -> SegmentationTask:
                             weight_decay=t.weight_decay, scheduler=t.scheduler, max_epochs=t.max_epochs)
 
 
-def data_key(params: Params) -> str:
-    """Fingerprint of the data a run trains and validates on: the cube index and the folds.
-
-    Tagged on every training run (`glaciermap.data`): `glaciermap register` only chooses among
-    runs of the current data, never an older run that scored higher on other cubes.
-    """
-    h = hashlib.sha256()
-    for path in (params.data.cubes_dir / INDEX_FILE, params.folds.path):
-        h.update(path.read_bytes() if path.exists() else b"")
-    return h.hexdigest()
-
-
 def inputs_key(params: Params, spec: RunSpec, data: str) -> str:
     """Fingerprint of everything a run trains on: its params sections and its data (`data_key`)."""
     return hashlib.sha256(json.dumps({
@@ -156,7 +120,7 @@ def prepare_run_dir(run_dir: Path, key: str, extra: tuple[Path, ...] = ()) -> bo
     if (stamp.exists() and stamp.read_text().strip() == key and not (run_dir / FINISHED_FILE).exists()
             and (run_dir / "checkpoints" / "last.ckpt").exists()):
         return True
-    for path in (run_dir / "checkpoints", run_dir / "model", run_dir / RUN_ID_FILE, run_dir / FINISHED_FILE,
+    for path in (run_dir / "checkpoints", run_dir / MODEL_DIR, run_dir / RUN_ID_FILE, run_dir / FINISHED_FILE,
                  run_dir / "history.csv", *extra):
         if path.is_dir():
             shutil.rmtree(path)
@@ -241,9 +205,6 @@ def finish_run(client: MlflowClient, run_id: str, params: Params, spec: RunSpec,
                task: SegmentationTask, dm: GlacierDataModule, checkpoint: ModelCheckpoint,
                trainer: L.Trainer, metrics_path: Path, history_path: Path) -> dict[str, Any]:
     """Export the best weights, write metrics, log artifacts and the registrable model."""
-    from glaciermap.analysis.figures import sample_predictions_figure
-    from glaciermap.inference.registry import log_model
-
     best = checkpoint.best_model_path or str(run_dir / "checkpoints" / "last.ckpt")
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     task.load_state_dict(state)
@@ -251,7 +212,7 @@ def finish_run(client: MlflowClient, run_id: str, params: Params, spec: RunSpec,
                          groups=params.sensors.resolve(spec.sensor_set), stats=dm.fold.stats,
                          patch_size=params.patches.size, sensor_set=spec.sensor_set, fold=spec.fold,
                          extra={"model_key": spec.model, "mlflow_run_id": run_id})
-    save_bundle(run_dir / "model", task.model, bundle)
+    save_bundle(run_dir / MODEL_DIR, task.model, bundle)
     best_iou = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
     metrics = {"best_val_iou": best_iou, "epochs": trainer.current_epoch,
                "fold": spec.fold, "model": spec.model, "sensor_set": spec.sensor_set}
@@ -262,7 +223,7 @@ def finish_run(client: MlflowClient, run_id: str, params: Params, spec: RunSpec,
         if p.exists():
             client.log_artifact(run_id, str(p))
     client.log_text(run_id, json.dumps(params.model_dump(mode="json"), indent=2, default=str), "params.json")
-    log_model(run_id, run_dir / "model")
+    log_model(run_id, run_dir / MODEL_DIR)
     client.set_terminated(run_id, status="FINISHED")
     (run_dir / FINISHED_FILE).touch()
     return {**metrics, "run_id": run_id, "run_dir": str(run_dir)}

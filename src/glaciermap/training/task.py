@@ -7,30 +7,12 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 from torch import Tensor
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (BinaryAccuracy, BinaryF1Score, BinaryJaccardIndex,
-                                         BinaryPrecision, BinaryRecall)
 
+from glaciermap.config.models import ModelConfig
 from glaciermap.errors import GlaciermapError
+from glaciermap.metrics import ConfusionCounts, metric_target, scores
 from glaciermap.models import build_model
-from glaciermap.models.config import ModelConfig
 from glaciermap.training.losses import LOSSES
-
-IGNORE = -1
-
-
-def segmentation_metrics(prefix: str) -> MetricCollection:
-    """IoU, precision, recall, F1 and accuracy over valid pixels (invalid ones carry IGNORE)."""
-    kw = {"ignore_index": IGNORE}
-    return MetricCollection({"iou": BinaryJaccardIndex(**kw), "precision": BinaryPrecision(**kw),
-                             "recall": BinaryRecall(**kw), "f1": BinaryF1Score(**kw),
-                             "accuracy": BinaryAccuracy(**kw)}, prefix=prefix)
-
-
-def metric_target(batch: dict[str, Tensor]) -> Tensor:
-    """Integer target with invalid pixels set to IGNORE."""
-    t = batch["target"].long()
-    return torch.where(batch["valid"], t, torch.full_like(t, IGNORE))
 
 
 class NonFiniteLossError(GlaciermapError):
@@ -46,8 +28,8 @@ class SegmentationTask(L.LightningModule):
         self.save_hyperparameters()
         self.model = build_model(ModelConfig.model_validate(model), groups)
         self.loss_fn = LOSSES[loss]
-        self.val_metrics = segmentation_metrics("val_")
-        self.test_metrics = segmentation_metrics("test_")
+        self.val_counts = ConfusionCounts()
+        self.test_counts = ConfusionCounts()
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model(batch["image"], batch.get("location"), batch.get("group_present"))
@@ -72,22 +54,27 @@ class SegmentationTask(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, logits = self._loss(batch)
-        self.val_metrics.update(torch.sigmoid(logits), metric_target(batch))
+        self.val_counts.update(torch.sigmoid(logits), metric_target(batch["target"], batch["valid"]))
         self.log("val_loss", loss, on_epoch=True, batch_size=batch["image"].shape[0])
 
     def on_validation_epoch_end(self) -> None:
-        metrics = self.val_metrics.compute()
+        metrics = self._scores(self.val_counts, "val_")
         iou = metrics.pop("val_iou")
         self.log_dict(metrics)
         self.log("val_iou", iou, prog_bar=True)
-        self.val_metrics.reset()
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.test_metrics.update(torch.sigmoid(self(batch)), metric_target(batch))
+        self.test_counts.update(torch.sigmoid(self(batch)), metric_target(batch["target"], batch["valid"]))
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
-        self.test_metrics.reset()
+        self.log_dict(self._scores(self.test_counts, "test_"))
+
+    @staticmethod
+    def _scores(counts: ConfusionCounts, prefix: str) -> dict[str, float]:
+        """The epoch's scores (glaciermap.metrics; 0 where undefined: monitors need a number)."""
+        c = counts.compute()
+        counts.reset()
+        return {f"{prefix}{k}": v for k, v in scores(c.tolist(), zero_division=0.0).items()}
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

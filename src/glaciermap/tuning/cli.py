@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glaciermap.cli import arguments, command
+from glaciermap.commands import Command
 
 
-@command("tune", "hyperparameter sweep with Optuna (pruned, resumable; many workers may share one storage)")
-@arguments(lambda p: (
+def _tune_args(p):
     p.add_argument("--n-trials", type=int, help="the study's total trial budget (default tune.n_trials); "
-                                                 "0: run nothing, just report/export"),
-    p.add_argument("--timeout", type=float, help="this worker's time budget in seconds (default tune.timeout_s)"),
-    p.add_argument("--study", help="study name (default tune.study)"),
-    p.add_argument("--storage", help="sqlite:///f.db, postgresql://..., or journal:<file> (default tune.storage)"),
+                                                 "0: run nothing, just report/export")
+    p.add_argument("--timeout", type=float, help="this worker's time budget in seconds (default tune.timeout_s)")
+    p.add_argument("--study", help="study name (default tune.study)")
+    p.add_argument("--storage", help="sqlite:///f.db, postgresql://..., or journal:<file> (default tune.storage)")
     p.add_argument("--export", type=Path, help="write the best trial's params as a profile YAML "
-                                               "(apply with `glaciermap config apply`)"),
-))
+                                               "(apply with `glaciermap config apply`)")
+
+
 def _tune(args, params):
     import yaml
 
+    from glaciermap.config import updated
     from glaciermap.errors import ConfigError
     from glaciermap.io import write_text
     from glaciermap.tuning.report import summary
@@ -29,7 +30,7 @@ def _tune(args, params):
     if args.n_trials is not None and args.n_trials < 0:
         raise ConfigError(f"--n-trials must be >= 0, got {args.n_trials}")
     overrides = {k: v for k, v in {"study": args.study, "storage": args.storage}.items() if v}
-    params = params.model_copy(update={"tune": params.tune.model_copy(update=overrides)})
+    params = updated(params, tune=updated(params.tune, section="tune", **overrides))
     study = run_worker(params, n_trials=args.n_trials, timeout_s=args.timeout, progress=not args.quiet)
     info = summary(study)
     counts = ", ".join(f"{n} {s}" for s, n in info["trials"].items() if n)
@@ -45,3 +46,7 @@ def _tune(args, params):
                   f"{info['best_value']:.4f}).\n# Apply: glaciermap config apply {args.export}\n")
         write_text(args.export, header + yaml.safe_dump(profile, sort_keys=False))
         print(f"best params written to {args.export}")
+
+
+COMMANDS = [Command("tune", "hyperparameter sweep with Optuna (pruned, resumable; many workers may share one storage)",
+                    _tune, _tune_args)]

@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 
 from glaciermap.config import Params, deep_merge, parse_params
-from glaciermap.tuning.config import ParamSpec
+from glaciermap.config.tune import ParamSpec
 
 
 def suggest(trial: optuna.Trial, space: dict[str, ParamSpec]) -> dict[str, Any]:

@@ -30,10 +30,11 @@ from optuna_integration import PyTorchLightningPruningCallback
 from glaciermap.config import Params
 from glaciermap.errors import ConfigError
 from glaciermap.io import pid_alive
-from glaciermap.training import tracking
-from glaciermap.training.run import RunSpec, train_run
+from glaciermap.tracking import runs as tracking
+from glaciermap.tracking.runs import RunSpec
+from glaciermap.training.run import train_run
 from glaciermap.training.task import NonFiniteLossError
-from glaciermap.tuning.config import TuneConfig
+from glaciermap.config.tune import TuneConfig
 from glaciermap.tuning.space import suggest, trial_params
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ It writes the same raw-region format as real data (docs/data-format.md, section 
 
 from __future__ import annotations
 
-from .config import SimulateConfig
+from glaciermap.config.simulate import SimulateConfig
+
 from .region import simulate_region
 
 __all__ = ["SimulateConfig", "simulate_region"]

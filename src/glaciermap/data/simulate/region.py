@@ -16,12 +16,12 @@ from rasterio.enums import Resampling
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from glaciermap.config.simulate import SimulateConfig
 from glaciermap.errors import InputDataError
 
 from . import clouds as cl
 from . import glaciers as gl
 from . import noise, optical, sar, surface, terrain
-from .config import SimulateConfig
 from .evolution import evolve, make_epochs, target_rates
 from .writer import (atomic_dir, n_strips, open_geotiff, strips, write_array, write_csv, write_gpkg,
                      write_json, write_yaml)

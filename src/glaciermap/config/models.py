@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from glaciermap.config_base import StrictModel
+from glaciermap.config.base import StrictModel
 from glaciermap.errors import ConfigError
 
 #: Every architecture `build_model` knows, by name.

@@ -1,4 +1,5 @@
-"""MLflow plumbing: tracking URI, reachability, parent runs, reproducibility tags."""
+"""MLflow runs: tracking URI (checked before any compute), parent runs, tags, the data key, and the
+run-folder layout that training writes and every later stage reads."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import subprocess
 import urllib.request
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,54 @@ import mlflow
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
-from glaciermap.config import TrackingConfig
+from glaciermap.config import Params, TrackingConfig
+from glaciermap.data.cubes import INDEX_FILE
 from glaciermap.errors import GlaciermapError
 
+RUN_ID_FILE = "mlflow_run_id"  # in a run folder: the MLflow run that trained it
+INPUTS_FILE = "inputs.sha256"  # what the run trains on: a checkpoint resumes only for the same inputs
+FINISHED_FILE = "finished"  # written last: a finished run trains afresh when asked again
+MODEL_DIR = "model"  # the exported safetensors bundle of a run folder
+DATA_TAG = "glaciermap.data"  # MLflow tag: data_key() of the cubes and folds a run trained on
 OFFLINE_URI = "sqlite:///mlflow-offline.db"
 _FROM_PARAMS = "GLACIERMAP_TRACKING_URI_FROM_PARAMS"  # marks an MLFLOW_TRACKING_URI we set, not the user
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the training matrix, and where its run folder lives: the one definition of
+    runs/<model>/<sensor set>/fold<k> (training writes it; evaluate, register and infer read it)."""
+
+    model: str
+    sensor_set: str
+    fold: int
+
+    def run_dir(self, params: Params) -> Path:
+        return params.train.runs_dir / self.model / self.sensor_set / f"fold{self.fold}"
+
+    def model_dir(self, params: Params) -> Path:
+        return self.run_dir(params) / MODEL_DIR
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}_{self.sensor_set}_fold{self.fold}"
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"glaciermap.model": self.model, "glaciermap.sensor_set": self.sensor_set,
+                "glaciermap.fold": str(self.fold)}
+
+
+def data_key(params: Params) -> str:
+    """Fingerprint of the data a run trains and validates on: the cube index and the folds.
+
+    Tagged on every training run (`glaciermap.data`): a run of other cubes is never taken as a
+    model of this data.
+    """
+    h = hashlib.sha256()
+    for path in (params.data.cubes_dir / INDEX_FILE, params.folds.path):
+        h.update(path.read_bytes() if path.is_file() else b"")
+    return h.hexdigest()
 
 
 class TrackingUnavailableError(GlaciermapError):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from glaciermap.config_base import StrictModel
+from glaciermap.config.base import StrictModel
 
 
 class ParamSpec(StrictModel):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from glaciermap.config_base import StrictModel
+from glaciermap.config.base import StrictModel
 
 
 class SimulateConfig(StrictModel):
@@ -60,8 +60,8 @@ class SimulateConfig(StrictModel):
     @field_validator("crs")
     @classmethod
     def _crs_valid(cls, v: str) -> str:
-        from rasterio.crs import CRS
-        from rasterio.errors import CRSError
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
 
         try:
             crs = CRS.from_user_input(v)

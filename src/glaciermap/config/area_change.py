@@ -1,0 +1,17 @@
+"""Settings of the area-change analysis (the `area_change:` section; paper defaults)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from glaciermap.config.base import StrictModel
+
+
+class AreaChangeConfig(StrictModel):
+    """Filters and options of the area-change analysis (paper defaults)."""
+
+    min_recall: float = Field(0.75, ge=0, le=1)  # inventory-year test recall below: excluded
+    max_masked_frac: float = Field(0.2, ge=0, le=1)  # cloud/no-data fraction above (either epoch)
+    correct_masked: bool = True  # scale masked glaciers up with the visible-part recall
+    drop_extreme_frac: float = Field(0.05, ge=0, lt=0.5)  # two-sided, around the median rate
+    min_area_km2: float = Field(0.1, ge=0)  # inventory (outline) area below: excluded

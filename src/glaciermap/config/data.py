@@ -1,0 +1,113 @@
+"""Settings of the data stages: raw region and cubes, sensor groups and sets, folds, patches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from glaciermap.config.base import StrictModel
+from glaciermap.errors import ConfigError
+
+OPTICAL_BANDS = ("B2", "B3", "B4", "B8", "B11", "B12")
+SAR_BANDS = ("VV", "VH", "coh")
+DEM_BANDS = ("dem", "slope", "hillshade")
+
+
+class DataConfig(StrictModel):
+    """Where the raw region and the derived products live, and how cubes are cut."""
+
+    raw_dir: Path = Path("data")
+    cubes_dir: Path = Path("products/cubes")
+    crs: str = "auto"  # metric CRS of the cubes; "auto" = UTM zone of the region's centre
+    resolution_m: float = Field(10.0, gt=0)
+    buffer_m: float = Field(1280.0, ge=0)
+    max_scene_cloud_fraction: float = Field(0.98, gt=0, le=1)  # above: scene rejected as all-cloud
+    workers: int = Field(1, ge=1)  # processes building cubes in parallel
+    # dataset adapters (`glaciermap ingest --format ...`, docs/data-format.md section 3)
+    dandb_inventory_epoch: str | None = None  # dandb-netcdf: epoch folder of the inventory (None: first by name)
+    glavitu_channels: dict[str, list[str]] = {  # glavitu-hdf5: band names of each dataset's channels
+        "optical": ["B2", "B3", "B4", "B8", "B11", "B12"],
+        "dem": ["dem", "slope"],
+        "sar": ["VV", "VH"],
+        "coherence": ["coh"],
+    }
+    glavitu_on_missing_feature: Literal["skip", "error"] = "skip"  # tile lacking a feature a sensor set needs
+
+    @field_validator("glavitu_channels")
+    @classmethod
+    def _unique_channel_names(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        names = [b for bands in v.values() for b in bands]
+        dup = sorted({b for b in names if names.count(b) > 1})
+        if dup or any(not bands for bands in v.values()):
+            raise ValueError(f"channel names must be unique and every dataset needs at least one; duplicates: {dup}")
+        return v
+
+
+class SensorsConfig(StrictModel):
+    """Sensor groups (band names as the raw files call them) and named sensor sets."""
+
+    groups: dict[str, list[str]] = {
+        "optical": list(OPTICAL_BANDS),
+        "sar": list(SAR_BANDS),
+        "dem": list(DEM_BANDS),
+    }
+    sets: dict[str, list[str]] = {
+        "optical": ["optical"],
+        "optical_dem": ["optical", "dem"],
+        "optical_sar": ["optical", "sar"],
+        "optical_sar_dem": ["optical", "sar", "dem"],
+    }
+
+    @model_validator(mode="after")
+    def _sets_use_known_groups(self) -> SensorsConfig:
+        for name, groups in self.sets.items():
+            unknown = [g for g in groups if g not in self.groups]
+            if unknown:
+                raise ValueError(
+                    f"sensor set {name!r} uses unknown group(s) {unknown}; "
+                    f"known groups: {sorted(self.groups)}"
+                )
+        return self
+
+    def resolve(self, sensor_set: str) -> dict[str, list[str]]:
+        """Ordered {group: bands} of a named sensor set."""
+        if sensor_set not in self.sets:
+            raise ConfigError(
+                f"unknown sensor set {sensor_set!r}", hint=f"valid sets: {sorted(self.sets)}"
+            )
+        return {g: list(self.groups[g]) for g in self.sets[sensor_set]}
+
+    def channels(self, sensor_set: str) -> dict[str, int]:
+        """Ordered {group: channel count}, the input a model factory needs."""
+        return {g: len(b) for g, b in self.resolve(sensor_set).items()}
+
+
+class FoldsConfig(StrictModel):
+    """Geographic cross-validation folds (West to East, balanced by glacierized area)."""
+
+    k: int = Field(5, ge=2)
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    min_train_area_km2: float = Field(0.1, ge=0)
+    seed: int = 0
+    path: Path = Path("products/folds.json")
+
+
+class PatchesConfig(StrictModel):
+    """How patches are cut from cubes and batched."""
+
+    size: int = Field(256, ge=32)
+    eval_stride: int = Field(192, ge=8)
+    samples_per_epoch: int = Field(1000, ge=1)
+    val_samples: int = Field(200, ge=1)
+    batch_size: int = Field(8, ge=1)
+    num_workers: int | Literal["auto"] = "auto"  # auto: 0 on CPU, up to 8 persistent workers with CUDA
+    augment: bool = True
+
+    @field_validator("size")
+    @classmethod
+    def _multiple_of_32(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"patch size must be a multiple of 32, got {v}")
+        return v

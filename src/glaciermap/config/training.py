@@ -1,0 +1,60 @@
+"""Settings of training, tracking and inference (the train:, tracking: and infer: sections)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from glaciermap.config.base import StrictModel
+
+class TrainConfig(StrictModel):
+    """Which runs `dvc repro` trains, and how."""
+
+    models: list[str] = ["unet"]
+    sensor_sets: list[str] = ["optical_dem"]
+    folds: list[int] = [0, 1, 2, 3, 4]
+    max_epochs: int = Field(20, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    loss: Literal["bce", "dice", "focal", "bce_dice"] = "bce"
+    scheduler: Literal["cosine", "plateau", "none"] = "cosine"
+    early_stopping_patience: int = Field(5, ge=1)
+    precision: str = "auto"  # "auto" picks bf16-mixed on GPUs that support it, else 32-true
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    seed: int = 0
+    runs_dir: Path = Path("runs")
+    limit_train_batches: int | float | None = None  # for smoke tests
+
+
+class TrackingConfig(StrictModel):
+    """MLflow: a local SQLite database by default; MLFLOW_TRACKING_URI overrides."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "glaciermap"
+    offline_fallback: bool = False  # if the server is down: fail fast (False) or log locally
+
+
+class InferConfig(StrictModel):
+    """Which registered model predicts, and how (register -> infer -> area change; evaluate and the
+    served model run on the same device settings)."""
+
+    model: str = "unet"
+    sensor_set: str = "optical_dem"
+    ensemble: bool = False
+    tta: bool = False
+    device: str = "auto"  # auto (a CUDA GPU when torch sees one), cpu, cuda, cuda:1, ...
+    precision: Literal["auto", "bf16", "32"] = "auto"  # auto: bf16 autocast where the device supports it
+    batch_size: int | None = Field(None, ge=1)  # windows per forward pass (None: patches.batch_size)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v != "auto" and v != "cpu" and not re.fullmatch(r"cuda(:\d+)?", v):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], got {v!r}")
+        return v

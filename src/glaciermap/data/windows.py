@@ -1,0 +1,207 @@
+"""Cubes as the model sees them, and windows over them: the one home of windowing (no Lightning).
+
+Training, evaluation, inference, the served model and the benchmarks all go through here:
+
+    prepare_cube(path, groups, stats)    cube file -> PreparedCube: the sensor set's bands, normalised
+                                         (x - mean) / std with the fold's statistics, NaN kept
+    window_starts(length, size, stride)  window offsets along one axis: every `stride`, last one flush
+    crop(cube, groups, y0, x0, size)     one window as tensors (padded as no data outside the cube)
+    blend_window(size)                   weights sin^2 falling to ~0 at the window edge
+    predict_cube(model, cube, ...)       the whole cube's glacier probability:
+
+        P(p) = sum_w  b(p - o_w) * sigmoid(f(x_w))(p - o_w)  /  sum_w b(p - o_w)
+
+    over windows w at offsets o_w. On a GPU the cube moves to the device once per strip of window
+    rows, windows are cut by slicing on the device, the forward pass runs under bf16 autocast, and
+    blending accumulates on the device: one host transfer per strip. Strips bound the device memory
+    for cubes larger than the GPU (`max_strip_bytes`), and rows no later strip touches are final.
+
+A window's `group_present` says which sensor groups have any finite value in it (a model zeroes the
+absent ones); NaN inputs are set to 0 after normalisation (the mean).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from glaciermap.data.cubes import read_cube
+from glaciermap.device import autocast, autocast_dtype, resolve_device
+from glaciermap.errors import ConfigError
+
+@dataclass
+class PreparedCube:
+    """A cube reduced to what the model eats: normalised bands, masks, location."""
+
+    image: np.ndarray  # (C, H, W) float32, normalised, NaN kept (zeroed per window)
+    target: np.ndarray  # (H, W) uint8, all-glacier mask
+    glacier: np.ndarray  # (H, W) uint8, this glacier
+    valid: np.ndarray  # (H, W) bool
+    location: np.ndarray  # (2,) lon, lat
+    glacier_pixels: np.ndarray  # (N, 2) row/col of this glacier's pixels
+
+
+def normalise(image: np.ndarray, bands: list[str], stats: dict[str, dict[str, float]]) -> np.ndarray:
+    """(x - mean) / std per band, with the fold's training statistics."""
+    missing = [b for b in bands if b not in stats]
+    if missing:
+        raise ConfigError(f"no normalisation statistics for band(s) {missing}",
+                          hint="the sensor set asks for bands the training cubes lack")
+    mean = np.array([stats[b]["mean"] for b in bands], np.float32)[:, None, None]
+    std = np.array([stats[b]["std"] for b in bands], np.float32)[:, None, None]
+    return (image - mean) / std
+
+
+def prepare_cube(path: Path, groups: dict[str, list[str]], stats: dict[str, dict[str, float]]) -> PreparedCube:
+    """Load a cube, select the sensor set's bands in order and normalise them."""
+    cube = read_cube(path)
+    bands = [b for bs in groups.values() for b in bs]
+    return PreparedCube(
+        image=normalise(cube.select(bands), bands, stats), target=cube.mask_all, glacier=cube.mask_glacier,
+        valid=cube.mask_invalid == 0,
+        location=np.array([cube.attrs.get("lon", 0.0), cube.attrs.get("lat", 0.0)], np.float32),
+        glacier_pixels=np.argwhere(cube.mask_glacier == 1),
+    )
+
+
+def window_starts(length: int, size: int, stride: int) -> list[int]:
+    """Window starts covering [0, length) with windows of `size` every `stride` (last one flush)."""
+    if length <= size:
+        return [0]
+    stride = min(stride, size)  # a stride above the window size would leave pixels uncovered
+    return list(range(0, length - size, stride)) + [length - size]
+
+
+def n_windows(height: int, width: int, size: int, stride: int) -> int:
+    """How many windows tile an H x W cube."""
+    return len(window_starts(height, size, stride)) * len(window_starts(width, size, stride))
+
+
+def _group_slices(groups: dict[str, list[str]]) -> list[slice]:
+    out, start = [], 0
+    for bands in groups.values():
+        out.append(slice(start, start + len(bands)))
+        start += len(bands)
+    return out
+
+
+def crop(cube: PreparedCube, groups: dict[str, list[str]], y0: int, x0: int, size: int) -> dict[str, torch.Tensor]:
+    """A size x size window at (y0, x0), padded as no data where it leaves the cube."""
+    c, h, w = cube.image.shape
+    img = np.full((c, size, size), np.nan, np.float32)
+    tgt = np.zeros((size, size), np.float32)
+    gla = np.zeros((size, size), np.float32)
+    val = np.zeros((size, size), bool)
+    ys, xs = max(y0, 0), max(x0, 0)
+    ye, xe = min(y0 + size, h), min(x0 + size, w)
+    if ye > ys and xe > xs:
+        dst = (slice(ys - y0, ye - y0), slice(xs - x0, xe - x0))
+        img[(slice(None), *dst)] = cube.image[:, ys:ye, xs:xe]
+        tgt[dst] = cube.target[ys:ye, xs:xe]
+        gla[dst] = cube.glacier[ys:ye, xs:xe]
+        val[dst] = cube.valid[ys:ye, xs:xe]
+    present = [bool(np.isfinite(img[s]).any()) for s in _group_slices(groups)]
+    return {
+        "image": torch.from_numpy(np.nan_to_num(img, nan=0.0)),
+        "target": torch.from_numpy(tgt)[None],
+        "glacier": torch.from_numpy(gla)[None],
+        "valid": torch.from_numpy(val)[None],
+        "group_present": torch.tensor(present),
+        "location": torch.from_numpy(cube.location),
+    }
+
+
+def blend_window(size: int) -> np.ndarray:
+    """2-D weights that fall smoothly to (almost) zero at the window edge (squared sine)."""
+    w1 = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
+    return np.maximum(np.outer(w1, w1), 1e-4).astype(np.float32)
+
+
+def _forward(model: torch.nn.Module, x: torch.Tensor, loc, present, tta: bool) -> torch.Tensor:
+    p = torch.sigmoid(model(x, loc, present).float())
+    if not tta:
+        return p
+    for dims in ((-1,), (-2,), (-2, -1)):
+        p = p + torch.flip(torch.sigmoid(model(torch.flip(x, dims), loc, present).float()), dims)
+    return p / 4
+
+
+def _strip_rows(ys: list[int], size: int, row_bytes: int, max_strip_bytes: int) -> list[list[int]]:
+    """Window rows grouped into strips whose pixel rows fit `max_strip_bytes` (at least one window row)."""
+    strips, cur = [], []
+    for y in ys:
+        if cur and (y + size - cur[0]) * row_bytes > max_strip_bytes:
+            strips.append(cur)
+            cur = []
+        cur.append(y)
+    return strips + [cur]
+
+
+@torch.inference_mode()
+def predict_cube(model: torch.nn.Module, cube: PreparedCube, groups: dict[str, list[str]], *,
+                 size: int = 256, stride: int = 192, batch_size: int = 8, tta: bool = False,
+                 device: str | torch.device = "cpu", precision: str = "auto", channels_last: bool | None = None,
+                 max_strip_bytes: int = 2 << 30) -> np.ndarray:
+    """Glacier probability (H, W) in [0, 1] for one cube (see the module docstring for the blending).
+
+    `device` is a torch device or "auto"; `precision` "auto" runs bf16 autocast where supported.
+    `channels_last` (None: the model's `prefers_channels_last`) converts the model's weights in
+    place and feeds it channels_last batches: same values, faster convolutions on CPU and GPU.
+    """
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    dtype = autocast_dtype(dev, precision)
+    c, h, w = cube.image.shape
+    ys, xs = window_starts(h, size, stride), window_starts(w, size, stride)
+    wp = max(w, xs[-1] + size)  # padded width (cubes narrower than a window)
+    if channels_last is None:
+        channels_last = getattr(model, "prefers_channels_last", False)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.eval().to(dev, memory_format=fmt)
+    win = torch.from_numpy(blend_window(size)).to(dev)
+    loc = torch.from_numpy(cube.location).to(dev)[None]
+    slices = _group_slices(groups)
+    out = np.empty((h, w), np.float32)
+    carry: tuple[torch.Tensor, torch.Tensor] | None = None  # accumulators of rows the next strip shares
+    strips = _strip_rows(ys, size, c * wp * 4, max_strip_bytes)
+    for k, strip in enumerate(strips):
+        r0, r1 = strip[0], strip[-1] + size
+        img = torch.full((c, r1 - r0, wp), float("nan"), device=dev)
+        img[:, : min(r1, h) - r0, :w] = torch.from_numpy(cube.image[:, r0:min(r1, h)]).to(dev, non_blocking=True)
+        finite = torch.stack([torch.isfinite(img[s]).any(0) for s in slices])  # (G, rows, wp)
+        img = torch.nan_to_num_(img, nan=0.0)
+        acc = torch.zeros((r1 - r0, wp), device=dev)
+        wsum = torch.zeros_like(acc)
+        if carry is not None:
+            acc[: carry[0].shape[0]] += carry[0]
+            wsum[: carry[1].shape[0]] += carry[1]
+        offsets = [(y - r0, x) for y in strip for x in xs]
+        for i in range(0, len(offsets), batch_size):
+            chunk = offsets[i:i + batch_size]
+            x = torch.stack([img[:, y:y + size, x0:x0 + size] for y, x0 in chunk]).contiguous(memory_format=fmt)
+            present = torch.stack([finite[:, y:y + size, x0:x0 + size].flatten(1).any(1) for y, x0 in chunk])
+            with autocast(dev, dtype):
+                prob = _forward(model, x, loc.expand(len(chunk), 2), present, tta)[:, 0]
+            for (y, x0), p in zip(chunk, prob):
+                acc[y:y + size, x0:x0 + size] += p * win
+                wsum[y:y + size, x0:x0 + size] += win
+        final = (strips[k + 1][0] if k + 1 < len(strips) else r1) - r0  # rows no later strip touches
+        done = (acc[:final] / wsum[:final].clamp_min(1e-8))[: max(0, min(h - r0, final)), :w]
+        out[r0:r0 + done.shape[0]] = done.cpu().numpy()
+        carry = (acc[final:], wsum[final:]) if k + 1 < len(strips) else None
+    if not np.isfinite(out).all() or out.min() < 0 or out.max() > 1 + 1e-5:
+        raise ValueError("prediction outside [0, 1] or not finite: the model is broken")
+    return np.clip(out, 0.0, 1.0)
+
+
+def predict_cube_file(model: torch.nn.Module, bundle, path, *, stride: int, batch_size: int,
+                      tta: bool = False, device: str | torch.device = "cpu", precision: str = "auto"
+                      ) -> tuple[np.ndarray, PreparedCube]:
+    """Probability map of a cube file with a trained model bundle (inputs normalised with the
+    bundle's fold statistics, windows of its patch size), and the prepared cube."""
+    cube = prepare_cube(path, bundle.groups, bundle.stats)
+    prob = predict_cube(model, cube, bundle.groups, size=bundle.patch_size, stride=stride,
+                        batch_size=batch_size, tta=tta, device=device, precision=precision)
+    return prob, cube

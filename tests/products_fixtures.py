@@ -201,12 +201,16 @@ def make_coherence(folder: Path, d0: str, d1: str, *, res: float = 20.0, seed: i
 
 def dem_plane(lon, lat):
     """The DEM tiles' elevation: a plane in lon / lat (bilinear resampling reproduces it exactly)."""
-    return 2500.0 + 4000.0 * (np.asarray(lon) - 11.0) + 9000.0 * (np.asarray(lat) - 46.8)
+    return 2800.0 + 4000.0 * (np.asarray(lon) - 10.3) + 9000.0 * (np.asarray(lat) - 46.85)
+
+
+#: a point (UTM) inside the east DEM tile's void
+VOID_XY = (X0 + 450.0, Y0 - 100.0)  # off both glaciers (ingest rejects voids on ice)
 
 
 def make_dem_tiles(folder: Path, *, void: bool = True) -> list[Path]:
     """Two adjacent Copernicus-named tiles (west and east halves), 1/3600 degree pixels, covering the
-    tiny tile with a margin; the east tile has a void (nodata -32767) block."""
+    tiny tile with a margin; the east tile has a void (nodata -32767) of 5 x 5 pixels around VOID_XY."""
     to_ll = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
     lon0, lat0 = to_ll.transform(X0 - 300, Y0 + 300)
     lon1, lat1 = to_ll.transform(X0 + 10 * N10 + 300, Y0 - 10 * N10 - 300)
@@ -221,7 +225,9 @@ def make_dem_tiles(folder: Path, *, void: bool = True) -> list[Path]:
         lats = north - (np.arange(height) + 0.5) * res
         z = dem_plane(lons[None, :], lats[:, None]).astype(np.float32)
         if void and k == 1:
-            z[height // 2 - 3: height // 2 + 3, 5:11] = -32767
+            vlon, vlat = to_ll.transform(*VOID_XY)
+            r, c = int((north - vlat) / res), int((vlon - west) / res) - c0
+            z[r - 2: r + 3, c - 2: c + 3] = -32767
         p = folder / f"Copernicus_DSM_COG_10_N46_00_E01{k}_00_DEM.tif"
         write_tif(p, [z], res, crs="EPSG:4326", origin=(west + c0 * res, north), nodata=-32767)
         paths.append(p)

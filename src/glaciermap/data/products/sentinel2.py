@@ -152,8 +152,11 @@ def _local(tag: str) -> str:
 
 
 def _mtd_values(root: ET.Element) -> dict[str, str]:
+    """Product type, baseline, start time and quantification (Sen2Cor 2.4-2.5 products of 2017-2018
+    call the latter L2A_BOA_QUANTIFICATION_VALUE)."""
     keys = {"PRODUCT_TYPE", "PROCESSING_BASELINE", "PRODUCT_START_TIME", "BOA_QUANTIFICATION_VALUE"}
-    return {_local(e.tag): (e.text or "").strip() for e in root.iter() if _local(e.tag) in keys}
+    tags = ((_local(e.tag).removeprefix("L2A_"), e.text) for e in root.iter())
+    return {k: (t or "").strip() for k, t in tags if k in keys}
 
 
 def _mtd_offsets(root: ET.Element) -> dict[str, float]:

@@ -313,6 +313,23 @@ def test_bad_dem_tile_and_s1_name_the_file(products, tmp_path):
     _assert_nothing_written(out)
 
 
+def test_output_folder_that_is_not_a_region_is_never_replaced(products, tmp_path):
+    keep = tmp_path / "downloads"
+    (keep / "notes.txt").parent.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(InputDataError, match="not a raw region"):
+        build_region([products["safe23"].path], products["outlines"], keep)
+    assert (keep / "notes.txt").read_text() == "mine"
+    region = tmp_path / "old-region"  # a region holding the outlines to build from
+    region.mkdir()
+    (region / "region.yaml").write_text("name: old\n")
+    for f in products["outlines"].parent.iterdir():
+        (region / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(InputDataError, match="inside the output folder"):
+        build_region([products["safe23"].path], region / products["outlines"].name, region)
+    assert (region / "region.yaml").read_text() == "name: old\n"
+
+
 @pytest.mark.skipif(not REAL.exists(), reason="real RGI files not present")
 def test_real_rgi_columns_found_by_name():
     for name, cols in [("rgi7g_hef_complex.shp", ("rgi_id", "src_date")),

@@ -73,12 +73,26 @@ def build_region(s2: Sequence[str | Path], outlines: str | Path, out: str | Path
     """Write a raw region at `out` from Sentinel-2 L2A products, RGI outlines, optional
     Sentinel-1 HyP3 RTC / coherence files and DEM tiles. Raises InputDataError naming the file
     for a bad input, before anything is written."""
+    inputs = [Path(p) for p in [*s2, outlines, *s1, *dem]]
+    _check_out(Path(out), inputs)
     with rasterio.Env(GDAL_CACHEMAX=cfg.gdal_cache_mb, GDAL_PAM_ENABLED="NO"):
         plan = _check_inputs(list(s2), Path(outlines), cfg, [Path(p) for p in s1], [Path(p) for p in dem])
         return _write(plan, Path(out), cfg)
 
 
 # ------------------------------------------------------------------------------------ checking
+def _check_out(out: Path, inputs: list[Path]) -> None:
+    """`out` is replaced as a whole: it must be new, empty or a raw region, and hold no input."""
+    out = out.absolute()
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "region.yaml").exists())):
+        raise InputDataError("output exists and is not a raw region (no region.yaml): it would be replaced",
+                             path=out, hint="choose a new or empty folder for --out")
+    for p in inputs:
+        if out == p.absolute() or out in p.absolute().parents:
+            raise InputDataError("input lies inside the output folder, which is replaced", path=p,
+                                 hint="write the region to another folder")
+
+
 def _check_inputs(s2: list[Path], outlines_path: Path, cfg: RegionBuildConfig, s1: list[Path],
                   dem: list[Path]) -> _Plan:
     if not s2:

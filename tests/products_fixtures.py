@@ -234,10 +234,6 @@ def make_dem_tiles(folder: Path, *, void: bool = True) -> list[Path]:
     return paths
 
 
-def utm_box(x0: float, y0: float, x1: float, y1: float):
-    return box(x0, y0, x1, y1)
-
-
 def make_outlines(path: Path, *, kind: str = "rgi7", dates: tuple[str, ...] = ("2016-08-01", "2016-08-01"),
                   offset=(0.0, 0.0)) -> gpd.GeoDataFrame:
     """Two glaciers inside the tiny tile, EPSG:4326, with RGI 7.0 (rgi_id, src_date) or RGI 6.0

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from shapely.geometry import Polygon
+from shapely.geometry import Polygon, box
 
 from glaciermap.data.raw import Grid
 from glaciermap.errors import InputDataError
 
-from .rasters import footprint, open_input, open_output, read_window, row_windows, warped
+from .rasters import open_input, open_output, read_window, row_windows, warped
 
 #: optical.tif band name -> Sentinel-2 band id in file names
 OPTICAL = {"B2": "B02", "B3": "B03", "B4": "B04", "B8": "B08", "B11": "B11", "B12": "B12"}
@@ -61,8 +61,7 @@ class S2Product:
     res: float = 10.0
 
     def footprint(self) -> Polygon:
-        from shapely.geometry import box
-
+        """The product's extent (its 10 m B02 band) in its own CRS."""
         return box(*self.bounds)
 
     def reflectance(self, band: str, dn: np.ndarray) -> np.ndarray:
@@ -321,8 +320,3 @@ def write_scene(product: S2Product, grid: Grid, folder: Path, lut: np.ndarray, b
             ds.close()
     return masked / (grid.width * grid.height)
 
-
-def product_footprint(product: S2Product, crs: CRS) -> Polygon:
-    """The product's B02 extent in `crs`."""
-    with open_input(product.sources["B02"], _shown(product.path, product.sources["B02"])) as ds:
-        return footprint(ds, crs)

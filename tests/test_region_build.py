@@ -18,7 +18,7 @@ from pyproj import Transformer
 from rasterio.transform import from_origin
 
 import products_fixtures as pf
-from glaciermap.config import DataConfig, SensorsConfig
+from glaciermap.config import DataConfig, Params, SensorsConfig
 from glaciermap.data.cubes import read_cube, read_index
 from glaciermap.data.ingest import ingest_region
 from glaciermap.data.products import RegionBuildConfig
@@ -240,7 +240,7 @@ def test_cli_with_config_file(products, tmp_path, capsys):
     out = tmp_path / "out"
     args = parser.parse_args(["--s2", str(products["safe23"].path), "--outlines", str(products["outlines"]),
                               "--dem", str(products["tiles"][0].parent), "--out", str(out), "--config", str(cfg)])
-    rb_cli.run(args, None)
+    rb_cli.run(args, Params())
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"region written to {out}") and "\n" not in line
     assert yaml.safe_load((out / "region.yaml").read_text())["name"] == "tiny"
@@ -249,7 +249,7 @@ def test_cli_with_config_file(products, tmp_path, capsys):
     assert (cloud[(scl == 2) & valid] == 2).all() and (cloud[(scl == 8) & valid] == 0).all()
     cfg.write_text(yaml.safe_dump({"region_build": {"scl_to_clouds": {}}}))
     with pytest.raises(ConfigError, match="scl_to_clouds"):
-        rb_cli.run(parser.parse_args(["--s2", "x", "--outlines", "y", "--config", str(cfg)]), None)
+        rb_cli.run(parser.parse_args(["--s2", "x", "--outlines", "y", "--config", str(cfg)]), Params())
 
 
 # ------------------------------------------------------------------------------------- errors
@@ -336,3 +336,21 @@ def test_real_rgi_columns_found_by_name():
                        ("Hintereisferner_RGI6.shp", ("RGIId", "BgnDate"))]:
         gdf, idc, datec = read_outlines(REAL / name, None, None)
         assert (idc, datec) == cols and len(gdf) > 0
+
+
+def test_region_build_is_a_glaciermap_command(products, tmp_path, capsys):
+    """`glaciermap region build` reaches the builder; a bad input is one line and exit 2."""
+    from glaciermap import cli
+
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+    out = tmp_path / "region"
+    base = ["--params", str(params), "-q", "region", "build", "--outlines", str(products["outlines"]),
+            "--dem", str(products["tiles"][0].parent), "--out", str(out)]
+    assert cli.main([*base, "--s2", str(products["safe23"].path)]) == 0
+    assert (out / "region.yaml").exists()
+    capsys.readouterr()
+    assert cli.main([*base[:-1], str(tmp_path / "other"), "--s2", str(tmp_path / "missing.SAFE")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "missing.SAFE" in err[0]
+    assert not (tmp_path / "other").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from glaciermap.commands import Command
+from glaciermap.data.products import cli as products_cli
 
 
 def _simulate_args(p):
@@ -72,11 +73,20 @@ def _prepare_everest(args, params):
     print(f"region written to {out}")
 
 
+def _region_args(p):
+    actions = p.add_subparsers(dest="region_action", required=True, metavar="<action>")
+    products_cli.configure(actions.add_parser(
+        "build", help="a raw region from downloaded products (Sentinel-2 L2A, Sentinel-1 RTC/InSAR, DEM tiles, RGI)",
+        description="Write a raw region (docs/data-format.md, section 1.1) from the products users download."))
+
+
 COMMANDS = [
     Command("simulate", "write a simulated multi-sensor region (the embedded demo data)", _simulate, _simulate_args),
     Command("ingest", "build one cube per glacier and epoch from a raw region or a published dataset",
             _ingest, _ingest_args),
     Command("folds", "split glaciers into geographic folds (West to East) with band statistics", _folds),
+    Command("region", "build a raw region from downloaded products (`glaciermap region build --help`)",
+            products_cli.run, _region_args),
     Command("prepare-everest", "build a raw region from the real Everest Landsat scene and RGI outlines",
             _prepare_everest, _prepare_everest_args),
 ]

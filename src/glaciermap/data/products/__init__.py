@@ -1,7 +1,7 @@
 """Standard products (Sentinel-2 L2A, Sentinel-1 HyP3 RTC / InSAR, DEM tiles, RGI outlines) ->
 a raw region (docs/data-format.md, section 1.1: `glaciermap region build`)."""
 
-from .config import DEFAULT_SCL_TO_CLOUD, RegionBuildConfig
+from glaciermap.config.region_build import DEFAULT_SCL_TO_CLOUD, RegionBuildConfig
 
 __all__ = ["RegionBuildConfig", "DEFAULT_SCL_TO_CLOUD", "build_region"]
 

@@ -25,7 +25,7 @@ from glaciermap.errors import ConfigError, InputDataError
 
 from . import dem as dem_mod
 from . import sentinel1 as s1_mod
-from .config import RegionBuildConfig
+from glaciermap.config.region_build import RegionBuildConfig
 from .outlines import outline_years, read_outlines
 from .rasters import grid_from_bounds
 from .sentinel2 import S2Product, cloud_lut, open_s2, write_scene

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .config import RegionBuildConfig
+from glaciermap.config.region_build import RegionBuildConfig
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -36,34 +36,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args) -> RegionBuildConfig:
-    import yaml
-    from pydantic import ValidationError
+    """The `region_build:` section of --config (if any) with the flags on top, validated once."""
+    from glaciermap.config import load_yaml, updated
 
-    from glaciermap.errors import ConfigError
-
-    raw: dict = {}
-    if args.config is not None:
-        if not args.config.exists():
-            raise ConfigError("config file not found", path=args.config)
-        try:
-            doc = yaml.safe_load(args.config.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"not valid YAML: {err}", path=args.config) from None
-        raw = dict(doc.get("region_build") or {}) if isinstance(doc, dict) else {}
+    base = RegionBuildConfig.model_validate({})
+    section = (load_yaml(args.config).get("region_build") or {}) if args.config is not None else {}
     flags = {"epochs_by": args.epochs_by, "inventory_epochs": args.inventory_epochs, "name": args.name,
              "buffer_m": args.buffer_m, "sar_window_days": args.sar_window_days}
-    raw.update({k: v for k, v in flags.items() if v is not None})
-    try:
-        return RegionBuildConfig.model_validate(raw)
-    except ValidationError as err:
-        problems = "; ".join(f"region_build.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ConfigError(problems, path=args.config or "command line") from None
+    overrides = {**section, **{k: v for k, v in flags.items() if v is not None}}
+    return updated(base, source=args.config or "command line", section="region_build", **overrides)
 
 
 def run(args, params) -> None:
     """Build the region from the parsed arguments and print one summary line."""
     from .build import build_region
 
-    out = args.out or getattr(getattr(params, "data", None), "raw_dir", None) or Path("data")
+    out = args.out or params.data.raw_dir
     result = build_region(args.s2, args.outlines, out, _config(args), s1=args.s1, dem=args.dem)
     print(result.summary())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import geopandas as gpd
 
-from glaciermap.data.raw import _parse_year
+from glaciermap.data.raw import _parse_year  # re-pointed when the dates module lands
 from glaciermap.errors import InputDataError
 
 #: candidate column names, in order of preference (exact name first, then ignoring case)

@@ -1,6 +1,6 @@
 """Settings of `glaciermap region build` (the `region_build:` section of an optional YAML file).
 
-This module imports nothing but pydantic, the standard library and glaciermap.config_base, so the
+This module imports nothing but pydantic, the standard library and glaciermap.config.base, so the
 params loader can include it without pulling in GDAL.
 """
 
@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from glaciermap.config_base import StrictModel
+from glaciermap.config.base import StrictModel
 
 #: Sentinel-2 L2A scene classification (SCL) class -> `cloud.tif` code (0 clear, 1 cloud,
 #: 2 cloud shadow, 255 no data). Classes not listed are clear. SCL classes: 0 no data,

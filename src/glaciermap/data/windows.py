@@ -11,10 +11,12 @@ Training, evaluation, inference, the served model and the benchmarks all go thro
 
         P(p) = sum_w  b(p - o_w) * sigmoid(f(x_w))(p - o_w)  /  sum_w b(p - o_w)
 
-    over windows w at offsets o_w. On a GPU the cube moves to the device once per strip of window
-    rows, windows are cut by slicing on the device, the forward pass runs under bf16 autocast, and
-    blending accumulates on the device: one host transfer per strip. Strips bound the device memory
-    for cubes larger than the GPU (`max_strip_bytes`), and rows no later strip touches are final.
+    over windows w at offsets o_w. The cube moves to the device once per strip of window rows (on a
+    GPU the next strip is copied while the current one is predicted); a batch of windows is cut
+    with one gather, the forward pass runs under bf16 autocast where supported, and blending is one
+    `index_add_` per batch on the device: one host transfer per strip each way. Strips bound the
+    device memory for cubes larger than the GPU (`max_strip_bytes`); rows no later strip touches
+    are final.
 
 A window's `group_present` says which sensor groups have any finite value in it (a model zeroes the
 absent ones); NaN inputs are set to 0 after normalisation (the mean).
@@ -22,6 +24,7 @@ absent ones); NaN inputs are set to 0 after normalisation (the mean).
 
 from __future__ import annotations
 
+from contextlib import nullcontext as _nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +39,8 @@ from glaciermap.errors import ConfigError
 class PreparedCube:
     """A cube reduced to what the model eats: normalised bands, masks, location."""
 
-    image: np.ndarray  # (C, H, W) float32, normalised, NaN kept (zeroed per window)
+    image: np.ndarray  # (C, H, W) float32, normalised, NaN kept (zeroed per window); a torch tensor
+    # already on the device is also accepted by predict_cube (no host transfer)
     target: np.ndarray  # (H, W) uint8, all-glacier mask
     glacier: np.ndarray  # (H, W) uint8, this glacier
     valid: np.ndarray  # (H, W) bool
@@ -140,6 +144,49 @@ def _strip_rows(ys: list[int], size: int, row_bytes: int, max_strip_bytes: int) 
     return strips + [cur]
 
 
+class _StripLoader:
+    """Strips of a cube's image on the device. On a GPU the next strip is copied on a side stream
+    by a background thread while the current one is predicted (host-to-device copies and model
+    compute overlap); elsewhere strips are plain views/copies made on demand."""
+
+    def __init__(self, image: np.ndarray | torch.Tensor, strips: list[list[int]], size: int, wp: int,
+                 dev: torch.device):
+        self.image, self.strips, self.size, self.wp, self.dev = image, strips, size, wp, dev
+        self.pool = self.stream = None
+        self.pending: dict[int, object] = {}
+        if dev.type == "cuda" and not (torch.is_tensor(image) and image.is_cuda) and len(strips) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool, self.stream = ThreadPoolExecutor(1), torch.cuda.Stream(dev)
+            self.pending[0] = self.pool.submit(self._load, 0)
+
+    def _load(self, k: int) -> tuple[torch.Tensor, object]:
+        c, h, w = self.image.shape
+        r0 = self.strips[k][0]
+        r1 = self.strips[k][-1] + self.size
+        src = self.image[:, r0:min(r1, h)]
+        src = src if torch.is_tensor(src) else torch.from_numpy(np.ascontiguousarray(src))
+        with torch.inference_mode(), torch.cuda.stream(self.stream) if self.stream else _nullcontext():
+            out = torch.full((c, r1 - r0, self.wp), float("nan"), device=self.dev)
+            out[:, : src.shape[1], :w] = src.to(self.dev, non_blocking=self.stream is not None)
+            event = torch.cuda.Event() if self.stream else None
+            if event is not None:
+                event.record(self.stream)
+        return out, event
+
+    def get(self, k: int) -> torch.Tensor:
+        if self.pool is None:
+            return self._load(k)[0]
+        out, event = self.pending.pop(k).result()
+        if k + 1 < len(self.strips):
+            self.pending[k + 1] = self.pool.submit(self._load, k + 1)
+        else:
+            self.pool.shutdown(wait=False)
+        torch.cuda.current_stream(self.dev).wait_event(event)
+        out.record_stream(torch.cuda.current_stream(self.dev))
+        return out
+
+
 @torch.inference_mode()
 def predict_cube(model: torch.nn.Module, cube: PreparedCube, groups: dict[str, list[str]], *,
                  size: int = 256, stride: int = 192, batch_size: int = 8, tta: bool = False,
@@ -161,15 +208,17 @@ def predict_cube(model: torch.nn.Module, cube: PreparedCube, groups: dict[str, l
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.eval().to(dev, memory_format=fmt)
     win = torch.from_numpy(blend_window(size)).to(dev)
+    ar = torch.arange(size, device=dev)
+    local = (ar[:, None] * wp + ar[None, :]).flatten()  # a window's pixels, as offsets into a strip row-major
     loc = torch.from_numpy(cube.location).to(dev)[None]
     slices = _group_slices(groups)
     out = np.empty((h, w), np.float32)
     carry: tuple[torch.Tensor, torch.Tensor] | None = None  # accumulators of rows the next strip shares
     strips = _strip_rows(ys, size, c * wp * 4, max_strip_bytes)
+    loader = _StripLoader(cube.image, strips, size, wp, dev)
     for k, strip in enumerate(strips):
         r0, r1 = strip[0], strip[-1] + size
-        img = torch.full((c, r1 - r0, wp), float("nan"), device=dev)
-        img[:, : min(r1, h) - r0, :w] = torch.from_numpy(cube.image[:, r0:min(r1, h)]).to(dev, non_blocking=True)
+        img = loader.get(k)  # (C, r1 - r0, wp) on the device, NaN where no data or outside the cube
         finite = torch.stack([torch.isfinite(img[s]).any(0) for s in slices])  # (G, rows, wp)
         img = torch.nan_to_num_(img, nan=0.0)
         acc = torch.zeros((r1 - r0, wp), device=dev)
@@ -177,16 +226,17 @@ def predict_cube(model: torch.nn.Module, cube: PreparedCube, groups: dict[str, l
         if carry is not None:
             acc[: carry[0].shape[0]] += carry[0]
             wsum[: carry[1].shape[0]] += carry[1]
-        offsets = [(y - r0, x) for y in strip for x in xs]
-        for i in range(0, len(offsets), batch_size):
-            chunk = offsets[i:i + batch_size]
-            x = torch.stack([img[:, y:y + size, x0:x0 + size] for y, x0 in chunk]).contiguous(memory_format=fmt)
-            present = torch.stack([finite[:, y:y + size, x0:x0 + size].flatten(1).any(1) for y, x0 in chunk])
+        flat_img, flat_finite = img.view(c, -1), finite.view(len(slices), -1)
+        bases = torch.tensor([(y - r0) * wp + x for y in strip for x in xs], device=dev)
+        for i in range(0, len(bases), batch_size):
+            idx = bases[i:i + batch_size, None] + local[None]  # (B, size*size) flat pixel indices
+            n = idx.shape[0]
+            x = flat_img[:, idx].transpose(0, 1).reshape(n, c, size, size).contiguous(memory_format=fmt)
+            present = flat_finite[:, idx].any(-1).T  # (B, G): groups with any data in the window
             with autocast(dev, dtype):
-                prob = _forward(model, x, loc.expand(len(chunk), 2), present, tta)[:, 0]
-            for (y, x0), p in zip(chunk, prob):
-                acc[y:y + size, x0:x0 + size] += p * win
-                wsum[y:y + size, x0:x0 + size] += win
+                prob = _forward(model, x, loc.expand(n, 2), present, tta)[:, 0]
+            acc.view(-1).index_add_(0, idx.flatten(), (prob * win).flatten())
+            wsum.view(-1).index_add_(0, idx.flatten(), win.flatten().repeat(n))
         final = (strips[k + 1][0] if k + 1 < len(strips) else r1) - r0  # rows no later strip touches
         done = (acc[:final] / wsum[:final].clamp_min(1e-8))[: max(0, min(h - r0, final)), :w]
         out[r0:r0 + done.shape[0]] = done.cpu().numpy()

@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/run.py                    # fuller (longer) run
     .venv/bin/python benchmarks/run.py --only peak,models # a subset
     .venv/bin/python benchmarks/run.py --readme-only      # rebuild README tables from the JSON
+    python benchmarks/run.py --device cuda                # the GPU benchmark (benchmarks/gpu.py)
 
 Each benchmark writes benchmarks/results/<name>.json (atomically) holding its figures and the
 machine they were measured on; the tables in benchmarks/README.md are regenerated from those files.
@@ -266,6 +267,7 @@ def build_region(root: Path, km: float, seed: int = 3, n_glaciers: int | None = 
 def bench_loader(quick: bool, region: dict, unet_train_pps: float | None, unet_train_batch: int | None) -> dict:
     from glaciermap.config import PatchesConfig, SensorsConfig
     from glaciermap.data.datamodule import GlacierDataModule
+    from glaciermap.device import loader_workers
 
     groups = SensorsConfig().resolve(SENSOR_SET)
     default = PatchesConfig()
@@ -278,8 +280,8 @@ def bench_loader(quick: bool, region: dict, unet_train_pps: float | None, unet_t
         dm.setup("fit")
         epochs = []
         for epoch in range(2):
-            dm.train_set.set_epoch(epoch)
             loader = dm.train_dataloader()
+            loader.sampler.set_epoch(epoch)
             t0 = time.perf_counter()
             first, n = None, 0
             for batch in loader:
@@ -292,7 +294,7 @@ def bench_loader(quick: bool, region: dict, unet_train_pps: float | None, unet_t
                            "steady_patches_per_s": (n - cfg.batch_size) / max(total - first, 1e-9)})
         # epoch 0 of the main-process loader loads the cubes cold; later epochs hit its cache
         # (workers are not persistent, so with workers every epoch starts cold)
-        results.append({"num_workers": workers, "default_setting": workers == default.num_workers,
+        results.append({"num_workers": workers, "default_setting": workers == loader_workers(default.num_workers),
                         "batch_size": cfg.batch_size, "size": cfg.size, "epochs": epochs,
                         "patches_per_s": min(e["patches_per_s"] for e in epochs)})
         log(f"  num_workers={workers}: {results[-1]['patches_per_s']:.1f} patches/s (slowest epoch)")
@@ -648,6 +650,12 @@ def bench_growth(quick: bool, tmp: Path) -> dict:
 
 # --------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--device" in argv and argv[argv.index("--device") + 1] != "cpu":  # the GPU benchmark (benchmarks/gpu.py)
+        import gpu
+
+        return gpu.main(argv)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes and few iterations (< 5 min, 2 cores)")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON results")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from glaciermap.config import PatchesConfig, SensorsConfig
+from glaciermap.config import PatchesConfig, SensorsConfig, updated
 from glaciermap.data.cubes import read_cube, read_index
 from glaciermap.data.datamodule import EpochSampler, GlacierDataModule
 from glaciermap.data.windows import window_starts
@@ -27,7 +27,7 @@ PATCHES = PatchesConfig(size=SIZE, eval_stride=48, samples_per_epoch=24, batch_s
 
 def _dm(cubes_dir, fold, sensor_set="optical_sar_dem", seed=0, **patches):
     return GlacierDataModule(cubes_dir, fold, SENSORS.resolve(sensor_set),
-                             PATCHES.model_copy(update=patches), seed=seed)
+                             updated(PATCHES, **patches), seed=seed)
 
 
 def _window(a: np.ndarray, y: int, x: int, size: int = SIZE) -> np.ndarray:
@@ -262,3 +262,22 @@ def test_augmentation_transforms_image_and_masks_alike(folds, cubes_dir):
 def _dihedral(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     t = torch.rot90(t, k, dims=(-2, -1))
     return torch.flip(t, dims=(-1,)) if flip else t
+
+
+def test_compact_batches_carry_the_same_patches_in_fewer_bytes(folds, cubes_dir):
+    """compact_batches (the GPU default): float16 image and uint8 masks, float32 again on the device."""
+    from glaciermap.data.datamodule import to_model_dtypes
+
+    full = _dm(cubes_dir, folds[0], samples_per_epoch=8, compact_batches="off")
+    small = _dm(cubes_dir, folds[0], samples_per_epoch=8, compact_batches="on")
+    full.setup("fit")
+    small.setup("fit")
+    a, b = next(iter(full.train_dataloader())), next(iter(small.train_dataloader()))
+    assert b["image"].dtype == torch.float16 and b["target"].dtype == torch.uint8
+    assert b["image"].nbytes * 2 == a["image"].nbytes
+    restored = to_model_dtypes(b)
+    assert restored["image"].dtype == restored["target"].dtype == torch.float32
+    torch.testing.assert_close(restored["image"], a["image"], atol=2e-3, rtol=1e-3)
+    assert torch.equal(restored["target"], a["target"]) and torch.equal(restored["valid"], a["valid"])
+    # without CUDA, "auto" keeps full precision: CPU training is unchanged
+    assert not _dm(cubes_dir, folds[0], compact_batches="auto").compact or torch.cuda.is_available()

@@ -33,7 +33,8 @@ from glaciermap.config import Params
 from glaciermap.data.cubes import read_cube, read_index
 from glaciermap.data.folds import Fold
 from glaciermap.data.ingest import glacier_grid
-from glaciermap.data.raw import Grid, open_region, raster_footprint, read_on_grid, read_outlines
+from glaciermap.data.grid import Grid
+from glaciermap.data.raw import open_region, raster_footprint, read_on_grid, read_outlines
 from glaciermap.errors import InputDataError
 from glaciermap.io import atomic_path, write_json
 from glaciermap.metrics import THRESHOLD, confusion, scores

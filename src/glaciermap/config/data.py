@@ -104,6 +104,8 @@ class PatchesConfig(StrictModel):
     batch_size: int = Field(8, ge=1)
     num_workers: int | Literal["auto"] = "auto"  # auto: 0 on CPU, up to 8 persistent workers with CUDA
     augment: bool = True
+    # training batches as float16 image + uint8 masks, restored on the device: auto = with CUDA
+    compact_batches: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("size")
     @classmethod

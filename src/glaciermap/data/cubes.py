@@ -11,7 +11,7 @@ import rasterio
 import xarray as xr
 from rasterio.crs import CRS
 
-from glaciermap.data.raw import Grid
+from glaciermap.data.grid import Grid
 from glaciermap.errors import InputDataError
 from glaciermap.io import atomic_path
 

@@ -42,6 +42,21 @@ class CubeCache:
         return cube
 
 
+#: a compact batch's dtypes (half the image bytes, a quarter of the masks'): what crosses process
+#: boundaries and the host-to-GPU link; `to_model_dtypes` restores float32 / bool on the device
+COMPACT = {"image": torch.float16, "target": torch.uint8, "glacier": torch.uint8}
+
+
+def compact(sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A sample with image in float16 (normalised values keep ~3 significant digits) and masks in uint8."""
+    return {k: v.to(COMPACT[k]) if k in COMPACT else v for k, v in sample.items()}
+
+
+def to_model_dtypes(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Undo `compact` (a no-op for full-precision batches): float32 image and masks."""
+    return {k: v.float() if k in COMPACT and v.dtype != torch.float32 else v for k, v in batch.items()}
+
+
 def augment(sample: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
     """Random flips and 90-degree rotations, applied alike to image and masks."""
     k = int(torch.randint(4, (1,), generator=gen))
@@ -57,11 +72,11 @@ class GlacierPatches(Dataset):
     """Training patches: a random glacier, a random pixel of it as the centre, then augment."""
 
     def __init__(self, paths: list[Path], groups: dict[str, list[str]], stats: dict, size: int,
-                 length: int, augment: bool = True, seed: int = 0):
+                 length: int, augment: bool = True, seed: int = 0, compact: bool = False):
         if not paths:
             raise ConfigError("no training cubes for this fold")
         self.paths, self.groups, self.size, self.length = paths, groups, size, length
-        self.augment, self.seed = augment, seed
+        self.augment, self.seed, self.compact = augment, seed, compact
         self.cache = CubeCache(groups, stats)
 
     def __len__(self) -> int:
@@ -78,7 +93,8 @@ class GlacierPatches(Dataset):
         else:  # glacier too small to hold a pixel centre: take the cube centre
             cy, cx = cube.target.shape[0] // 2, cube.target.shape[1] // 2
         sample = crop(cube, self.groups, int(cy) - self.size // 2, int(cx) - self.size // 2, self.size)
-        return augment(sample, gen) if self.augment else sample
+        sample = augment(sample, gen) if self.augment else sample
+        return compact(sample) if self.compact else sample
 
 
 class EpochSampler(Sampler[int]):
@@ -126,6 +142,9 @@ class GlacierDataModule(L.LightningDataModule):
         super().__init__()
         self.cubes_dir, self.fold, self.groups, self.cfg, self.seed = Path(cubes_dir), fold, groups, patches, seed
         self.index: pd.DataFrame | None = None
+        # compact batches where a GPU is fed (the link and the workers' pipes are the bottleneck there)
+        self.compact = patches.compact_batches == "on" or (patches.compact_batches == "auto"
+                                                           and torch.cuda.is_available())
 
     def paths(self, glacier_ids: list[str], role: str = "inventory") -> list[Path]:
         """Cube paths of the given glaciers for one role (inventory or recent)."""
@@ -138,7 +157,8 @@ class GlacierDataModule(L.LightningDataModule):
         stats = self.fold.stats
         if stage in (None, "fit"):
             self.train_set = GlacierPatches(self.paths(self.fold.train), self.groups, stats, self.cfg.size,
-                                            self.cfg.samples_per_epoch, self.cfg.augment, self.seed)
+                                            self.cfg.samples_per_epoch, self.cfg.augment, self.seed,
+                                            compact=self.compact)
             self.val_set = GridPatches(self.paths(self.fold.val), self.groups, stats, self.cfg.size,
                                        self.cfg.eval_stride)
         if stage in (None, "test"):

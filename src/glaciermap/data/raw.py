@@ -21,6 +21,7 @@ from shapely import make_valid
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from glaciermap.config.base import StrictModel
+from glaciermap.data.grid import Grid
 from glaciermap.errors import InputDataError
 
 SCENE_FILES = {"optical": "optical.tif", "sar": "sar.tif", "cloud": "cloud.tif"}
@@ -255,32 +256,6 @@ def band_indexes(ds: rasterio.io.DatasetReader, bands: list[str], path: Path) ->
 def band_names(path: Path) -> list[str]:
     with open_raster(path) as ds:
         return [d or f"band{i + 1}" for i, d in enumerate(ds.descriptions)]
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A regular target grid: CRS, affine transform and shape."""
-
-    crs: CRS
-    transform: rasterio.Affine
-    width: int
-    height: int
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        t = self.transform
-        return (t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f)
-
-    @property
-    def res(self) -> float:
-        return self.transform.a
-
-    def xy_coords(self) -> tuple[np.ndarray, np.ndarray]:
-        """Pixel-centre coordinates (x ascending, y descending)."""
-        t = self.transform
-        xs = t.c + t.a * (np.arange(self.width) + 0.5)
-        ys = t.f + t.e * (np.arange(self.height) + 0.5)
-        return xs, ys
 
 
 def read_on_grid(path: Path, bands: list[str] | None, grid: Grid, *, resampling: Resampling,

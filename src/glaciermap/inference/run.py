@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from glaciermap.config import Params
 from glaciermap.data.cubes import read_cube, read_index
 from glaciermap.data.folds import read_folds
-from glaciermap.data.raw import Grid
+from glaciermap.data.grid import Grid
 from glaciermap.data.windows import predict_cube_file
 from glaciermap.errors import GlaciermapError
 from glaciermap.io import atomic_path

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from glaciermap.config.models import ModelConfig
+from glaciermap.data.datamodule import to_model_dtypes
 from glaciermap.errors import GlaciermapError
 from glaciermap.metrics import ConfusionCounts, metric_target, scores
 from glaciermap.models import build_model
@@ -30,6 +31,10 @@ class SegmentationTask(L.LightningModule):
         self.loss_fn = LOSSES[loss]
         self.val_counts = ConfusionCounts()
         self.test_counts = ConfusionCounts()
+
+    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
+        """Compact batches (float16 image, uint8 masks; see data.datamodule) back to float32 on the device."""
+        return to_model_dtypes(batch)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model(batch["image"], batch.get("location"), batch.get("group_present"))

@@ -17,7 +17,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from shapely.geometry import Polygon, box
 
-from glaciermap.data.raw import Grid
+from glaciermap.data.grid import Grid
 from glaciermap.errors import InputDataError
 
 BLOCK = 256  # output GeoTIFF tile size (px)

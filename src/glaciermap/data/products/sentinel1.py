@@ -26,7 +26,7 @@ import numpy as np
 from rasterio.enums import Resampling
 from shapely.geometry import box
 
-from glaciermap.data.raw import Grid
+from glaciermap.data.grid import Grid
 from glaciermap.errors import InputDataError
 
 from .rasters import footprint, open_input, open_output, read_window, row_windows, warped

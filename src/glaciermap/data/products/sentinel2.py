@@ -28,7 +28,7 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from shapely.geometry import Polygon, box
 
-from glaciermap.data.raw import Grid
+from glaciermap.data.grid import Grid
 from glaciermap.errors import InputDataError
 
 from .rasters import open_input, open_output, read_window, row_windows, warped

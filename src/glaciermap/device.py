@@ -27,6 +27,11 @@ def resolve_device(setting: str = "auto") -> torch.device:
     return dev
 
 
+def accelerator(setting: str = "auto") -> str:
+    """The Lightning accelerator name of a device setting (cuda[:N] -> gpu)."""
+    return "auto" if setting == "auto" else ("gpu" if setting.startswith("cuda") else setting)
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """bf16 on GPUs that support it (precision auto or bf16), else None (plain fp32)."""
     if precision == "32":

@@ -51,6 +51,10 @@ class InferConfig(StrictModel):
     device: str = "auto"  # auto (a CUDA GPU when torch sees one), cpu, cuda, cuda:1, ...
     precision: Literal["auto", "bf16", "32"] = "auto"  # auto: bf16 autocast where the device supports it
     batch_size: int | None = Field(None, ge=1)  # windows per forward pass (None: patches.batch_size)
+    # many devices: Lightning Trainer.predict deals the cubes out to devices x num_nodes ranks
+    devices: int = Field(1, ge=1)
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "ddp_spawn"  # with devices > 1: ddp_spawn (one command) or ddp (torchrun / a cluster launcher)
 
     @field_validator("device")
     @classmethod

@@ -170,6 +170,10 @@ class GlacierDataModule(L.LightningDataModule):
         return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler, num_workers=workers,
                           pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
 
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
+        """Compact batches back to float32 on the device (after the cheap transfer)."""
+        return to_model_dtypes(batch)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, EpochSampler(self.train_set))
 

@@ -7,6 +7,7 @@ already written by an interrupted run are validated and reused, not recomputed.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import geopandas as gpd
@@ -22,7 +23,9 @@ from glaciermap.data.cubes import read_cube, read_index
 from glaciermap.data.folds import read_folds
 from glaciermap.data.grid import Grid
 from glaciermap.data.windows import predict_cube_file
+from glaciermap.device import accelerator, resolve_device
 from glaciermap.errors import GlaciermapError
+from glaciermap.inference.distributed import map_cubes
 from glaciermap.io import atomic_path
 from glaciermap.metrics import THRESHOLD
 from glaciermap.tracking.registry import fold_models, registered_name
@@ -40,6 +43,8 @@ def write_probability(path: Path, prob: np.ndarray, std: np.ndarray, grid: Grid)
 
 def read_probability(path: Path, grid: Grid) -> tuple[np.ndarray, np.ndarray] | None:
     """A previously written raster if it is complete and on the right grid, else None."""
+    if not path.exists():
+        return None
     try:
         with rasterio.open(path) as src:
             if (src.shape != (grid.height, grid.width) or src.count != 2 or src.crs != grid.crs
@@ -73,6 +78,22 @@ def glacier_stats(prob: np.ndarray, std: np.ndarray, cube) -> dict[str, float]:
             "recall": float((pred & visible).sum() / max(visible.sum(), 1))}
 
 
+def map_glacier(item: dict, device, *, models: dict, params: Params, name: str, tta: bool,
+                grid: Grid | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Predict one cube with its fold model(s) (several: ensemble mean and spread), write the
+    probability raster, return (probability, spread). Module-level, so DDP ranks can run it."""
+    probs = [predict_cube_file(*models[f], item["cube"], stride=params.patches.eval_stride,
+                               batch_size=params.infer.batch_size or params.patches.batch_size, tta=tta,
+                               device=device, precision=params.infer.precision)[0] for f in item["folds"]]
+    prob, std = np.mean(probs, axis=0), np.std(probs, axis=0)
+    if not is_probability(prob):
+        raise GlaciermapError(f"model {name}@fold-{item['folds'][0]} predicted values outside [0, 1] or NaN for "
+                              f"glacier {item['glacier_id']}, epoch {item['epoch']}", path=item["cube"],
+                              hint="check the cube for extreme or NaN inputs and the model's weights")
+    write_probability(item["raster"], prob, std, grid or read_cube(item["cube"]).grid)
+    return prob, std
+
+
 def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, ensemble: bool = False,
           tta: bool = False, progress: bool = True) -> pd.DataFrame:
     """Predict every test glacier at every epoch; write rasters, outlines and an area table."""
@@ -83,28 +104,19 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, ensembl
     fold_of = {g: f for f in params.train.folds for g in folds[f].test}
     rows, outlines = [], []
     todo = index[index.glacier_id.isin(fold_of)]
-    for _, r in tqdm(todo.iterrows(), total=len(todo), desc="infer", unit="cube", disable=not progress):
-        cube = read_cube(params.data.cubes_dir / r.path)
-        path = out_dir / r.epoch / f"{r.glacier_id}.tif"
-        cached = read_probability(path, cube.grid) if path.exists() else None
-        if cached is None:
-            use = list(models) if ensemble else [fold_of[r.glacier_id]]
-            probs = []
-            for f in use:
-                prob, _ = predict_cube_file(*models[f], params.data.cubes_dir / r.path,
-                                            stride=params.patches.eval_stride,
-                                            batch_size=params.infer.batch_size or params.patches.batch_size,
-                                            tta=tta, device=params.infer.device, precision=params.infer.precision)
-                probs.append(prob)
-            prob, std = np.mean(probs, axis=0), np.std(probs, axis=0)
-            if not is_probability(prob):
-                raise GlaciermapError(f"model {name}@fold-{fold_of[r.glacier_id]} predicted values outside [0, 1] "
-                                      f"or NaN for glacier {r.glacier_id}, epoch {r.epoch}",
-                                      path=params.data.cubes_dir / r.path,
-                                      hint="check the cube for extreme or NaN inputs and the model's weights")
-            write_probability(path, prob, std, cube.grid)
-        else:
-            prob, std = cached
+    job = partial(map_glacier, models=models, params=params, name=name, tta=tta)
+    items = [{"cube": params.data.cubes_dir / r.path, "raster": out_dir / r.epoch / f"{r.glacier_id}.tif",
+              "folds": list(models) if ensemble else [fold_of[r.glacier_id]], "glacier_id": r.glacier_id,
+              "epoch": r.epoch} for _, r in todo.iterrows()]
+    if params.infer.devices != 1:  # the rasters on many devices (Lightning DDP), the tables below
+        map_cubes(job, [it for it in items if read_probability(it["raster"], read_cube(it["cube"]).grid) is None],
+                  accelerator=accelerator(params.infer.device), devices=params.infer.devices,
+                  num_nodes=params.infer.num_nodes, strategy=params.infer.strategy, progress=progress)
+    for (_, r), item in tqdm(zip(todo.iterrows(), items), total=len(todo), desc="infer", unit="cube",
+                             disable=not progress):
+        cube = read_cube(item["cube"])
+        cached = read_probability(item["raster"], cube.grid)
+        prob, std = cached if cached is not None else job(item, resolve_device(params.infer.device), grid=cube.grid)
         stats = glacier_stats(prob, std, cube)
         rows.append({"glacier_id": r.glacier_id, "epoch": r.epoch, "role": r.role, "year": r.year,
                      "fold": fold_of[r.glacier_id], "area_inventory_km2": r.area_km2, **stats})

@@ -196,6 +196,10 @@ def train_run(params: Params, spec: RunSpec, *, progress: bool = True, callbacks
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
+    if not trainer.is_global_zero:  # strategy ddp: the other ranks' copies of this command stop here
+        return {}
+    # ddp_spawn trained in child processes: the history they wrote is on disk, not in this process
+    history = history if history.rows else HistoryCSV(run_dir / "history.csv", history_path)
     history.flush()
     return finish_run(client, run_id, params, spec, run_dir, task, dm, checkpoint, trainer,
                       metrics_path, history_path)
@@ -206,14 +210,19 @@ def finish_run(client: MlflowClient, run_id: str, params: Params, spec: RunSpec,
                trainer: L.Trainer, metrics_path: Path, history_path: Path) -> dict[str, Any]:
     """Export the best weights, write metrics, log artifacts and the registrable model."""
     best = checkpoint.best_model_path or str(run_dir / "checkpoints" / "last.ckpt")
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    state = ckpt["state_dict"]
     task.load_state_dict(state)
     bundle = ModelBundle(model=params.models[spec.model].model_dump(mode="json"),
                          groups=params.sensors.resolve(spec.sensor_set), stats=dm.fold.stats,
                          patch_size=params.patches.size, sensor_set=spec.sensor_set, fold=spec.fold,
                          extra={"model_key": spec.model, "mlflow_run_id": run_id})
     save_bundle(run_dir / MODEL_DIR, task.model, bundle)
-    best_iou = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
+    score = checkpoint.best_model_score
+    if score is None:  # trained in spawned ranks: the score is in the checkpoint's callback state
+        score = next((v.get("best_model_score") for k, v in ckpt.get("callbacks", {}).items()
+                      if k.startswith("ModelCheckpoint")), None)
+    best_iou = float(score) if score is not None else float("nan")
     metrics = {"best_val_iou": best_iou, "epochs": trainer.current_epoch,
                "fold": spec.fold, "model": spec.model, "sensor_set": spec.sensor_set}
     write_json(metrics_path, metrics)

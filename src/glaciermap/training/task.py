@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from glaciermap.config.models import ModelConfig
-from glaciermap.data.datamodule import to_model_dtypes
 from glaciermap.errors import GlaciermapError
 from glaciermap.metrics import ConfusionCounts, metric_target, scores
 from glaciermap.models import build_model
@@ -31,10 +30,6 @@ class SegmentationTask(L.LightningModule):
         self.loss_fn = LOSSES[loss]
         self.val_counts = ConfusionCounts()
         self.test_counts = ConfusionCounts()
-
-    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
-        """Compact batches (float16 image, uint8 masks; see data.datamodule) back to float32 on the device."""
-        return to_model_dtypes(batch)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model(batch["image"], batch.get("location"), batch.get("group_present"))
@@ -76,10 +71,12 @@ class SegmentationTask(L.LightningModule):
 
     @staticmethod
     def _scores(counts: ConfusionCounts, prefix: str) -> dict[str, float]:
-        """The epoch's scores (glaciermap.metrics; 0 where undefined: monitors need a number)."""
+        """The epoch's scores (glaciermap.metrics; 0 where undefined: monitors need a number) and how
+        many valid pixels they count (summed over DDP ranks, like the counts)."""
         c = counts.compute()
         counts.reset()
-        return {f"{prefix}{k}": v for k, v in scores(c.tolist(), zero_division=0.0).items()}
+        out = {f"{prefix}{k}": v for k, v in scores(c.tolist(), zero_division=0.0).items()}
+        return {**out, f"{prefix}pixels": float(c.sum())}
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

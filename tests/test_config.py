@@ -136,3 +136,23 @@ def test_deep_merge():
     merged = deep_merge(base, {"a": {"y": 20, "z": 30}, "b": [9]})
     assert merged == {"a": {"x": 1, "y": 20, "z": 30}, "b": [9], "c": 3}
     assert base == {"a": {"x": 1, "y": 2}, "b": [1, 2], "c": 3}  # not modified
+
+
+def test_reading_params_loads_no_stage_logic(tmp_path):
+    """Parsing params.yaml is cheap: no torch, GDAL, geodata stack, scipy or simulator behind it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, glaciermap.config as c; c.load_params(sys.argv[1]); "
+            "print(sorted(m for m in ('torch', 'rasterio', 'geopandas', 'scipy', 'lightning', 'mlflow', "
+            "'glaciermap.data.simulate') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "params.yaml")], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_a_key_written_twice_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: 0.001\n  max_epochs: 3\n  lr: 0.01\n")
+    with pytest.raises(ConfigError, match=r"key 'lr' is written twice \(lines 2 and 4\)"):
+        load_params(path)

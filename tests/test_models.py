@@ -8,12 +8,18 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from timm.models import adapt_input_conv as timm_adapt_input_conv
+
 from glaciermap.errors import ConfigError, InputDataError
 from glaciermap.models import MODEL_NAMES, GlacierSegmenter, GlaViTUConfig, ModelConfig, build_model, model_summary
-from glaciermap.models.factory import adapt_input_conv
 from glaciermap.models.summary import forward_flops
 
 torch.set_num_threads(2)
+
+
+def adapt_input_conv(w: torch.Tensor, c: int) -> torch.Tensor:
+    """What encoder loading applies to a stem of another channel count (timm's adaptation)."""
+    return timm_adapt_input_conv(c, w, base_chans=w.shape[1])
 
 SENSOR_SETS = {
     "optical": {"optical": 6},

@@ -187,6 +187,24 @@ def test_area_change_reports_rates_checked_against_truth(repro):
         assert (work / f"products/area_change/{png}.png").stat().st_size > 1000
 
 
+def test_new_training_params_map_with_the_runs_they_trained(repro):
+    """What `dvc exp run -S train.lr=...` does in the workspace: the train stages re-run, and
+    register, infer and area change must use those new runs, not the older ones that scored higher
+    on the same data (the registry used to re-register them, and the old rate came back)."""
+    work, env = repro
+    before = {a: v["run_id"] for a, v in json.loads((work / "products/registry.json").read_text())["aliases"].items()}
+    rasters = sorted((work / "products/predictions").glob("*/*.tif"))
+    old_raster = rasters[0].read_bytes()
+    (work / "lr.yaml").write_text("train: {lr: 0.003}\n")
+    run(["glaciermap", "config", "apply", "lr.yaml"], work, env)
+    run(["dvc", "repro"], work, env)
+    after = {a: v["run_id"] for a, v in json.loads((work / "products/registry.json").read_text())["aliases"].items()}
+    assert set(after) == set(before) and not set(after.values()) & set(before.values())
+    for alias, run_id in after.items():  # exactly the runs in the run folders of this configuration
+        assert (work / f"runs/unet/optical_dem/fold{alias.split('-')[1]}/mlflow_run_id").read_text() == run_id
+    assert rasters[0].read_bytes() != old_raster  # infer mapped with the new models
+
+
 def test_killed_training_resumes_from_last_checkpoint_in_the_same_mlflow_run(repro):
     """SIGKILL a run after its first checkpoint; the re-run continues it instead of restarting."""
     import signal

@@ -116,7 +116,7 @@ def bench_model(name: str, dev: torch.device, size: int, infer_batch: int, train
 
     out["train_patches_s"] = train_batch / best_seconds(step, dev, reps)
     out["train_frac_of_peak"] = 3 * gflop * out["train_patches_s"] / 1e3 / peak
-    del opt, x, y
+
     model.eval()
     xi = torch.randn(infer_batch, c, size, size, device=dev).contiguous(memory_format=cl)
     li = torch.zeros(infer_batch, 2, device=dev)

@@ -468,9 +468,8 @@ def infer_cubes(cubes_dir: Path, model, *, stats_cubes: int = 4, res: float = 10
     from types import SimpleNamespace
 
     from glaciermap.data.cubes import read_index
-    from glaciermap.data.windows import prepare_cube
     from glaciermap.data.folds import band_stats
-    from glaciermap.data.windows import predict_cube
+    from glaciermap.data.windows import n_windows, predict_cube, prepare_cube
     from glaciermap.inference.run import glacier_stats
 
     groups = _sensors().resolve(SENSOR_SET)

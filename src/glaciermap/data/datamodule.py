@@ -11,7 +11,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 import lightning.pytorch as L
-import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler

@@ -304,3 +304,29 @@ def test_config_validation():
         SimulateConfig(crs="EPSG:4326")
     with pytest.raises(ValidationError):
         SimulateConfig(unknown_key=1)
+
+
+@pytest.mark.skipif(not (REAL / "hef_srtm.tif").exists(),
+                    reason=f"real Alps sample data not found at {REAL}")
+def test_dem_taller_than_one_write_strip_matches_the_source(tmp_path):
+    """dem.tif is written in 512-row strips: a DEM grid taller than that (the whole ~26 km SRTM
+    tile at 30 m: ~870 rows) must match the source DEM, not repeat the last strip over the file."""
+    from rasterio.warp import Resampling, reproject
+
+    cfg = SimulateConfig(dem_path=REAL / "hef_srtm.tif", outlines_path=REAL / "rgi7g_hef_complex.shp",
+                         resolution_m=30.0, sar=False, inventory_years=[2015], recent_year=2016,
+                         cloud_cover=0.0)
+    root = simulate_region(cfg, tmp_path / "raw", progress=False)
+    with rasterio.open(root / "dem.tif") as ds:
+        assert ds.height > 512
+        written = ds.read(1)
+        src_on_grid = np.full(written.shape, np.nan, np.float32)
+        with rasterio.open(REAL / "hef_srtm.tif") as src:
+            reproject(src.read(1).astype(np.float32), src_on_grid, src_transform=src.transform,
+                      src_crs=src.crs, dst_transform=ds.transform, dst_crs=ds.crs, dst_nodata=np.nan,
+                      resampling=Resampling.bilinear)
+    ok = np.isfinite(written) & np.isfinite(src_on_grid)
+    assert ok.mean() > 0.9
+    r = np.corrcoef(written[ok], src_on_grid[ok])[0, 1]
+    assert r >= 0.99, r
+    assert np.median(np.abs(written[ok] - src_on_grid[ok])) < 20.0  # metres

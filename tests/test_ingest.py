@@ -407,8 +407,8 @@ def test_real_outlines_and_dem(which, tmp_path):
         zmin, zmax = real.loc[row.glacier_id, zmin_column], real.loc[row.glacier_id, zmax_column]
         assert zmin - 150 < np.median(dem) < zmax + 150
         assert np.percentile(dem, 5) > zmin - 150 and np.percentile(dem, 95) < zmax + 150
-    # the inventory date column of either RGI version is read (RGI6: YYYYMMDD, 99 = unknown day)
-    expected_year = _decimal_year(dt.date(2003, 7, 30) if which == "rgi7" else dt.date(2003, 7, 1))
+    # the inventory date column of either RGI version is read (RGI6: YYYYMMDD, 99 = unknown day: the 15th)
+    expected_year = _decimal_year(dt.date(2003, 7, 30) if which == "rgi7" else dt.date(2003, 7, 15))
     assert inv.inventory_year.to_numpy() == pytest.approx(expected_year)
 
 

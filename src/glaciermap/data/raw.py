@@ -9,7 +9,6 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 import rasterio
 import yaml
 from pydantic import ValidationError
@@ -21,6 +20,7 @@ from shapely import make_valid
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from glaciermap.config.base import StrictModel
+from glaciermap.data.dates import decimal_year, inventory_year
 from glaciermap.errors import InputDataError
 
 SCENE_FILES = {"optical": "optical.tif", "sar": "sar.tif", "cloud": "cloud.tif"}
@@ -102,13 +102,6 @@ class Region:
         return min(inv, key=lambda e: abs(self.epoch_year(e) - year))
 
 
-def decimal_year(d: dt.date | pd.Timestamp) -> float:
-    """2015-07-02 -> 2015.5."""
-    start = dt.date(d.year, 1, 1)
-    days = (dt.date(d.year + 1, 1, 1) - start).days
-    return d.year + (dt.date(d.year, d.month, d.day) - start).days / days
-
-
 def open_region(root: str | Path) -> Region:
     """Read and check region.yaml and that every file it names exists."""
     root = Path(root)
@@ -188,7 +181,7 @@ def read_outlines(region: Region) -> gpd.GeoDataFrame:
         warnings.warn(f"{path}: repaired {int(invalid.sum())} invalid geometries "
                       f"({ids[invalid].tolist()[:5]}...) with shapely.make_valid", stacklevel=2)
         gdf.loc[invalid, "geometry"] = gdf.geometry[invalid].apply(_polygonal_part)
-    years = gdf[m.date_column].apply(_parse_year)
+    years = gdf[m.date_column].apply(inventory_year)
     bad = ids[years.isna()].tolist()
     if bad:
         raise InputDataError(f"unparseable inventory date for glacier(s) {bad[:10]}", path=path)
@@ -204,23 +197,6 @@ def _polygonal_part(geom):
         return fixed
     polys = [g for g in getattr(fixed, "geoms", []) if isinstance(g, (Polygon, MultiPolygon))]
     return MultiPolygon([p for g in polys for p in getattr(g, "geoms", [g])])
-
-
-def _parse_year(value) -> float:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return np.nan
-    if isinstance(value, (int, np.integer)) and 1900 < value < 2200:
-        return float(value) + 0.5
-    text = str(value).strip()
-    if text.isdigit() and len(text) == 8:  # RGI 6 BgnDate: YYYYMMDD, with 99 for unknown parts
-        y, mo, d = int(text[:4]), int(text[4:6]), int(text[6:])
-        if mo == 99:
-            return y + 0.5
-        return decimal_year(dt.date(y, mo, 1 if d == 99 else d))
-    try:
-        return decimal_year(pd.Timestamp(text))
-    except (ValueError, TypeError):
-        return np.nan
 
 
 # ---------------------------------------------------------------------------------------- rasters

@@ -21,7 +21,7 @@ from shapely.geometry import Polygon, box
 from shapely.ops import polylabel
 
 from glaciermap import cli
-from glaciermap.config import DataConfig, SensorsConfig
+from glaciermap.config import DataConfig, SensorsConfig, updated
 from glaciermap.data.cubes import read_cube, read_index
 from glaciermap.data.ingest import ingest_region
 from glaciermap.data.simulate import simulate_region
@@ -60,14 +60,17 @@ def _largest_polygon(geom) -> Polygon:
 
 
 def _rewrite_raster(path: Path, *, data: np.ndarray | None = None, crs="keep",
-                    descriptions: list[str] | None = None) -> None:
-    """Rewrite a GeoTIFF in place with changed data, CRS (None = none) or band descriptions."""
+                    descriptions: list[str] | None = None, nodata="keep") -> None:
+    """Rewrite a GeoTIFF in place with changed data, CRS (None = none), band descriptions or
+    nodata tag (None = no tag)."""
     with rasterio.open(path) as ds:
         profile, old, desc = ds.profile, ds.read(), list(ds.descriptions)
     data = old if data is None else data
     profile.update(count=data.shape[0])
     if crs != "keep":
         profile["crs"] = crs
+    if nodata != "keep":
+        profile["nodata"] = nodata
     path.unlink()
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(data)
@@ -315,8 +318,10 @@ def test_index_has_inventory_and_recent_rows(raw_region, cubes_dir, cube_index):
         c = outlines.geometry[gid]  # centroid in lon/lat, close to the projected centroid
         assert rows.lon.iloc[0] == pytest.approx(c.centroid.x, abs=1e-4)
         assert rows.lat.iloc[0] == pytest.approx(c.centroid.y, abs=1e-4)
-    # nothing but index.csv and the epoch folders
-    assert sorted(p.name for p in cubes_dir.iterdir()) == sorted(["index.csv", *cube_index.epoch.unique()])
+    # nothing but index.csv, skipped.csv (empty: every outline lies inside) and the epoch folders
+    assert sorted(p.name for p in cubes_dir.iterdir()) == sorted(["index.csv", "skipped.csv",
+                                                                  *cube_index.epoch.unique()])
+    assert pd.read_csv(cubes_dir / "skipped.csv").empty
 
 
 def test_parallel_ingest_gives_the_same_cubes(raw_region, cubes_dir, cube_index, tmp_path):
@@ -383,15 +388,21 @@ def test_real_outlines_and_dem(which, tmp_path):
     real = gpd.read_file(REAL / f"{stem}.shp").set_index(id_column)
     with rasterio.open(raw / "scenes" / "2003" / "optical.tif") as ds:
         scene_box = box(*ds.bounds)
-    expected = set(real.index[real.to_crs(32632).intersects(scene_box)])
+    utm = real.to_crs(32632).geometry
+    coverage = utm.intersection(scene_box).area / utm.area
+    expected = set(real.index[coverage >= 0.5])  # Hintereisferner crosses the scene edge (~24% outside)
     assert len(expected) >= 1
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        index = ingest_region(raw, tmp_path / "cubes", DataConfig(buffer_m=320.0), SensorsConfig(),
+        index = ingest_region(raw, tmp_path / "cubes",
+                              DataConfig(buffer_m=320.0, edge_policy="keep", min_coverage=0.5), SensorsConfig(),
                               progress=False)
-    skipped = [str(w.message) for w in caught if "outside the scenes skipped" in str(w.message)]
-    assert len(skipped) == (len(expected) < len(real))  # one warning listing the skipped outlines
+    skipped = [str(w.message) for w in caught if "left out" in str(w.message)]
+    assert len(skipped) == (len(expected) < len(real))  # one warning counting the skipped outlines
     assert set(index.glacier_id) == expected
+    listed = pd.read_csv(tmp_path / "cubes" / "skipped.csv")
+    assert set(listed.glacier_id) == set(real.index) - expected
+    assert index.coverage.to_numpy() == pytest.approx(coverage[index.glacier_id].to_numpy(), abs=1e-3)
     assert "Hintereisferner" in set(real.loc[list(expected), name_column])
     inv = index[index.role == "inventory"]
     assert len(inv) == len(expected) and set(index.role) == {"inventory", "recent"}
@@ -459,9 +470,12 @@ def test_outline_outside_the_scenes_is_skipped_with_a_warning(raw_copy, tmp_path
     far = gdf.geometry.translate(xoff=3.0)
     gdf.geometry = [f if g == gone else geom for g, geom, f in zip(gdf.glacier_id, gdf.geometry, far)]
     gdf.to_file(path)
-    with pytest.warns(UserWarning, match=rf"outside the scenes skipped: \['{gone}'\]"):
+    with pytest.warns(UserWarning, match=rf"1 outline\(s\) / acquisition\(s\) left out .*skipped.csv\): \['{gone}'\]"):
         index = _ingest(raw_copy, tmp_path / "cubes")
     assert set(index.glacier_id) == set(gdf.glacier_id) - {gone}
+    listed = pd.read_csv(tmp_path / "cubes" / "skipped.csv")
+    assert listed.glacier_id.tolist() == [gone]
+    assert listed.reason.iloc[0].startswith("outside ") and "optical.tif" in listed.reason.iloc[0]
 
 
 def test_bow_tie_outline_is_repaired_with_a_warning(raw_copy, tmp_path):
@@ -474,8 +488,9 @@ def test_bow_tie_outline_is_repaired_with_a_warning(raw_copy, tmp_path):
     assert not bow_tie.is_valid  # precondition
     gdf.loc[i, "geometry"] = bow_tie
     gdf.to_file(path)
-    with pytest.warns(UserWarning, match="repaired 1 invalid"):
-        index = _ingest(raw_copy, tmp_path / "cubes")
+    with pytest.warns(UserWarning, match="repaired 1 invalid"):  # its corners may cross the scene edge
+        index = ingest_region(raw_copy, tmp_path / "cubes", updated(DATA, edge_policy="keep"), SensorsConfig(),
+                              progress=False)
     assert set(index.glacier_id) == set(gdf.glacier_id)
     cube = read_cube(tmp_path / "cubes" / index[(index.glacier_id == gid) & (index.role == "inventory")].path.iloc[0])
     # both lobes of the bow-tie are kept: two triangles, half the bounding box
@@ -504,31 +519,85 @@ def test_empty_geometry_or_duplicate_id(raw_copy, tmp_path, problem):
     _assert_error_names(err.value, path, expected)
 
 
-def _dem_nan_on(raw: Path, geoms: gpd.GeoSeries, invert: bool = False) -> None:
-    """Set the DEM to NaN on the given outlines (or, with invert, everywhere else)."""
+def _dem_nan_on(raw: Path, geoms: gpd.GeoSeries, invert: bool = False, value: float = np.nan) -> None:
+    """Set the DEM to NaN (or a void sentinel `value`, then with no nodata tag) on the given
+    outlines (or, with invert, everywhere else)."""
     path = raw / "dem.tif"
     with rasterio.open(path) as ds:
         dem, shape, transform, crs = ds.read(), ds.shape, ds.transform, ds.crs
     on = features.rasterize([(g, 1) for g in geoms.to_crs(crs)], out_shape=shape, transform=transform,
                             all_touched=True).astype(bool)
-    dem[0][~on if invert else on] = np.nan
-    _rewrite_raster(path, data=dem)
+    dem[0][~on if invert else on] = value
+    _rewrite_raster(path, data=dem, nodata="keep" if np.isnan(value) else None)
 
 
-def test_dem_nan_over_a_glacier(raw_copy, tmp_path):
-    gdf = gpd.read_file(raw_copy / "outlines.gpkg")
+def _isolated_glacier(gdf: gpd.GeoDataFrame) -> int:
+    """The last glacier in file order with no neighbour within 300 m (voids on it stay its own)."""
     utm = gdf.to_crs(32632).geometry
-    # the last glacier in file order with no neighbour within 100 m (bilinear resampling spreads
-    # NaN a little): the cubes of the glaciers before it are written before it fails
-    isolated = [i for i in range(len(gdf)) if utm.drop(utm.index[i]).distance(utm.iloc[i]).min() > 100]
-    i = isolated[-1]
-    assert i >= 1  # precondition
+    return [i for i in range(len(gdf)) if utm.drop(utm.index[i]).distance(utm.iloc[i]).min() > 300][-1]
+
+
+@pytest.mark.parametrize("policy", ["fill", "mask"])
+@pytest.mark.parametrize("void", [np.nan, -9999.0, -32768.0, 0.0])
+def test_dem_voids_on_a_glacier_are_filled_or_masked(raw_copy, tmp_path, void, policy):
+    """NaN voids and sentinels without a nodata tag (-9999 ASTER, -32768 SRTM, 0 HMA) are voids:
+    one warning counts them; "fill" interpolates them from the surrounding terrain, "mask" leaves
+    them NaN in mask_dem_void, invalid for sensor sets with a dem group only."""
+    from glaciermap.data.windows import prepare_cube
+
+    gdf = gpd.read_file(raw_copy / "outlines.gpkg")
+    i = _isolated_glacier(gdf)
     gid = gdf.glacier_id.iloc[i]
-    _dem_nan_on(raw_copy, gdf.geometry.iloc[[i]])
+    with rasterio.open(raw_copy / "dem.tif") as ds:
+        before = ds.read(1)
+    _dem_nan_on(raw_copy, gdf.geometry.iloc[[i]], value=void)
+    cfg = updated(DATA, dem_voids=policy)
+    with pytest.warns(UserWarning, match=rf"dem.tif: \d+ DEM pixel\(s\) around the glaciers are voids"):
+        index = ingest_region(raw_copy, tmp_path / "cubes", cfg, SensorsConfig(), progress=False)
+    row = index[(index.glacier_id == gid) & (index.role == "inventory")].iloc[0]
+    cube = read_cube(tmp_path / "cubes" / row.path)
+    on = cube.mask_glacier == 1
+    dem = cube.data[cube.bands.index("dem")]
+    if policy == "fill":
+        assert np.isfinite(dem[on]).all() and not cube.mask_dem_void[on].any()
+        # interpolated from the terrain around: within the glacier's true elevation range +- 100 m
+        lo, hi = np.nanmin(before), np.nanmax(before)
+        assert lo - 100 < dem[on].min() and dem[on].max() < hi + 100
+        assert row.glacier_dem_void_fraction == 0.0
+    else:
+        assert cube.mask_dem_void[on].mean() > 0.9 and np.isnan(dem[cube.mask_dem_void == 1]).all()
+        assert row.glacier_dem_void_fraction > 0.9
+        stats = {b: {"mean": 0.0, "std": 1.0} for b in cube.bands}
+        with_dem = prepare_cube(tmp_path / "cubes" / row.path, SensorsConfig().resolve("optical_dem"), stats)
+        optical = prepare_cube(tmp_path / "cubes" / row.path, SensorsConfig().resolve("optical"), stats)
+        np.testing.assert_array_equal(with_dem.valid, (cube.mask_invalid == 0) & (cube.mask_dem_void == 0))
+        np.testing.assert_array_equal(optical.valid, cube.mask_invalid == 0)
+
+
+@pytest.mark.parametrize("value", [np.nan, -9999.0, 0.0])
+def test_a_dem_that_is_all_void_is_one_clear_error(raw_copy, tmp_path, value):
+    gdf = gpd.read_file(raw_copy / "outlines.gpkg")
+    _dem_nan_on(raw_copy, gdf.geometry.iloc[:0], invert=True, value=value)
     with pytest.raises(InputDataError) as err:
         _ingest(raw_copy, tmp_path / "cubes")
-    _assert_error_names(err.value, raw_copy / "dem.tif", "DEM has NaN/no-data on 100.0% of glacier", gid)
-    assert not (tmp_path / "cubes").exists() and not _leftovers(tmp_path)  # atomic
+    _assert_error_names(err.value, raw_copy / "dem.tif",
+                        "DEM has no relief (every value is 0)" if value == 0 else "DEM has no valid elevation")
+    assert not (tmp_path / "cubes").exists()
+
+
+def test_dem_spikes_and_pits_are_voids():
+    from glaciermap.data.dem import check_usable, find_voids
+
+    z = np.add.outer(np.arange(20.0), np.arange(20.0)) * 30 + 2000  # a 30 m/px ramp
+    z[5, 5], z[10, 10], z[15, 3] = 4000.0, 200.0, 0.0  # spike, pit, zero in high terrain
+    z[2, 15] = -32768
+    expected = np.zeros(z.shape, bool)
+    expected[[5, 10, 15, 2], [5, 10, 3, 15]] = True
+    np.testing.assert_array_equal(find_voids(z), expected)
+    low = np.add.outer(np.arange(20.0), np.arange(20.0))  # coastal: 0 m is a real elevation
+    assert not find_voids(low).any()
+    with pytest.raises(InputDataError, match="no valid elevation"):
+        check_usable(np.full((4, 4), -9999.0), find_voids(np.full((4, 4), -9999.0)), Path("x.tif"))
 
 
 def test_dem_nan_off_glacier_stays_nan(raw_copy, tmp_path):
@@ -595,7 +664,7 @@ def _cli(tmp_path: Path, raw: Path, out: Path, monkeypatch) -> int:
     return cli.main(["--params", str(params), "-q", "ingest", "--raw", str(raw), "--out", str(out)])
 
 
-@pytest.mark.parametrize("case", ["missing_band", "dem_nan", "truncated"])
+@pytest.mark.parametrize("case", ["missing_band", "dem_all_void", "truncated"])
 def test_cli_reports_one_line_and_writes_nothing(raw_copy, tmp_path, capsys, monkeypatch, case):
     if case == "missing_band":
         bad = raw_copy / "scenes" / "2015" / "optical.tif"
@@ -603,10 +672,11 @@ def test_cli_reports_one_line_and_writes_nothing(raw_copy, tmp_path, capsys, mon
             data, names = ds.read(), list(ds.descriptions)
         _rewrite_raster(bad, data=data[:4], descriptions=names[:4])
         problem = "missing band(s) ['B11', 'B12']"
-    elif case == "dem_nan":
+    elif case == "dem_all_void":
         bad = raw_copy / "dem.tif"
-        _dem_nan_on(raw_copy, gpd.read_file(raw_copy / "outlines.gpkg").geometry.iloc[[-1]])
-        problem = "DEM has NaN/no-data"
+        _dem_nan_on(raw_copy, gpd.read_file(raw_copy / "outlines.gpkg").geometry.iloc[:0], invert=True,
+                    value=-9999.0)
+        problem = "DEM has no valid elevation (all -9999)"
     else:
         bad = raw_copy / "scenes" / "2023" / "optical.tif"
         bad.write_bytes(bad.read_bytes()[:20000])

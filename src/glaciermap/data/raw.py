@@ -9,13 +9,14 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pyogrio
 import rasterio
 import yaml
 from pydantic import ValidationError
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
+from rasterio.warp import transform
 from shapely import make_valid
 from shapely.geometry import MultiPolygon, Polygon, box
 
@@ -47,6 +48,7 @@ class RegionManifest(StrictModel):
     inventory_epochs: list[str]
     epochs: dict[str, EpochInfo]
     outlines: str = "outlines.gpkg"
+    outlines_layer: str | None = None  # layer of the outlines file; required when it has several
     dem: str | None = "dem.tif"  # null: the region has no DEM (sensor sets must not use a dem group)
     cloud_masks: bool = True  # false: scenes have no cloud.tif (only optical no-data is invalid)
 
@@ -152,7 +154,16 @@ def read_outlines(region: Region) -> gpd.GeoDataFrame:
     """
     path, m = region.outlines_path, region.manifest
     try:
-        gdf = gpd.read_file(path)
+        layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+        if m.outlines_layer is None and len(layers) > 1:
+            raise InputDataError(f"the file has {len(layers)} layers {layers}: which holds the outlines?",
+                                 path=path, hint=f"set outlines_layer in {region.root / 'region.yaml'}")
+        if m.outlines_layer is not None and m.outlines_layer not in layers:
+            raise InputDataError(f"no layer {m.outlines_layer!r} (outlines_layer in region.yaml); "
+                                 f"the file has {layers}", path=path)
+        gdf = gpd.read_file(path, layer=m.outlines_layer)
+    except InputDataError:
+        raise
     except Exception as err:  # pyogrio raises several types for unreadable files
         raise InputDataError(f"cannot read outlines: {err}", path=path) from None
     if gdf.crs is None:
@@ -285,8 +296,11 @@ def read_on_grid(path: Path, bands: list[str] | None, grid: Grid, *, resampling:
 
 
 def raster_footprint_of(src: rasterio.io.DatasetReader, crs: CRS) -> Polygon:
-    """An open raster's bounds as a polygon in `crs`."""
-    return box(*transform_bounds(src.crs, crs, *src.bounds, densify_pts=21))
+    """An open raster's bounds as a polygon in `crs` (edges densified: a true outline, not its
+    bounding box, when the CRSs differ)."""
+    ring = box(*src.bounds).segmentize(max(src.bounds[2] - src.bounds[0], src.bounds[3] - src.bounds[1]) / 40)
+    xs, ys = transform(src.crs, crs, *ring.exterior.xy)
+    return Polygon(zip(xs, ys))
 
 
 def raster_footprint(path: Path, crs: CRS) -> Polygon:

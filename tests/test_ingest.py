@@ -742,3 +742,156 @@ def test_a_data_band_flagged_as_alpha_is_a_clear_error(tmp_path):
         read_on_grid(path, ["NIR", "B"], grid, resampling=rasterio.enums.Resampling.nearest)
     assert str(path) in err.value.message
     assert read_on_grid(path, ["NIR", "R"], grid, resampling=rasterio.enums.Resampling.nearest).shape == (2, 8, 8)
+
+
+# ------------------------------------------------------------- outlines and scenes left out
+def _scene_box(raw: Path, epoch: str = "2015"):
+    with rasterio.open(raw / "scenes" / epoch / "optical.tif") as ds:
+        return box(*ds.bounds)
+
+
+def _shift_across_the_west_edge(raw: Path, fraction: float) -> tuple[str, float]:
+    """Move the largest glacier so that about `fraction` of its width lies west of the scene;
+    return its id and the exact fraction of its area still inside."""
+    path = raw / "outlines.gpkg"
+    gdf = gpd.read_file(path)
+    utm = gdf.to_crs(32632)
+    i = int(utm.area.argmax())
+    g = utm.geometry.iloc[i]
+    scene = _scene_box(raw)
+    dx = scene.bounds[0] - g.bounds[0] - fraction * (g.bounds[2] - g.bounds[0])
+    moved = gpd.GeoSeries([g], crs=32632).translate(xoff=dx)
+    utm.loc[utm.index[i], "geometry"] = moved.iloc[0]
+    utm.to_crs(gdf.crs).to_file(path)
+    m = moved.iloc[0]
+    return gdf.glacier_id.iloc[i], m.intersection(scene).area / m.area
+
+
+def test_outline_across_the_scene_edge_is_skipped_with_the_true_reason(raw_copy, tmp_path):
+    """It used to stop ingest with "DEM has NaN/no-data on 30 % of glacier ... (fill voids)"."""
+    gid, inside = _shift_across_the_west_edge(raw_copy, 0.3)
+    assert 0.5 < inside < 0.9  # precondition
+    with pytest.warns(UserWarning, match=rf"1 outline\(s\) / acquisition\(s\) left out .*\['{gid}'\]"):
+        index = _ingest(raw_copy, tmp_path / "cubes")
+    assert gid not in set(index.glacier_id)
+    listed = pd.read_csv(tmp_path / "cubes" / "skipped.csv")
+    assert listed.glacier_id.tolist() == [gid]
+    reason = listed.reason.iloc[0]
+    assert reason.startswith(f"crosses the edge of {raw_copy / 'scenes' / '2015' / 'optical.tif'}: "
+                             f"{1 - inside:.1%} of the outline outside"), reason
+
+
+def test_edge_policy_keep_keeps_outlines_covered_enough(raw_copy, tmp_path):
+    gid, inside = _shift_across_the_west_edge(raw_copy, 0.3)
+    cfg = updated(DATA, edge_policy="keep", min_coverage=0.5)
+    index = ingest_region(raw_copy, tmp_path / "cubes", cfg, SensorsConfig(), progress=False)
+    rows = index[index.glacier_id == gid]
+    assert sorted(rows.role) == ["inventory", "recent"]
+    assert rows.coverage.to_numpy() == pytest.approx(inside, abs=1e-3)
+    cube = read_cube(tmp_path / "cubes" / rows.path.iloc[0])
+    on = cube.mask_glacier == 1
+    off_scene = on & ~np.isfinite(cube.data[0])  # no optical data west of the scene
+    assert off_scene.sum() / on.sum() == pytest.approx(1 - inside, abs=0.05)
+    assert cube.mask_invalid[off_scene].all()  # ... so masked invalid
+    assert pd.read_csv(tmp_path / "cubes" / "skipped.csv").empty
+    strict = updated(DATA, edge_policy="keep", min_coverage=0.95)
+    index = ingest_region(raw_copy, tmp_path / "cubes2", strict, SensorsConfig(), progress=False)
+    assert gid not in set(index.glacier_id)
+    assert "below data.min_coverage 0.95" in pd.read_csv(tmp_path / "cubes2" / "skipped.csv").reason.iloc[0]
+
+
+def test_outline_smaller_than_a_pixel_is_listed_and_skipped(raw_copy, tmp_path):
+    path = raw_copy / "outlines.gpkg"
+    gdf = gpd.read_file(path)
+    c = _scene_box(raw_copy).centroid
+    # 3 x 3 m, between the pixel centres (multiples of 10 m + 5) of the 10 m grid: none inside
+    x0 = np.floor(c.x / 10) * 10 + 6
+    y0 = np.floor(c.y / 10) * 10 + 6
+    tiny = gpd.GeoDataFrame({"glacier_id": ["TINY"], "date": [gdf.date.iloc[0]]},
+                            geometry=[box(x0, y0, x0 + 3, y0 + 3)], crs=32632).to_crs(gdf.crs)
+    pd.concat([gdf, tiny], ignore_index=True).to_file(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = _ingest(raw_copy, tmp_path / "cubes")
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "empty slice" in m], messages  # numpy's nameless warning is gone
+    assert [m for m in messages if "left out" in m and "TINY" in m], messages
+    assert "TINY" not in set(index.glacier_id) and index.glacier_invalid_fraction.notna().all()
+    listed = pd.read_csv(tmp_path / "cubes" / "skipped.csv")
+    assert listed.glacier_id.tolist() == ["TINY"]
+    assert listed.reason.iloc[0].startswith("smaller than one pixel (9 m2 at 10 m")
+
+
+def test_outlines_file_with_several_layers_needs_the_layer_name(raw_copy, tmp_path):
+    path = raw_copy / "outlines.gpkg"
+    gdf = gpd.read_file(path)
+    gdf.iloc[:2].to_file(path, layer="aaa_other")  # sorts first: the layer a reader would take
+    with pytest.raises(InputDataError) as err:
+        _ingest(raw_copy, tmp_path / "cubes")
+    _assert_error_names(err.value, path, "the file has 2 layers", "aaa_other", "outlines", "set outlines_layer")
+    manifest = yaml.safe_load((raw_copy / "region.yaml").read_text())
+    (raw_copy / "region.yaml").write_text(yaml.safe_dump({**manifest, "outlines_layer": "nope"}))
+    with pytest.raises(InputDataError, match=r"no layer 'nope'"):
+        _ingest(raw_copy, tmp_path / "cubes")
+    (raw_copy / "region.yaml").write_text(yaml.safe_dump({**manifest, "outlines_layer": "outlines"}))
+    index = _ingest(raw_copy, tmp_path / "cubes")
+    assert set(index.glacier_id) == set(gdf.glacier_id)
+
+
+def test_a_misplaced_first_inventory_scene_is_named(raw_copy, tmp_path):
+    """Only scenes/2015 (the first inventory epoch) lies elsewhere: the error names it, not the outlines."""
+    for name in ("optical.tif", "cloud.tif", "sar.tif"):
+        p = raw_copy / "scenes" / "2015" / name
+        with rasterio.open(p) as ds:
+            profile, data, desc = ds.profile, ds.read(), ds.descriptions
+        profile["transform"] = profile["transform"] * rasterio.Affine.translation(0, 0)
+        t = profile["transform"]
+        profile["transform"] = rasterio.Affine(t.a, t.b, t.c + 200_000, t.d, t.e, t.f)
+        p.unlink()
+        with rasterio.open(p, "w", **profile) as ds:
+            ds.write(data)
+            ds.descriptions = desc
+    with pytest.raises(InputDataError) as err:
+        _ingest(raw_copy, tmp_path / "cubes")
+    _assert_error_names(err.value, raw_copy / "scenes" / "2015" / "optical.tif", "no outline overlaps this raster")
+    assert "outlines.gpkg" not in err.value.message
+
+
+def _cloud_over(path: Path, geoms: gpd.GeoSeries | None = None) -> None:
+    """Mark a cloud mask cloudy everywhere (geoms None) or on the given outlines."""
+    with rasterio.open(path) as ds:
+        cl, shape, transform, crs = ds.read(), ds.shape, ds.transform, ds.crs
+    if geoms is None:
+        cl[:] = 1
+    else:
+        on = features.rasterize([(g, 1) for g in geoms.to_crs(crs)], out_shape=shape, transform=transform,
+                                all_touched=True).astype(bool)
+        cl[0][on] = 1
+    _rewrite_raster(path, data=cl)
+
+
+def test_an_all_cloud_alternate_is_left_out_not_fatal(multi_acq_region, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(multi_acq_region, raw, ignore=shutil.ignore_patterns("truth"))
+    _cloud_over(raw / "scenes" / "2023-alt1" / "cloud.tif")
+    with pytest.warns(UserWarning, match=r"left out .*\['2023-alt1'\]"):
+        index = _ingest(raw, tmp_path / "cubes")
+    assert "2023-alt1" not in set(index.scene)
+    assert len(index) == 2 * index.glacier_id.nunique()  # every cube is there (inventory + recent)
+    listed = pd.read_csv(tmp_path / "cubes" / "skipped.csv", dtype=str, keep_default_na=False)
+    assert listed[["glacier_id", "scene"]].values.tolist() == [["", "2023-alt1"]]
+    assert listed.reason.iloc[0].startswith("scene is 100% cloud / cloud shadow")
+
+
+def test_a_glacier_wholly_masked_in_its_acquisition_is_named(raw_copy, tmp_path):
+    gdf = gpd.read_file(raw_copy / "outlines.gpkg")
+    i = _isolated_glacier(gdf)
+    gid = gdf.glacier_id.iloc[i]
+    _cloud_over(raw_copy / "scenes" / "2023" / "cloud.tif", gdf.geometry.iloc[[i]])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = _ingest(raw_copy, tmp_path / "cubes")
+    masked = [str(w.message) for w in caught if "100% masked" in str(w.message)]
+    assert len(masked) == 1 and f"{gid} (2023, 2023)" in masked[0], masked
+    full = index[index.glacier_invalid_fraction >= 1.0]
+    assert masked[0].startswith(f"{len(full)} glacier cube(s) 100% masked")

@@ -21,7 +21,7 @@ from shapely.geometry import Polygon, box
 from shapely.ops import polylabel
 
 from glaciermap import cli
-from glaciermap.config import DataConfig, SensorsConfig
+from glaciermap.config import DataConfig, SensorsConfig, updated
 from glaciermap.data.cubes import read_cube, read_index
 from glaciermap.data.ingest import ingest_region
 from glaciermap.data.simulate import simulate_region
@@ -60,14 +60,17 @@ def _largest_polygon(geom) -> Polygon:
 
 
 def _rewrite_raster(path: Path, *, data: np.ndarray | None = None, crs="keep",
-                    descriptions: list[str] | None = None) -> None:
-    """Rewrite a GeoTIFF in place with changed data, CRS (None = none) or band descriptions."""
+                    descriptions: list[str] | None = None, nodata="keep") -> None:
+    """Rewrite a GeoTIFF in place with changed data, CRS (None = none), band descriptions or
+    nodata tag (None = no tag)."""
     with rasterio.open(path) as ds:
         profile, old, desc = ds.profile, ds.read(), list(ds.descriptions)
     data = old if data is None else data
     profile.update(count=data.shape[0])
     if crs != "keep":
         profile["crs"] = crs
+    if nodata != "keep":
+        profile["nodata"] = nodata
     path.unlink()
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(data)
@@ -315,8 +318,10 @@ def test_index_has_inventory_and_recent_rows(raw_region, cubes_dir, cube_index):
         c = outlines.geometry[gid]  # centroid in lon/lat, close to the projected centroid
         assert rows.lon.iloc[0] == pytest.approx(c.centroid.x, abs=1e-4)
         assert rows.lat.iloc[0] == pytest.approx(c.centroid.y, abs=1e-4)
-    # nothing but index.csv and the epoch folders
-    assert sorted(p.name for p in cubes_dir.iterdir()) == sorted(["index.csv", *cube_index.epoch.unique()])
+    # nothing but index.csv, skipped.csv (empty: every outline lies inside) and the epoch folders
+    assert sorted(p.name for p in cubes_dir.iterdir()) == sorted(["index.csv", "skipped.csv",
+                                                                  *cube_index.epoch.unique()])
+    assert pd.read_csv(cubes_dir / "skipped.csv").empty
 
 
 def test_parallel_ingest_gives_the_same_cubes(raw_region, cubes_dir, cube_index, tmp_path):
@@ -383,15 +388,21 @@ def test_real_outlines_and_dem(which, tmp_path):
     real = gpd.read_file(REAL / f"{stem}.shp").set_index(id_column)
     with rasterio.open(raw / "scenes" / "2003" / "optical.tif") as ds:
         scene_box = box(*ds.bounds)
-    expected = set(real.index[real.to_crs(32632).intersects(scene_box)])
+    utm = real.to_crs(32632).geometry
+    coverage = utm.intersection(scene_box).area / utm.area
+    expected = set(real.index[coverage >= 0.5])  # Hintereisferner crosses the scene edge (~24% outside)
     assert len(expected) >= 1
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        index = ingest_region(raw, tmp_path / "cubes", DataConfig(buffer_m=320.0), SensorsConfig(),
+        index = ingest_region(raw, tmp_path / "cubes",
+                              DataConfig(buffer_m=320.0, edge_policy="keep", min_coverage=0.5), SensorsConfig(),
                               progress=False)
-    skipped = [str(w.message) for w in caught if "outside the scenes skipped" in str(w.message)]
-    assert len(skipped) == (len(expected) < len(real))  # one warning listing the skipped outlines
+    skipped = [str(w.message) for w in caught if "left out" in str(w.message)]
+    assert len(skipped) == (len(expected) < len(real))  # one warning counting the skipped outlines
     assert set(index.glacier_id) == expected
+    listed = pd.read_csv(tmp_path / "cubes" / "skipped.csv")
+    assert set(listed.glacier_id) == set(real.index) - expected
+    assert index.coverage.to_numpy() == pytest.approx(coverage[index.glacier_id].to_numpy(), abs=1e-3)
     assert "Hintereisferner" in set(real.loc[list(expected), name_column])
     inv = index[index.role == "inventory"]
     assert len(inv) == len(expected) and set(index.role) == {"inventory", "recent"}
@@ -407,8 +418,8 @@ def test_real_outlines_and_dem(which, tmp_path):
         zmin, zmax = real.loc[row.glacier_id, zmin_column], real.loc[row.glacier_id, zmax_column]
         assert zmin - 150 < np.median(dem) < zmax + 150
         assert np.percentile(dem, 5) > zmin - 150 and np.percentile(dem, 95) < zmax + 150
-    # the inventory date column of either RGI version is read (RGI6: YYYYMMDD, 99 = unknown day)
-    expected_year = _decimal_year(dt.date(2003, 7, 30) if which == "rgi7" else dt.date(2003, 7, 1))
+    # the inventory date column of either RGI version is read (RGI6: YYYYMMDD, 99 = unknown day: the 15th)
+    expected_year = _decimal_year(dt.date(2003, 7, 30) if which == "rgi7" else dt.date(2003, 7, 15))
     assert inv.inventory_year.to_numpy() == pytest.approx(expected_year)
 
 
@@ -459,9 +470,12 @@ def test_outline_outside_the_scenes_is_skipped_with_a_warning(raw_copy, tmp_path
     far = gdf.geometry.translate(xoff=3.0)
     gdf.geometry = [f if g == gone else geom for g, geom, f in zip(gdf.glacier_id, gdf.geometry, far)]
     gdf.to_file(path)
-    with pytest.warns(UserWarning, match=rf"outside the scenes skipped: \['{gone}'\]"):
+    with pytest.warns(UserWarning, match=rf"1 outline\(s\) / acquisition\(s\) left out .*skipped.csv\): \['{gone}'\]"):
         index = _ingest(raw_copy, tmp_path / "cubes")
     assert set(index.glacier_id) == set(gdf.glacier_id) - {gone}
+    listed = pd.read_csv(tmp_path / "cubes" / "skipped.csv")
+    assert listed.glacier_id.tolist() == [gone]
+    assert listed.reason.iloc[0].startswith("outside ") and "optical.tif" in listed.reason.iloc[0]
 
 
 def test_bow_tie_outline_is_repaired_with_a_warning(raw_copy, tmp_path):
@@ -474,8 +488,9 @@ def test_bow_tie_outline_is_repaired_with_a_warning(raw_copy, tmp_path):
     assert not bow_tie.is_valid  # precondition
     gdf.loc[i, "geometry"] = bow_tie
     gdf.to_file(path)
-    with pytest.warns(UserWarning, match="repaired 1 invalid"):
-        index = _ingest(raw_copy, tmp_path / "cubes")
+    with pytest.warns(UserWarning, match="repaired 1 invalid"):  # its corners may cross the scene edge
+        index = ingest_region(raw_copy, tmp_path / "cubes", updated(DATA, edge_policy="keep"), SensorsConfig(),
+                              progress=False)
     assert set(index.glacier_id) == set(gdf.glacier_id)
     cube = read_cube(tmp_path / "cubes" / index[(index.glacier_id == gid) & (index.role == "inventory")].path.iloc[0])
     # both lobes of the bow-tie are kept: two triangles, half the bounding box
@@ -504,31 +519,85 @@ def test_empty_geometry_or_duplicate_id(raw_copy, tmp_path, problem):
     _assert_error_names(err.value, path, expected)
 
 
-def _dem_nan_on(raw: Path, geoms: gpd.GeoSeries, invert: bool = False) -> None:
-    """Set the DEM to NaN on the given outlines (or, with invert, everywhere else)."""
+def _dem_nan_on(raw: Path, geoms: gpd.GeoSeries, invert: bool = False, value: float = np.nan) -> None:
+    """Set the DEM to NaN (or a void sentinel `value`, then with no nodata tag) on the given
+    outlines (or, with invert, everywhere else)."""
     path = raw / "dem.tif"
     with rasterio.open(path) as ds:
         dem, shape, transform, crs = ds.read(), ds.shape, ds.transform, ds.crs
     on = features.rasterize([(g, 1) for g in geoms.to_crs(crs)], out_shape=shape, transform=transform,
                             all_touched=True).astype(bool)
-    dem[0][~on if invert else on] = np.nan
-    _rewrite_raster(path, data=dem)
+    dem[0][~on if invert else on] = value
+    _rewrite_raster(path, data=dem, nodata="keep" if np.isnan(value) else None)
 
 
-def test_dem_nan_over_a_glacier(raw_copy, tmp_path):
-    gdf = gpd.read_file(raw_copy / "outlines.gpkg")
+def _isolated_glacier(gdf: gpd.GeoDataFrame) -> int:
+    """The last glacier in file order with no neighbour within 300 m (voids on it stay its own)."""
     utm = gdf.to_crs(32632).geometry
-    # the last glacier in file order with no neighbour within 100 m (bilinear resampling spreads
-    # NaN a little): the cubes of the glaciers before it are written before it fails
-    isolated = [i for i in range(len(gdf)) if utm.drop(utm.index[i]).distance(utm.iloc[i]).min() > 100]
-    i = isolated[-1]
-    assert i >= 1  # precondition
+    return [i for i in range(len(gdf)) if utm.drop(utm.index[i]).distance(utm.iloc[i]).min() > 300][-1]
+
+
+@pytest.mark.parametrize("policy", ["fill", "mask"])
+@pytest.mark.parametrize("void", [np.nan, -9999.0, -32768.0, 0.0])
+def test_dem_voids_on_a_glacier_are_filled_or_masked(raw_copy, tmp_path, void, policy):
+    """NaN voids and sentinels without a nodata tag (-9999 ASTER, -32768 SRTM, 0 HMA) are voids:
+    one warning counts them; "fill" interpolates them from the surrounding terrain, "mask" leaves
+    them NaN in mask_dem_void, invalid for sensor sets with a dem group only."""
+    from glaciermap.data.windows import prepare_cube
+
+    gdf = gpd.read_file(raw_copy / "outlines.gpkg")
+    i = _isolated_glacier(gdf)
     gid = gdf.glacier_id.iloc[i]
-    _dem_nan_on(raw_copy, gdf.geometry.iloc[[i]])
+    with rasterio.open(raw_copy / "dem.tif") as ds:
+        before = ds.read(1)
+    _dem_nan_on(raw_copy, gdf.geometry.iloc[[i]], value=void)
+    cfg = updated(DATA, dem_voids=policy)
+    with pytest.warns(UserWarning, match=rf"dem.tif: \d+ DEM pixel\(s\) around the glaciers are voids"):
+        index = ingest_region(raw_copy, tmp_path / "cubes", cfg, SensorsConfig(), progress=False)
+    row = index[(index.glacier_id == gid) & (index.role == "inventory")].iloc[0]
+    cube = read_cube(tmp_path / "cubes" / row.path)
+    on = cube.mask_glacier == 1
+    dem = cube.data[cube.bands.index("dem")]
+    if policy == "fill":
+        assert np.isfinite(dem[on]).all() and not cube.mask_dem_void[on].any()
+        # interpolated from the terrain around: within the glacier's true elevation range +- 100 m
+        lo, hi = np.nanmin(before), np.nanmax(before)
+        assert lo - 100 < dem[on].min() and dem[on].max() < hi + 100
+        assert row.glacier_dem_void_fraction == 0.0
+    else:
+        assert cube.mask_dem_void[on].mean() > 0.9 and np.isnan(dem[cube.mask_dem_void == 1]).all()
+        assert row.glacier_dem_void_fraction > 0.9
+        stats = {b: {"mean": 0.0, "std": 1.0} for b in cube.bands}
+        with_dem = prepare_cube(tmp_path / "cubes" / row.path, SensorsConfig().resolve("optical_dem"), stats)
+        optical = prepare_cube(tmp_path / "cubes" / row.path, SensorsConfig().resolve("optical"), stats)
+        np.testing.assert_array_equal(with_dem.valid, (cube.mask_invalid == 0) & (cube.mask_dem_void == 0))
+        np.testing.assert_array_equal(optical.valid, cube.mask_invalid == 0)
+
+
+@pytest.mark.parametrize("value", [np.nan, -9999.0, 0.0])
+def test_a_dem_that_is_all_void_is_one_clear_error(raw_copy, tmp_path, value):
+    gdf = gpd.read_file(raw_copy / "outlines.gpkg")
+    _dem_nan_on(raw_copy, gdf.geometry.iloc[:0], invert=True, value=value)
     with pytest.raises(InputDataError) as err:
         _ingest(raw_copy, tmp_path / "cubes")
-    _assert_error_names(err.value, raw_copy / "dem.tif", "DEM has NaN/no-data on 100.0% of glacier", gid)
-    assert not (tmp_path / "cubes").exists() and not _leftovers(tmp_path)  # atomic
+    _assert_error_names(err.value, raw_copy / "dem.tif",
+                        "DEM has no relief (every value is 0)" if value == 0 else "DEM has no valid elevation")
+    assert not (tmp_path / "cubes").exists()
+
+
+def test_dem_spikes_and_pits_are_voids():
+    from glaciermap.data.dem import check_usable, find_voids
+
+    z = np.add.outer(np.arange(20.0), np.arange(20.0)) * 30 + 2000  # a 30 m/px ramp
+    z[5, 5], z[10, 10], z[15, 3] = 4000.0, 200.0, 0.0  # spike, pit, zero in high terrain
+    z[2, 15] = -32768
+    expected = np.zeros(z.shape, bool)
+    expected[[5, 10, 15, 2], [5, 10, 3, 15]] = True
+    np.testing.assert_array_equal(find_voids(z), expected)
+    low = np.add.outer(np.arange(20.0), np.arange(20.0))  # coastal: 0 m is a real elevation
+    assert not find_voids(low).any()
+    with pytest.raises(InputDataError, match="no valid elevation"):
+        check_usable(np.full((4, 4), -9999.0), find_voids(np.full((4, 4), -9999.0)), Path("x.tif"))
 
 
 def test_dem_nan_off_glacier_stays_nan(raw_copy, tmp_path):
@@ -595,7 +664,7 @@ def _cli(tmp_path: Path, raw: Path, out: Path, monkeypatch) -> int:
     return cli.main(["--params", str(params), "-q", "ingest", "--raw", str(raw), "--out", str(out)])
 
 
-@pytest.mark.parametrize("case", ["missing_band", "dem_nan", "truncated"])
+@pytest.mark.parametrize("case", ["missing_band", "dem_all_void", "truncated"])
 def test_cli_reports_one_line_and_writes_nothing(raw_copy, tmp_path, capsys, monkeypatch, case):
     if case == "missing_band":
         bad = raw_copy / "scenes" / "2015" / "optical.tif"
@@ -603,10 +672,11 @@ def test_cli_reports_one_line_and_writes_nothing(raw_copy, tmp_path, capsys, mon
             data, names = ds.read(), list(ds.descriptions)
         _rewrite_raster(bad, data=data[:4], descriptions=names[:4])
         problem = "missing band(s) ['B11', 'B12']"
-    elif case == "dem_nan":
+    elif case == "dem_all_void":
         bad = raw_copy / "dem.tif"
-        _dem_nan_on(raw_copy, gpd.read_file(raw_copy / "outlines.gpkg").geometry.iloc[[-1]])
-        problem = "DEM has NaN/no-data"
+        _dem_nan_on(raw_copy, gpd.read_file(raw_copy / "outlines.gpkg").geometry.iloc[:0], invert=True,
+                    value=-9999.0)
+        problem = "DEM has no valid elevation (all -9999)"
     else:
         bad = raw_copy / "scenes" / "2023" / "optical.tif"
         bad.write_bytes(bad.read_bytes()[:20000])
@@ -672,3 +742,156 @@ def test_a_data_band_flagged_as_alpha_is_a_clear_error(tmp_path):
         read_on_grid(path, ["NIR", "B"], grid, resampling=rasterio.enums.Resampling.nearest)
     assert str(path) in err.value.message
     assert read_on_grid(path, ["NIR", "R"], grid, resampling=rasterio.enums.Resampling.nearest).shape == (2, 8, 8)
+
+
+# ------------------------------------------------------------- outlines and scenes left out
+def _scene_box(raw: Path, epoch: str = "2015"):
+    with rasterio.open(raw / "scenes" / epoch / "optical.tif") as ds:
+        return box(*ds.bounds)
+
+
+def _shift_across_the_west_edge(raw: Path, fraction: float) -> tuple[str, float]:
+    """Move the largest glacier so that about `fraction` of its width lies west of the scene;
+    return its id and the exact fraction of its area still inside."""
+    path = raw / "outlines.gpkg"
+    gdf = gpd.read_file(path)
+    utm = gdf.to_crs(32632)
+    i = int(utm.area.argmax())
+    g = utm.geometry.iloc[i]
+    scene = _scene_box(raw)
+    dx = scene.bounds[0] - g.bounds[0] - fraction * (g.bounds[2] - g.bounds[0])
+    moved = gpd.GeoSeries([g], crs=32632).translate(xoff=dx)
+    utm.loc[utm.index[i], "geometry"] = moved.iloc[0]
+    utm.to_crs(gdf.crs).to_file(path)
+    m = moved.iloc[0]
+    return gdf.glacier_id.iloc[i], m.intersection(scene).area / m.area
+
+
+def test_outline_across_the_scene_edge_is_skipped_with_the_true_reason(raw_copy, tmp_path):
+    """It used to stop ingest with "DEM has NaN/no-data on 30 % of glacier ... (fill voids)"."""
+    gid, inside = _shift_across_the_west_edge(raw_copy, 0.3)
+    assert 0.5 < inside < 0.9  # precondition
+    with pytest.warns(UserWarning, match=rf"1 outline\(s\) / acquisition\(s\) left out .*\['{gid}'\]"):
+        index = _ingest(raw_copy, tmp_path / "cubes")
+    assert gid not in set(index.glacier_id)
+    listed = pd.read_csv(tmp_path / "cubes" / "skipped.csv")
+    assert listed.glacier_id.tolist() == [gid]
+    reason = listed.reason.iloc[0]
+    assert reason.startswith(f"crosses the edge of {raw_copy / 'scenes' / '2015' / 'optical.tif'}: "
+                             f"{1 - inside:.1%} of the outline outside"), reason
+
+
+def test_edge_policy_keep_keeps_outlines_covered_enough(raw_copy, tmp_path):
+    gid, inside = _shift_across_the_west_edge(raw_copy, 0.3)
+    cfg = updated(DATA, edge_policy="keep", min_coverage=0.5)
+    index = ingest_region(raw_copy, tmp_path / "cubes", cfg, SensorsConfig(), progress=False)
+    rows = index[index.glacier_id == gid]
+    assert sorted(rows.role) == ["inventory", "recent"]
+    assert rows.coverage.to_numpy() == pytest.approx(inside, abs=1e-3)
+    cube = read_cube(tmp_path / "cubes" / rows.path.iloc[0])
+    on = cube.mask_glacier == 1
+    off_scene = on & ~np.isfinite(cube.data[0])  # no optical data west of the scene
+    assert off_scene.sum() / on.sum() == pytest.approx(1 - inside, abs=0.05)
+    assert cube.mask_invalid[off_scene].all()  # ... so masked invalid
+    assert pd.read_csv(tmp_path / "cubes" / "skipped.csv").empty
+    strict = updated(DATA, edge_policy="keep", min_coverage=0.95)
+    index = ingest_region(raw_copy, tmp_path / "cubes2", strict, SensorsConfig(), progress=False)
+    assert gid not in set(index.glacier_id)
+    assert "below data.min_coverage 0.95" in pd.read_csv(tmp_path / "cubes2" / "skipped.csv").reason.iloc[0]
+
+
+def test_outline_smaller_than_a_pixel_is_listed_and_skipped(raw_copy, tmp_path):
+    path = raw_copy / "outlines.gpkg"
+    gdf = gpd.read_file(path)
+    c = _scene_box(raw_copy).centroid
+    # 3 x 3 m, between the pixel centres (multiples of 10 m + 5) of the 10 m grid: none inside
+    x0 = np.floor(c.x / 10) * 10 + 6
+    y0 = np.floor(c.y / 10) * 10 + 6
+    tiny = gpd.GeoDataFrame({"glacier_id": ["TINY"], "date": [gdf.date.iloc[0]]},
+                            geometry=[box(x0, y0, x0 + 3, y0 + 3)], crs=32632).to_crs(gdf.crs)
+    pd.concat([gdf, tiny], ignore_index=True).to_file(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = _ingest(raw_copy, tmp_path / "cubes")
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "empty slice" in m], messages  # numpy's nameless warning is gone
+    assert [m for m in messages if "left out" in m and "TINY" in m], messages
+    assert "TINY" not in set(index.glacier_id) and index.glacier_invalid_fraction.notna().all()
+    listed = pd.read_csv(tmp_path / "cubes" / "skipped.csv")
+    assert listed.glacier_id.tolist() == ["TINY"]
+    assert listed.reason.iloc[0].startswith("smaller than one pixel (9 m2 at 10 m")
+
+
+def test_outlines_file_with_several_layers_needs_the_layer_name(raw_copy, tmp_path):
+    path = raw_copy / "outlines.gpkg"
+    gdf = gpd.read_file(path)
+    gdf.iloc[:2].to_file(path, layer="aaa_other")  # sorts first: the layer a reader would take
+    with pytest.raises(InputDataError) as err:
+        _ingest(raw_copy, tmp_path / "cubes")
+    _assert_error_names(err.value, path, "the file has 2 layers", "aaa_other", "outlines", "set outlines_layer")
+    manifest = yaml.safe_load((raw_copy / "region.yaml").read_text())
+    (raw_copy / "region.yaml").write_text(yaml.safe_dump({**manifest, "outlines_layer": "nope"}))
+    with pytest.raises(InputDataError, match=r"no layer 'nope'"):
+        _ingest(raw_copy, tmp_path / "cubes")
+    (raw_copy / "region.yaml").write_text(yaml.safe_dump({**manifest, "outlines_layer": "outlines"}))
+    index = _ingest(raw_copy, tmp_path / "cubes")
+    assert set(index.glacier_id) == set(gdf.glacier_id)
+
+
+def test_a_misplaced_first_inventory_scene_is_named(raw_copy, tmp_path):
+    """Only scenes/2015 (the first inventory epoch) lies elsewhere: the error names it, not the outlines."""
+    for name in ("optical.tif", "cloud.tif", "sar.tif"):
+        p = raw_copy / "scenes" / "2015" / name
+        with rasterio.open(p) as ds:
+            profile, data, desc = ds.profile, ds.read(), ds.descriptions
+        profile["transform"] = profile["transform"] * rasterio.Affine.translation(0, 0)
+        t = profile["transform"]
+        profile["transform"] = rasterio.Affine(t.a, t.b, t.c + 200_000, t.d, t.e, t.f)
+        p.unlink()
+        with rasterio.open(p, "w", **profile) as ds:
+            ds.write(data)
+            ds.descriptions = desc
+    with pytest.raises(InputDataError) as err:
+        _ingest(raw_copy, tmp_path / "cubes")
+    _assert_error_names(err.value, raw_copy / "scenes" / "2015" / "optical.tif", "no outline overlaps this raster")
+    assert "outlines.gpkg" not in err.value.message
+
+
+def _cloud_over(path: Path, geoms: gpd.GeoSeries | None = None) -> None:
+    """Mark a cloud mask cloudy everywhere (geoms None) or on the given outlines."""
+    with rasterio.open(path) as ds:
+        cl, shape, transform, crs = ds.read(), ds.shape, ds.transform, ds.crs
+    if geoms is None:
+        cl[:] = 1
+    else:
+        on = features.rasterize([(g, 1) for g in geoms.to_crs(crs)], out_shape=shape, transform=transform,
+                                all_touched=True).astype(bool)
+        cl[0][on] = 1
+    _rewrite_raster(path, data=cl)
+
+
+def test_an_all_cloud_alternate_is_left_out_not_fatal(multi_acq_region, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(multi_acq_region, raw, ignore=shutil.ignore_patterns("truth"))
+    _cloud_over(raw / "scenes" / "2023-alt1" / "cloud.tif")
+    with pytest.warns(UserWarning, match=r"left out .*\['2023-alt1'\]"):
+        index = _ingest(raw, tmp_path / "cubes")
+    assert "2023-alt1" not in set(index.scene)
+    assert len(index) == 2 * index.glacier_id.nunique()  # every cube is there (inventory + recent)
+    listed = pd.read_csv(tmp_path / "cubes" / "skipped.csv", dtype=str, keep_default_na=False)
+    assert listed[["glacier_id", "scene"]].values.tolist() == [["", "2023-alt1"]]
+    assert listed.reason.iloc[0].startswith("scene is 100% cloud / cloud shadow")
+
+
+def test_a_glacier_wholly_masked_in_its_acquisition_is_named(raw_copy, tmp_path):
+    gdf = gpd.read_file(raw_copy / "outlines.gpkg")
+    i = _isolated_glacier(gdf)
+    gid = gdf.glacier_id.iloc[i]
+    _cloud_over(raw_copy / "scenes" / "2023" / "cloud.tif", gdf.geometry.iloc[[i]])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = _ingest(raw_copy, tmp_path / "cubes")
+    masked = [str(w.message) for w in caught if "100% masked" in str(w.message)]
+    assert len(masked) == 1 and f"{gid} (2023, 2023)" in masked[0], masked
+    full = index[index.glacier_invalid_fraction >= 1.0]
+    assert masked[0].startswith(f"{len(full)} glacier cube(s) 100% masked")

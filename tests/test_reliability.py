@@ -117,7 +117,18 @@ def _dem_all_nan(raw):
     p = raw / "dem.tif"
     with rasterio.open(p) as ds:
         _rewrite_raster(p, data=np.full((1, ds.height, ds.width), np.nan, np.float32))
-    return p, "DEM has NaN/no-data on 100.0% of glacier"
+    return p, "DEM has no valid elevation (all no data / NaN / implausible values)"
+
+
+def _dem_all_sentinel(raw):  # -9999 everywhere and no nodata tag: used to ingest as elevation
+    p = raw / "dem.tif"
+    with rasterio.open(p) as ds:
+        profile = ds.profile
+    profile["nodata"] = None
+    p.unlink()
+    with rasterio.open(p, "w", **profile) as ds:
+        ds.write(np.full((1, profile["height"], profile["width"]), -9999.0, np.float32))
+    return p, "DEM has no valid elevation (all -9999)"
 
 
 def _dem_no_crs(raw):
@@ -210,7 +221,7 @@ def _manifest_wrong_types(raw):
 
 
 INGEST_CASES = {f.__name__.lstrip("_"): f for f in (
-    _dem_all_nan, _dem_no_crs, _optical_junk, _sar_truncated, _all_cloud, _cloud_other_crs,
+    _dem_all_nan, _dem_all_sentinel, _dem_no_crs, _optical_junk, _sar_truncated, _all_cloud, _cloud_other_crs,
     _outlines_corrupt, _outlines_no_crs, _outlines_none, _outlines_point, _outlines_empty_geometry,
     _outlines_duplicate_id, _outlines_outside, _outlines_bad_date, _manifest_no_inventory,
     _manifest_wrong_types)}
@@ -579,7 +590,7 @@ def test_killed_ingest_leaves_old_or_no_cubes_and_a_rerun_completes(previous, ra
     assert code == 0, lines
     pd.testing.assert_frame_equal(read_index(out), cube_index)
     assert not _tmp_leftovers(products)  # the re-run also removed the killed run's temporary sibling
-    assert sorted(p.name for p in out.iterdir()) == sorted(["index.csv", *cube_index.epoch.unique()])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["index.csv", "skipped.csv", *cube_index.epoch.unique()])
 
 
 def test_killed_simulate_leaves_old_or_no_region_and_a_rerun_completes(tmp_path, capsys, monkeypatch):

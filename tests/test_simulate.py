@@ -304,3 +304,71 @@ def test_config_validation():
         SimulateConfig(crs="EPSG:4326")
     with pytest.raises(ValidationError):
         SimulateConfig(unknown_key=1)
+
+
+@pytest.mark.skipif(not (REAL / "hef_srtm.tif").exists(),
+                    reason=f"real Alps sample data not found at {REAL}")
+def test_dem_taller_than_one_write_strip_matches_the_source(tmp_path):
+    """dem.tif is written in 512-row strips: a DEM grid taller than that (the whole ~26 km SRTM
+    tile at 30 m: ~870 rows) must match the source DEM, not repeat the last strip over the file."""
+    from rasterio.warp import Resampling, reproject
+
+    cfg = SimulateConfig(dem_path=REAL / "hef_srtm.tif", outlines_path=REAL / "rgi7g_hef_complex.shp",
+                         resolution_m=30.0, sar=False, inventory_years=[2015], recent_year=2016,
+                         cloud_cover=0.0)
+    root = simulate_region(cfg, tmp_path / "raw", progress=False)
+    with rasterio.open(root / "dem.tif") as ds:
+        assert ds.height > 512
+        written = ds.read(1)
+        src_on_grid = np.full(written.shape, np.nan, np.float32)
+        with rasterio.open(REAL / "hef_srtm.tif") as src:
+            reproject(src.read(1).astype(np.float32), src_on_grid, src_transform=src.transform,
+                      src_crs=src.crs, dst_transform=ds.transform, dst_crs=ds.crs, dst_nodata=np.nan,
+                      resampling=Resampling.bilinear)
+    ok = np.isfinite(written) & np.isfinite(src_on_grid)
+    assert ok.mean() > 0.9
+    r = np.corrcoef(written[ok], src_on_grid[ok])[0, 1]
+    assert r >= 0.99, r
+    assert np.median(np.abs(written[ok] - src_on_grid[ok])) < 20.0  # metres
+
+
+def test_outlines_left_out_of_the_box_are_all_listed(tmp_path):
+    """Outlines beyond the region (wholly outside, or across its edge) are listed with the reason
+    in truth/skipped.csv and counted in one warning (those wholly outside used to vanish)."""
+    dem = tmp_path / "dem.tif"
+    _write_dem(dem)  # 3 x 3 km at 30 m, from x=640000, y=5190000 down
+    pts = {"IN": (641500, 5188500, 300), "EDGE": (640000, 5188500, 300), "FAR1": (700000, 5188500, 300),
+           "FAR2": (641500, 5100000, 300)}
+    gdf = gpd.GeoDataFrame({"glacier_id": list(pts)},
+                           geometry=[gpd.points_from_xy([x], [y])[0].buffer(r) for x, y, r in pts.values()],
+                           crs="EPSG:32632")
+    gdf.to_file(tmp_path / "outlines.gpkg")
+    cfg = SimulateConfig(dem_path=dem, outlines_path=tmp_path / "outlines.gpkg", sar=False,
+                         inventory_years=[2015], recent_year=2016)
+    with pytest.warns(UserWarning, match=r"3 outline\(s\) left out.*truth/skipped.csv"):
+        root = simulate_region(cfg, tmp_path / "raw", progress=False)
+    listed = pd.read_csv(root / "truth" / "skipped.csv").set_index("glacier_id").reason.to_dict()
+    assert listed == {"EDGE": "crosses the edge of the simulated region",
+                      "FAR1": "outside the simulated region", "FAR2": "outside the simulated region"}
+    assert json.loads((root / "truth" / "regional.json").read_text())["outlines_left_out"] == ["EDGE", "FAR1", "FAR2"]
+    assert gpd.read_file(root / "outlines.gpkg").glacier_id.tolist() == ["IN"]
+
+
+def test_a_region_too_large_for_memory_is_refused_with_the_estimate():
+    with pytest.raises(ValidationError, match=r"needs about 56\.2 GiB.*max_memory_gib = 16"):
+        SimulateConfig(width_km=200, height_km=200)  # 400 million pixels at 10 m
+    SimulateConfig(width_km=200, height_km=200, resolution_m=30.0)  # 44 Mpx: about 6.5 GiB, fits
+
+
+def test_a_killed_simulate_leaves_nothing_the_next_run_keeps(tmp_path):
+    """A temporary folder left by a killed run (its pid is gone) is removed by the next run."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale = tmp_path / f".raw.tmp-{dead}-0123abcd"
+    stale.mkdir()
+    simulate_region(SimulateConfig(seed=1, width_km=3, height_km=3, n_glaciers=3, sar=False), tmp_path / "raw",
+                    progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]

@@ -25,6 +25,15 @@ class DataConfig(StrictModel):
     buffer_m: float = Field(1280.0, ge=0)
     max_scene_cloud_fraction: float = Field(0.98, gt=0, le=1)  # above: scene rejected as all-cloud
     workers: int = Field(1, ge=1)  # processes building cubes in parallel
+    # DEM voids (no-data, NaN, sentinels such as -9999 / -32768 / zeros in high terrain, spikes and
+    # pits): "fill" interpolates them from their neighbours, "mask" leaves them NaN and marks them
+    # in the cube's mask_dem_void (invalid wherever a sensor set uses the dem group)
+    dem_voids: Literal["fill", "mask"] = "fill"
+    # outlines crossing the edge of a scene or of the DEM: "skip" leaves them out; "keep" keeps those
+    # with at least `min_coverage` of their area covered (the rest is no data, masked invalid).
+    # Every outline left out is listed in <cubes_dir>/skipped.csv
+    edge_policy: Literal["skip", "keep"] = "skip"
+    min_coverage: float = Field(0.9, gt=0, le=1)
     # dataset adapters (`glaciermap ingest --format ...`, docs/data-format.md section 3)
     dandb_inventory_epoch: str | None = None  # dandb-netcdf: epoch folder of the inventory (None: first by name)
     glavitu_channels: dict[str, list[str]] = {  # glavitu-hdf5: band names of each dataset's channels

@@ -17,13 +17,22 @@ from glaciermap.io import atomic_path
 
 MASKS = ("mask_glacier", "mask_all", "mask_invalid")
 INDEX_FILE = "index.csv"
+#: what ingest left out, one row each: glacier_id (empty for an acquisition), scene, reason
+SKIPPED_FILE = "skipped.csv"
+SKIPPED_COLUMNS = ("glacier_id", "scene", "reason")
+#: optional mask of pixels without a usable DEM value (invalid where a sensor set uses the dem group)
+DEM_VOID = "mask_dem_void"
 #: columns every stage after ingest relies on (ingest writes more)
 INDEX_COLUMNS = ("glacier_id", "epoch", "role", "year", "path", "lon", "area_km2")
 
 
 @dataclass
 class Cube:
-    """A cube in memory: bands (C, H, W) float32 with NaN for no data, masks (H, W) uint8."""
+    """A cube in memory: bands (C, H, W) float32 with NaN for no data, masks (H, W) uint8.
+
+    `mask_dem_void` (None when the cube has no DEM bands, or was written before it existed) marks
+    pixels whose DEM bands hold no usable elevation (a masked void, beyond the DEM's edge).
+    """
 
     data: np.ndarray
     bands: list[str]
@@ -32,6 +41,7 @@ class Cube:
     mask_invalid: np.ndarray
     grid: Grid
     attrs: dict
+    mask_dem_void: np.ndarray | None = None
 
     def select(self, bands: list[str]) -> np.ndarray:
         """(len(bands), H, W) view in the given order; absent bands come back all-NaN."""
@@ -52,10 +62,11 @@ def write_cube(path: Path, cube: Cube) -> Path:
         "GeoTransform": " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
     })
     gm = {"grid_mapping": "spatial_ref"}
+    masks = [*MASKS, *([DEM_VOID] if cube.mask_dem_void is not None else [])]
     ds = xr.Dataset(
         {
             "data": (("band", "y", "x"), cube.data.astype(np.float32), gm),
-            **{m: (("y", "x"), getattr(cube, m).astype(np.uint8), gm) for m in MASKS},
+            **{m: (("y", "x"), getattr(cube, m).astype(np.uint8), gm) for m in masks},
             "spatial_ref": spatial_ref,
         },
         coords={"band": cube.bands, "y": ys, "x": xs},
@@ -63,7 +74,7 @@ def write_cube(path: Path, cube: Cube) -> Path:
     )
     h, w = cube.data.shape[1:]
     enc = {"data": {"zlib": True, "complevel": 1, "chunksizes": (1, min(h, 256), min(w, 256))}}
-    enc.update({m: {"zlib": True, "complevel": 1} for m in MASKS})
+    enc.update({m: {"zlib": True, "complevel": 1} for m in masks})
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf", encoding=enc)
     return path
@@ -97,6 +108,7 @@ def read_cube(path: str | Path) -> Cube:
         mask_invalid=ds["mask_invalid"].values,
         grid=cube_grid(ds, path),
         attrs=dict(ds.attrs),
+        mask_dem_void=ds[DEM_VOID].values if DEM_VOID in ds else None,
     )
 
 

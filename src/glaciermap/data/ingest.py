@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
@@ -24,9 +25,12 @@ from shapely.geometry import box
 from tqdm.auto import tqdm
 
 from glaciermap.config import DataConfig, SensorsConfig
-from glaciermap.data.cubes import INDEX_FILE, Cube, write_cube
-from glaciermap.data.raw import (Grid, Region, decimal_year, open_raster, open_region, raster_footprint,
-                                 read_on_grid, read_outlines, band_indexes)
+from glaciermap.data.cubes import INDEX_FILE, SKIPPED_COLUMNS, SKIPPED_FILE, Cube, write_cube
+from glaciermap.data.dem import check_dem_file, read_dem_on_grid
+from glaciermap.data.dates import decimal_year
+from glaciermap.data.grid import Grid
+from glaciermap.data.raw import (Region, band_indexes, open_raster, open_region, raster_footprint, read_on_grid,
+                                 read_outlines)
 from glaciermap.data.terrain import hillshade, slope_deg
 from glaciermap.errors import InputDataError
 from glaciermap.io import atomic_path
@@ -68,42 +72,72 @@ def rasterize_geoms(geoms, grid: Grid) -> np.ndarray:
                      transform=grid.transform, fill=0, dtype="uint8")
 
 
-def check_region(region: Region, sensors: SensorsConfig, cfg: DataConfig) -> dict[str, bool]:
-    """Check every scene up front (CRS, bands, cloud cover); return {scene: has_sar}."""
+@dataclass
+class RegionCheck:
+    """What `check_region` found: SAR per scene, the usable acquisitions of each epoch, and the
+    acquisitions left out (all cloud / no data) as skipped-list rows."""
+
+    has_sar: dict[str, bool]
+    usable: dict[str, list[str]]
+    skipped: list[dict]
+
+
+def check_region(region: Region, sensors: SensorsConfig, cfg: DataConfig) -> RegionCheck:
+    """Check every scene up front (CRS, bands, cloud cover) and the DEM (not all void).
+
+    An acquisition that is all cloud or all no data is left out when its epoch has another usable
+    one (ingest picks the clearest anyway); when none is usable, that is an error naming the
+    epoch's main scene.
+    """
     optical = sensors.groups.get("optical", [])
-    has_sar = {}
     if region.dem_path is not None:
         with open_raster(region.dem_path):
             pass
+        if "dem" in sensors.groups:
+            check_dem_file(region.dem_path)
     elif "dem" in sensors.groups:
         raise InputDataError("sensors.groups has a 'dem' group but the region has no DEM (dem: null)",
                              path=region.root / "region.yaml",
                              hint="add a DEM to the region, or drop the dem group from sensors.groups")
-    for scene in region.scenes:
-        opt_path = region.scene_path(scene, "optical")
-        with open_raster(opt_path) as opt:
-            band_indexes(opt, optical, opt_path)
-            if region.has_cloud_masks:
-                _check_cloud_mask(opt, region.scene_path(scene, "cloud"), cfg.max_scene_cloud_fraction)
-        sar_path = region.scene_path(scene, "sar")
-        has_sar[scene] = sar_path.exists()
-        if has_sar[scene] and "sar" in sensors.groups:
-            with open_raster(sar_path) as sar:
-                band_indexes(sar, sensors.groups["sar"], sar_path)
-    return has_sar
+    has_sar, usable, skipped = {}, {}, []
+    for epoch in region.manifest.epochs:
+        problems = {}
+        for scene in region.acquisitions(epoch):
+            opt_path = region.scene_path(scene, "optical")
+            with open_raster(opt_path) as opt:
+                band_indexes(opt, optical, opt_path)
+                if region.has_cloud_masks:
+                    cloud_path = region.scene_path(scene, "cloud")
+                    problem = _check_cloud_mask(opt, cloud_path, cfg.max_scene_cloud_fraction)
+                    if problem:
+                        problems[scene] = (problem, cloud_path)
+            sar_path = region.scene_path(scene, "sar")
+            has_sar[scene] = sar_path.exists()
+            if has_sar[scene] and "sar" in sensors.groups:
+                with open_raster(sar_path) as sar:
+                    band_indexes(sar, sensors.groups["sar"], sar_path)
+        usable[epoch] = [s for s in region.acquisitions(epoch) if s not in problems]
+        if not usable[epoch]:
+            problem, path = problems[epoch]
+            raise InputDataError(problem, path=path,
+                                 hint="choose a clearer acquisition, or raise data.max_scene_cloud_fraction")
+        skipped += [{"glacier_id": "", "scene": s, "reason": f"{p} ({path}): acquisition left out"}
+                    for s, (p, path) in problems.items()]
+    return RegionCheck(has_sar, usable, skipped)
 
 
-def _check_cloud_mask(opt, cloud_path: Path, max_fraction: float) -> None:
-    """The cloud mask lies on the optical scene's grid and leaves enough clear sky."""
+def _check_cloud_mask(opt, cloud_path: Path, max_fraction: float) -> str | None:
+    """The cloud mask lies on the optical scene's grid; returns why the scene is unusable, or None."""
     with open_raster(cloud_path) as cl:
         if opt.crs != cl.crs or opt.transform != cl.transform or opt.shape != cl.shape:
             raise InputDataError(
                 f"cloud mask grid ({cl.crs}, {cl.shape}) differs from optical.tif ({opt.crs}, {opt.shape})",
                 path=cloud_path, hint="the cloud mask must come on the optical scene's grid")
-        _check_cloud_cover(cl, cloud_path, max_fraction)
+        return _cloud_cover_problem(cl, cloud_path, max_fraction)
 
 
-def _check_cloud_cover(ds, path: Path, max_fraction: float) -> None:
+def _cloud_cover_problem(ds, path: Path, max_fraction: float) -> str | None:
+    """"scene is all no-data" / "scene is N% cloud / cloud shadow" (at or above `max_fraction`), or None."""
     step = max(1, max(ds.shape) // 1024)  # decimated read: bounded memory on huge scenes
     try:
         cl = ds.read(1, out_shape=(max(1, ds.height // step), max(1, ds.width // step)),
@@ -113,11 +147,9 @@ def _check_cloud_cover(ds, path: Path, max_fraction: float) -> None:
                              path=path) from None
     valid = cl != CLOUD_NODATA
     if not valid.any():
-        raise InputDataError("scene is all no-data", path=path)
+        return "scene is all no-data"
     cloudy = float((cl[valid] != CLOUD_CLEAR).mean())
-    if cloudy >= max_fraction:
-        raise InputDataError(f"scene is {cloudy:.0%} cloud / cloud shadow", path=path,
-                             hint="choose a clearer acquisition, or raise data.max_scene_cloud_fraction")
+    return f"scene is {cloudy:.0%} cloud / cloud shadow" if cloudy >= max_fraction else None
 
 
 def invalid_mask(region: Region, scene: str, grid: Grid, optical: np.ndarray) -> np.ndarray:
@@ -130,10 +162,10 @@ def invalid_mask(region: Region, scene: str, grid: Grid, optical: np.ndarray) ->
     return invalid
 
 
-def clearest_scene(region: Region, epoch: str, optical_band: str, grid: Grid,
+def clearest_scene(region: Region, scenes: list[str], optical_band: str, grid: Grid,
                    glacier_mask: np.ndarray) -> str:
-    """The epoch's acquisition leaving the least of the glacier masked (the main one on a tie)."""
-    scenes = list(region.acquisitions(epoch))
+    """Of an epoch's usable acquisitions (main one first), the one leaving the least of the glacier
+    masked (the first on a tie)."""
     if len(scenes) == 1:
         return scenes[0]
     on_glacier = glacier_mask == 1
@@ -147,8 +179,12 @@ def clearest_scene(region: Region, epoch: str, optical_band: str, grid: Grid,
 
 
 def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geoms,
-               epoch: str, scene: str, dem_block: np.ndarray, has_sar: bool, attrs: dict) -> Cube:
-    """Read every sensor of one acquisition (`scene`, of `epoch`) onto a glacier's grid; add masks."""
+               epoch: str, scene: str, dem: tuple[np.ndarray, np.ndarray] | None, has_sar: bool,
+               attrs: dict) -> Cube:
+    """Read every sensor of one acquisition (`scene`, of `epoch`) onto a glacier's grid; add masks.
+
+    `dem` is (DEM feature bands, DEM void mask) from `dem_features`, or None without a dem group.
+    """
     bands: list[str] = []
     layers: list[np.ndarray] = []
     optical = sensors.groups.get("optical", [])
@@ -160,8 +196,8 @@ def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geo
         layers.append(read_on_grid(region.scene_path(scene, "sar"), sar_bands, grid,
                                    resampling=Resampling.bilinear))
         bands += sar_bands
-    if "dem" in sensors.groups:
-        layers.append(dem_block)
+    if dem is not None:
+        layers.append(dem[0])
         bands += sensors.groups["dem"]
     invalid = invalid_mask(region, scene, grid, opt)
     return Cube(
@@ -169,80 +205,164 @@ def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geo
         mask_glacier=rasterize_geoms([geom], grid),
         mask_all=rasterize_geoms(all_geoms, grid),
         mask_invalid=invalid.astype(np.uint8),
+        mask_dem_void=None if dem is None else dem[1].astype(np.uint8),
         grid=grid,
         attrs={**attrs, "epoch": epoch, "scene": scene, "year": decimal_year(region.scenes[scene]),
                "invalid_fraction": float(invalid.mean())},
     )
 
 
-def dem_features(region: Region, grid: Grid, names: list[str], glacier_id: str,
-                 glacier_mask: np.ndarray) -> np.ndarray:
-    """DEM and derived features (slope, hillshade) on the cube grid.
+def dem_features(region: Region, grid: Grid, names: list[str], policy: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """DEM and derived features (slope, hillshade) on the cube grid, its void mask, and void counts.
 
-    NaN on the glacier itself is an error; NaN in the buffer (beyond the DEM's edge) stays NaN.
+    Voids (`glaciermap.data.dem`) are filled or masked by `policy` (data.dem_voids); the mask marks
+    every pixel without a usable elevation (masked voids, beyond the DEM's edge).
     """
-    dem = read_on_grid(region.dem_path, None, grid, resampling=Resampling.bilinear)[0]
-    bad = ~np.isfinite(dem) & (glacier_mask == 1)
-    if bad.any():
-        raise InputDataError(
-            f"DEM has NaN/no-data on {bad.sum() / max(glacier_mask.sum(), 1):.1%} of glacier {glacier_id}"
-            + (" (the DEM does not cover it)" if bad.sum() == glacier_mask.sum() else ""),
-            path=region.dem_path, hint="fill voids (e.g. gdal_fillnodata.py) or use a DEM covering the region")
+    got = read_dem_on_grid(region.dem_path, grid, policy)
+    dem = got.z
     feats = {"dem": dem, "slope": slope_deg(dem, grid.res), "hillshade": hillshade(dem, grid.res)}
     unknown = [n for n in names if n not in feats]
     if unknown:
         raise InputDataError(f"unknown DEM feature(s) {unknown}; available: {list(feats)}",
                              path=region.dem_path)
-    return np.stack([feats[n] for n in names]).astype(np.float32)
+    return (np.stack([feats[n] for n in names]).astype(np.float32), got.void,
+            {"found": got.n_void_src, "filled": got.n_filled_src})
 
 
-def _glacier_job(args) -> list[dict]:
-    (region_root, sensors, cfg, out_dir, row, neighbours, crs, has_sar) = args
+def _glacier_job(args) -> dict:
+    """One glacier's cubes (every epoch): {"rows": index rows, "skipped": [...], "dem_voids": counts}."""
+    (region_root, sensors, cfg, out_dir, row, neighbours, crs, check) = args
     region = open_region(region_root)
     gid, geom = row["glacier_id"], row["geometry"]
     grid = glacier_grid(geom, crs, cfg.resolution_m, cfg.buffer_m)
     glacier_mask = rasterize_geoms([geom], grid)
-    dem_block = dem_features(region, grid, sensors.groups.get("dem", []), gid,
-                             glacier_mask) if "dem" in sensors.groups else None
+    if not glacier_mask.any():
+        return {"rows": [], "dem_voids": {}, "skipped": [{
+            "glacier_id": gid, "scene": "",
+            "reason": f"smaller than one pixel ({geom.area:.0f} m2 at {cfg.resolution_m:g} m: "
+                      "no pixel centre inside)"}]}
+    dem, voids = None, {}
+    if "dem" in sensors.groups:
+        feats, void, voids = dem_features(region, grid, sensors.groups["dem"], cfg.dem_voids)
+        dem = (feats, void)
     inv_epoch = region.nearest_inventory_epoch(row["inventory_year"])
     attrs = {"glacier_id": gid, "inventory_year": row["inventory_year"], "inventory_epoch": inv_epoch,
              "area_km2": geom.area / 1e6, "lon": row["lon"], "lat": row["lat"],
-             "crs": crs.to_string(), "res": cfg.resolution_m}
+             "crs": crs.to_string(), "res": cfg.resolution_m, "coverage": row["coverage"]}
     rows = []
     for epoch in [inv_epoch, *region.recent_epochs]:
-        scene = clearest_scene(region, epoch, sensors.groups["optical"][0], grid, glacier_mask)
-        cube = build_cube(region, sensors, grid, geom, neighbours, epoch, scene, dem_block,
-                          has_sar[scene], attrs)
+        scene = clearest_scene(region, check.usable[epoch], sensors.groups["optical"][0], grid, glacier_mask)
+        cube = build_cube(region, sensors, grid, geom, neighbours, epoch, scene, dem,
+                          check.has_sar[scene], attrs)
         rel = Path(epoch) / f"{gid}.nc"
         write_cube(out_dir / rel, cube)
+        on_glacier = cube.mask_glacier == 1
         rows.append({"glacier_id": gid, "epoch": epoch,
                      "role": "inventory" if epoch == inv_epoch else "recent", "scene": scene,
                      "year": cube.attrs["year"], "inventory_year": row["inventory_year"],
                      "path": rel.as_posix(), "lon": row["lon"], "lat": row["lat"],
                      "x": geom.centroid.x, "y": geom.centroid.y, "area_km2": geom.area / 1e6,
+                     "coverage": row["coverage"],
                      "invalid_fraction": cube.attrs["invalid_fraction"],
-                     "glacier_invalid_fraction": float(cube.mask_invalid[cube.mask_glacier == 1].mean()),
-                     "height": grid.height, "width": grid.width, "has_sar": has_sar[scene]})
-    return rows
+                     "glacier_invalid_fraction": float(cube.mask_invalid[on_glacier].mean()),
+                     "glacier_dem_void_fraction": float(dem[1][on_glacier].mean()) if dem else 0.0,
+                     "height": grid.height, "width": grid.width, "has_sar": check.has_sar[scene]})
+    return {"rows": rows, "skipped": [], "dem_voids": voids}
+
+
+def _raster_footprints(region: Region, sensors: SensorsConfig, check: RegionCheck, crs: CRS) -> dict[Path, object]:
+    """{file: footprint polygon in `crs`} of every raster each glacier needs: each epoch's first
+    usable acquisition, and the DEM when a sensor set uses it."""
+    paths = [region.scene_path(check.usable[e][0], "optical") for e in region.manifest.epochs]
+    if "dem" in sensors.groups:
+        paths.append(region.dem_path)
+    return {p: raster_footprint(p, crs) for p in paths}
+
+
+def coverage_check(outlines: gpd.GeoDataFrame, footprints: dict[Path, object], cfg: DataConfig,
+                   outlines_path: Path) -> tuple[gpd.GeoDataFrame, list[dict]]:
+    """Outlines kept (with a `coverage` column) and the skipped-list rows of those left out.
+
+    coverage = min over the rasters of area(outline & footprint) / area(outline) (in the cube CRS);
+    an outline reaching less than half a cube pixel beyond every edge counts as fully covered.
+    Wholly outside any raster: left out. Partly: kept only with edge_policy "keep" and
+    coverage >= min_coverage. A raster that no outline overlaps (while others do) is an error
+    naming it; no overlap at all is an error naming the outlines.
+    """
+    areas = outlines.geometry.area.to_numpy()
+    tol = 0.5 * cfg.resolution_m ** 2
+    cover = {}
+    for path, fp in footprints.items():
+        inside = outlines.geometry.intersection(fp).area.to_numpy()
+        cover[path] = np.where(areas - inside <= tol, 1.0, inside / np.maximum(areas, 1e-12))
+    hits = {p: c > 0 for p, c in cover.items()}
+    if not any(h.any() for h in hits.values()):
+        raise InputDataError("no outline overlaps the optical scenes", path=outlines_path,
+                             hint="check the CRS of outlines and rasters")
+    for path, h in hits.items():
+        if not h.any():
+            others = int(np.logical_or.reduce([hits[p] for p in hits if p != path]).sum())
+            raise InputDataError(f"no outline overlaps this raster, although {others} of {len(outlines)} "
+                                 "outlines overlap the region's other rasters", path=path,
+                                 hint="is it georeferenced in the right place (CRS, transform)?")
+    paths = list(cover)
+    stack = np.stack([cover[p] for p in paths])
+    worst = stack.argmin(axis=0)
+    coverage = stack.min(axis=0)
+    keep = coverage >= 1.0
+    if cfg.edge_policy == "keep":
+        keep |= coverage >= cfg.min_coverage
+    skipped = []
+    for i in np.flatnonzero(~keep):
+        where = paths[worst[i]]
+        if coverage[i] == 0:
+            reason = f"outside {where}"
+        else:
+            reason = (f"crosses the edge of {where}: {1 - coverage[i]:.1%} of the outline outside "
+                      + ("(data.edge_policy: skip)" if cfg.edge_policy == "skip"
+                         else f"(below data.min_coverage {cfg.min_coverage:g})"))
+        skipped.append({"glacier_id": outlines.glacier_id.iloc[i], "scene": "", "reason": reason})
+    return outlines[keep].assign(coverage=coverage[keep]), skipped
+
+
+def _report(skipped: list[dict], rows: list[dict], voids: list[dict], skipped_path: Path,
+            cfg: DataConfig, dem_path: Path | None) -> None:
+    """One warning each for: what was left out, glaciers wholly masked, DEM voids."""
+    if skipped:
+        names = [r["glacier_id"] or r["scene"] for r in skipped]
+        warnings.warn(f"{len(skipped)} outline(s) / acquisition(s) left out (listed with the reason in "
+                      f"{skipped_path}): {names[:10]}{' ...' if len(names) > 10 else ''}", stacklevel=3)
+    masked = [f"{r['glacier_id']} ({r['epoch']}, {r['scene']})" for r in rows
+              if r["glacier_invalid_fraction"] >= 1.0]
+    if masked:
+        warnings.warn(f"{len(masked)} glacier cube(s) 100% masked (cloud, shadow or no data) in the "
+                      f"clearest acquisition of their epoch: {masked[:10]}{' ...' if len(masked) > 10 else ''}",
+                      stacklevel=3)
+    found = sum(v.get("found", 0) for v in voids)
+    if found:
+        filled = sum(v.get("filled", 0) for v in voids)
+        warnings.warn(f"{dem_path}: {found} DEM pixel(s) around the glaciers are voids (no data, NaN, "
+                      f"sentinel such as -9999/-32768/0, spike or pit): {filled} filled from their "
+                      f"neighbours, {found - filled} masked (data.dem_voids: {cfg.dem_voids}; counted "
+                      "per glacier window, so shared pixels count once per glacier)", stacklevel=3)
 
 
 def ingest_region(raw_dir: str | Path, out_dir: str | Path, cfg: DataConfig, sensors: SensorsConfig,
                   *, progress: bool = True) -> pd.DataFrame:
-    """Build every cube of a raw region into `out_dir` (written atomically as a whole)."""
+    """Build every cube of a raw region into `out_dir` (written atomically as a whole).
+
+    What is left out (outlines outside or across a raster edge, smaller than a pixel, unusable
+    acquisitions) is listed in `out_dir`/skipped.csv (glacier_id, scene, reason) and counted in
+    one warning.
+    """
     region = open_region(raw_dir)
     outlines = read_outlines(region)
-    has_sar = check_region(region, sensors, cfg)
+    check = check_region(region, sensors, cfg)
     crs = target_crs(outlines, cfg)
-    footprint = raster_footprint(region.scene_path(region.manifest.inventory_epochs[0], "optical"),
-                                 outlines.crs)
-    inside = outlines.geometry.intersects(footprint)
-    if not inside.any():
-        raise InputDataError("no outline overlaps the optical scenes", path=region.outlines_path,
-                             hint="check the CRS of outlines and rasters")
-    if not inside.all():
-        warnings.warn(f"{region.outlines_path}: {int((~inside).sum())} outline(s) outside the scenes "
-                      f"skipped: {outlines.glacier_id[~inside].tolist()[:10]}", stacklevel=2)
-    outlines = outlines[inside.values].to_crs(crs)
+    outlines = outlines.to_crs(crs)
+    outlines, skipped = coverage_check(outlines, _raster_footprints(region, sensors, check, crs), cfg,
+                                       region.outlines_path)
+    skipped = check.skipped + skipped
     lonlat = outlines.geometry.centroid.to_crs(4326)
     outlines = outlines.assign(lon=lonlat.x.values, lat=lonlat.y.values)
     sindex = outlines.sindex
@@ -252,22 +372,30 @@ def ingest_region(raw_dir: str | Path, out_dir: str | Path, cfg: DataConfig, sen
         for _, row in outlines.iterrows():
             grid_box = glacier_grid(row.geometry, crs, cfg.resolution_m, cfg.buffer_m).bounds
             near = outlines.geometry.iloc[sindex.query(box(*grid_box))].tolist()
-            jobs.append((region.root, sensors, cfg, tmp, row, near, crs, has_sar))
-        rows: list[dict] = []
+            jobs.append((region.root, sensors, cfg, tmp, row, near, crs, check))
+        results: list[dict] = []
         bar = tqdm(total=len(jobs), desc="ingest", unit="glacier", disable=not progress)
         if cfg.workers > 1:
             with ProcessPoolExecutor(cfg.workers) as pool:
                 for r in pool.map(_glacier_job, jobs):
-                    rows += r
+                    results.append(r)
                     bar.update()
         else:
             for job in jobs:
-                rows += _glacier_job(job)
+                results.append(_glacier_job(job))
                 bar.update()
         bar.close()
+        rows = [row for r in results for row in r["rows"]]
+        skipped += [s for r in results for s in r["skipped"]]
+        if not rows:
+            raise InputDataError("no glacier left to ingest: every outline was left out "
+                                 f"({len(skipped)}: {[s['reason'] for s in skipped[:3]]})",
+                                 path=region.outlines_path)
         index = pd.DataFrame(rows)
         index.to_csv(tmp / INDEX_FILE, index=False)
+        pd.DataFrame(skipped, columns=list(SKIPPED_COLUMNS)).to_csv(tmp / SKIPPED_FILE, index=False)
+    _report(skipped, rows, [r["dem_voids"] for r in results], out_dir / SKIPPED_FILE, cfg, region.dem_path)
     return index
 
 
-__all__ = ["ingest_region", "utm_crs", "glacier_grid", "rasterize_geoms"]
+__all__ = ["ingest_region", "utm_crs", "glacier_grid", "rasterize_geoms", "coverage_check"]

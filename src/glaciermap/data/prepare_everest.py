@@ -20,6 +20,7 @@ import rasterio
 import yaml
 from rasterio.enums import ColorInterp
 
+from glaciermap.data.dates import parse_date
 from glaciermap.data.raw import open_raster
 from glaciermap.errors import InputDataError
 from glaciermap.io import atomic_path, write_text
@@ -29,7 +30,6 @@ RGB_FILE = "LE71400412000304SGS00_RGB.tif"
 OUTLINES_FILE = "15_rgi60_glacier_outlines.gpkg"
 #: Band names written into optical.tif (the sensor group of params lists the same names).
 BANDS = ("NIR", "R", "G", "B")
-RGI_MISSING = "-9999999"
 
 
 def landsat_scene_date(scene_id: str) -> dt.date:
@@ -43,16 +43,10 @@ def landsat_scene_date(scene_id: str) -> dt.date:
 
 
 def rgi_date(value) -> str | None:
-    """RGI 6 BgnDate/EndDate (YYYYMMDD, 99 = unknown month/day, -9999999 = missing) -> ISO date."""
-    text = str(value).strip()
-    if not text or text == RGI_MISSING or not (text.isdigit() and len(text) == 8):
-        return None
-    y, mo, d = int(text[:4]), int(text[4:6]), int(text[6:])
-    if mo == 99:
-        mo, d = 7, 1  # year known only: mid-year
-    elif d == 99:
-        d = 15
-    return dt.date(y, mo, d).isoformat()
+    """RGI 6 BgnDate/EndDate (YYYYMMDD, 99 = unknown month/day, -9999999 = missing) -> ISO date
+    (unknown parts placed as `glaciermap.data.dates` says: day -> 15th, month -> 1 July)."""
+    d = parse_date(value)
+    return None if d is None else d.isoformat()
 
 
 def inventory_dates(outlines: pd.DataFrame, path: Path) -> pd.Series:

@@ -9,18 +9,19 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
+import pyogrio
 import rasterio
 import yaml
 from pydantic import ValidationError
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_bounds
+from rasterio.warp import transform
 from shapely import make_valid
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from glaciermap.config.base import StrictModel
+from glaciermap.data.dates import decimal_year, inventory_year
 from glaciermap.data.grid import Grid
 from glaciermap.errors import InputDataError
 
@@ -48,6 +49,7 @@ class RegionManifest(StrictModel):
     inventory_epochs: list[str]
     epochs: dict[str, EpochInfo]
     outlines: str = "outlines.gpkg"
+    outlines_layer: str | None = None  # layer of the outlines file; required when it has several
     dem: str | None = "dem.tif"  # null: the region has no DEM (sensor sets must not use a dem group)
     cloud_masks: bool = True  # false: scenes have no cloud.tif (only optical no-data is invalid)
 
@@ -103,13 +105,6 @@ class Region:
         return min(inv, key=lambda e: abs(self.epoch_year(e) - year))
 
 
-def decimal_year(d: dt.date | pd.Timestamp) -> float:
-    """2015-07-02 -> 2015.5."""
-    start = dt.date(d.year, 1, 1)
-    days = (dt.date(d.year + 1, 1, 1) - start).days
-    return d.year + (dt.date(d.year, d.month, d.day) - start).days / days
-
-
 def open_region(root: str | Path) -> Region:
     """Read and check region.yaml and that every file it names exists."""
     root = Path(root)
@@ -152,6 +147,28 @@ def open_region(root: str | Path) -> Region:
 
 
 # --------------------------------------------------------------------------------------- outlines
+def read_vector(path: Path, layer: str | None = None, *, layer_hint: str = "name the layer") -> gpd.GeoDataFrame:
+    """A vector file's features (any format geopandas reads), with its CRS; one-line errors for an
+    unreadable file, a missing CRS, no features, or several layers and no `layer` named."""
+    try:
+        layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+        if layer is None and len(layers) > 1:
+            raise InputDataError(f"the file has {len(layers)} layers {layers}: which holds the outlines?",
+                                 path=path, hint=layer_hint)
+        if layer is not None and layer not in layers:
+            raise InputDataError(f"no layer {layer!r}; the file has {layers}", path=path, hint=layer_hint)
+        gdf = gpd.read_file(path, layer=layer)
+    except InputDataError:
+        raise
+    except Exception as err:  # pyogrio raises several types for unreadable files
+        raise InputDataError(f"cannot read outlines: {str(err).splitlines()[0]}", path=path) from None
+    if gdf.crs is None:
+        raise InputDataError("outlines have no CRS", path=path, hint="write a .prj (shapefile) or set the CRS")
+    if len(gdf) == 0:
+        raise InputDataError("no outlines in file", path=path)
+    return gdf
+
+
 def read_outlines(region: Region) -> gpd.GeoDataFrame:
     """Inventory outlines with columns glacier_id, inventory_year, geometry (CRS kept).
 
@@ -159,18 +176,11 @@ def read_outlines(region: Region) -> gpd.GeoDataFrame:
     CRS or missing columns are errors.
     """
     path, m = region.outlines_path, region.manifest
-    try:
-        gdf = gpd.read_file(path)
-    except Exception as err:  # pyogrio raises several types for unreadable files
-        raise InputDataError(f"cannot read outlines: {err}", path=path) from None
-    if gdf.crs is None:
-        raise InputDataError("outlines have no CRS", path=path, hint="write a .prj or set the CRS")
+    gdf = read_vector(path, m.outlines_layer, layer_hint=f"set outlines_layer in {region.root / 'region.yaml'}")
     for col in (m.id_column, m.date_column):
         if col not in gdf.columns:
             raise InputDataError(f"column {col!r} missing (columns: {list(gdf.columns)})", path=path,
                                  hint="set id_column/date_column in region.yaml")
-    if len(gdf) == 0:
-        raise InputDataError("no outlines in file", path=path)
     ids = gdf[m.id_column].astype(str)
     dup = ids[ids.duplicated()].unique().tolist()
     if dup:
@@ -189,7 +199,7 @@ def read_outlines(region: Region) -> gpd.GeoDataFrame:
         warnings.warn(f"{path}: repaired {int(invalid.sum())} invalid geometries "
                       f"({ids[invalid].tolist()[:5]}...) with shapely.make_valid", stacklevel=2)
         gdf.loc[invalid, "geometry"] = gdf.geometry[invalid].apply(_polygonal_part)
-    years = gdf[m.date_column].apply(_parse_year)
+    years = gdf[m.date_column].apply(inventory_year)
     bad = ids[years.isna()].tolist()
     if bad:
         raise InputDataError(f"unparseable inventory date for glacier(s) {bad[:10]}", path=path)
@@ -205,23 +215,6 @@ def _polygonal_part(geom):
         return fixed
     polys = [g for g in getattr(fixed, "geoms", []) if isinstance(g, (Polygon, MultiPolygon))]
     return MultiPolygon([p for g in polys for p in getattr(g, "geoms", [g])])
-
-
-def _parse_year(value) -> float:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return np.nan
-    if isinstance(value, (int, np.integer)) and 1900 < value < 2200:
-        return float(value) + 0.5
-    text = str(value).strip()
-    if text.isdigit() and len(text) == 8:  # RGI 6 BgnDate: YYYYMMDD, with 99 for unknown parts
-        y, mo, d = int(text[:4]), int(text[4:6]), int(text[6:])
-        if mo == 99:
-            return y + 0.5
-        return decimal_year(dt.date(y, mo, 1 if d == 99 else d))
-    try:
-        return decimal_year(pd.Timestamp(text))
-    except (ValueError, TypeError):
-        return np.nan
 
 
 # ---------------------------------------------------------------------------------------- rasters
@@ -284,8 +277,11 @@ def read_on_grid(path: Path, bands: list[str] | None, grid: Grid, *, resampling:
 
 
 def raster_footprint_of(src: rasterio.io.DatasetReader, crs: CRS) -> Polygon:
-    """An open raster's bounds as a polygon in `crs`."""
-    return box(*transform_bounds(src.crs, crs, *src.bounds, densify_pts=21))
+    """An open raster's bounds as a polygon in `crs` (edges densified: a true outline, not its
+    bounding box, when the CRSs differ)."""
+    ring = box(*src.bounds).segmentize(max(src.bounds[2] - src.bounds[0], src.bounds[3] - src.bounds[1]) / 40)
+    xs, ys = transform(src.crs, crs, *ring.exterior.xy)
+    return Polygon(zip(xs, ys))
 
 
 def raster_footprint(path: Path, crs: CRS) -> Polygon:

@@ -60,12 +60,18 @@ def normalise(image: np.ndarray, bands: list[str], stats: dict[str, dict[str, fl
 
 
 def prepare_cube(path: Path, groups: dict[str, list[str]], stats: dict[str, dict[str, float]]) -> PreparedCube:
-    """Load a cube, select the sensor set's bands in order and normalise them."""
+    """Load a cube, select the sensor set's bands in order and normalise them.
+
+    valid = not mask_invalid, and, when the set uses the dem group, not mask_dem_void either.
+    """
     cube = read_cube(path)
     bands = [b for bs in groups.values() for b in bs]
+    valid = cube.mask_invalid == 0
+    if "dem" in groups and cube.mask_dem_void is not None:
+        valid &= cube.mask_dem_void == 0
     return PreparedCube(
         image=normalise(cube.select(bands), bands, stats), target=cube.mask_all, glacier=cube.mask_glacier,
-        valid=cube.mask_invalid == 0,
+        valid=valid,
         location=np.array([cube.attrs.get("lon", 0.0), cube.attrs.get("lat", 0.0)], np.float32),
         glacier_pixels=np.argwhere(cube.mask_glacier == 1),
     )

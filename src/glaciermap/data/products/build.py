@@ -20,7 +20,7 @@ import rasterio
 from shapely.geometry import box
 
 from glaciermap.data.grid import Grid
-from glaciermap.data.raw import decimal_year
+from glaciermap.data.dates import decimal_year
 from glaciermap.data.simulate.writer import atomic_dir, write_gpkg, write_yaml
 from glaciermap.errors import ConfigError, InputDataError
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import geopandas as gpd
 
-from glaciermap.data.raw import _parse_year  # re-pointed when the dates module lands
+from glaciermap.data.dates import inventory_year
+from glaciermap.data.raw import read_vector
 from glaciermap.errors import InputDataError
 
 #: candidate column names, in order of preference (exact name first, then ignoring case)
@@ -39,18 +40,11 @@ def read_outlines(path: Path, id_column: str | None, date_column: str | None
     path = Path(path)
     if not path.exists():
         raise InputDataError("outlines file not found", path=path)
-    try:
-        gdf = gpd.read_file(path)
-    except Exception as err:  # pyogrio raises several types for unreadable files
-        raise InputDataError(f"cannot read outlines: {str(err).splitlines()[0]}", path=path) from None
-    if gdf.crs is None:
-        raise InputDataError("outlines have no CRS", path=path, hint="a shapefile needs its .prj")
-    if len(gdf) == 0:
-        raise InputDataError("no outlines in file", path=path)
+    gdf = read_vector(path)
     cols = [c for c in gdf.columns if c != gdf.geometry.name]
     idc = find_column(cols, ID_COLUMNS, id_column, "id", path)
     datec = find_column(cols, DATE_COLUMNS, date_column, "date", path)
-    years = gdf[datec].apply(_parse_year)
+    years = gdf[datec].apply(inventory_year)
     bad = gdf.loc[years.isna(), idc].astype(str).tolist()
     if bad:
         raise InputDataError(f"unparseable date in column {datec!r} for glacier(s) {bad[:5]}", path=path,
@@ -60,4 +54,4 @@ def read_outlines(path: Path, id_column: str | None, date_column: str | None
 
 def outline_years(gdf: gpd.GeoDataFrame, date_column: str) -> list[float]:
     """Decimal years of the outlines' dates (as ingest reads them)."""
-    return gdf[date_column].apply(_parse_year).astype(float).tolist()
+    return gdf[date_column].apply(inventory_year).astype(float).tolist()

@@ -22,14 +22,10 @@ from rasterio.windows import Window
 from scipy import ndimage
 from shapely.geometry import shape
 
+from glaciermap.data.dates import decimal_year
+
 from .glaciers import _polygonal
 from .terrain import SimGrid
-
-
-def decimal_year(d: dt.date) -> float:
-    """2015-07-02 -> 2015.5 (days since 1 January / days in the year)."""
-    start = dt.date(d.year, 1, 1)
-    return d.year + (d - start).days / (dt.date(d.year + 1, 1, 1) - start).days
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ class GlacierSet:
     ids: list[str]
     geoms: list[Polygon | MultiPolygon]
     source: str  # "generated" or the outlines file
-    dropped: list[str]  # real outlines left out (not entirely inside the region)
+    dropped: dict[str, str]  # real outlines left out: {glacier id: why} (not entirely inside the region)
 
 
 # ---------------------------------------------------------------------------- generation
@@ -473,8 +473,9 @@ def select_outlines(gdf: gpd.GeoDataFrame, grid: SimGrid, path: Path) -> Glacier
         raise InputDataError("no outline lies entirely inside the simulated region", path=path,
                              hint="enlarge the region (width_km/height_km) or omit it to use the whole DEM")
     keep = gdf[inside].sort_values("glacier_id")
-    return GlacierSet(keep["glacier_id"].tolist(), list(keep.geometry.values), str(path),
-                      sorted(gdf.loc[hits & ~inside, "glacier_id"].tolist()))
+    why = {gid: "crosses the edge of the simulated region" if hit else "outside the simulated region"
+           for gid, hit in zip(gdf.loc[~inside, "glacier_id"], hits[~inside])}
+    return GlacierSet(keep["glacier_id"].tolist(), list(keep.geometry.values), str(path), dict(sorted(why.items())))
 
 
 def rasterize(geoms: list, grid: SimGrid, values: list[int] | None = None) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import math
+import warnings
 import zlib
 from pathlib import Path
 
@@ -16,8 +17,8 @@ from rasterio.enums import Resampling
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from glaciermap.config.simulate import SimulateConfig
-from glaciermap.errors import InputDataError
+from glaciermap.config.simulate import SimulateConfig, memory_problem
+from glaciermap.errors import ConfigError, InputDataError
 
 from . import clouds as cl
 from . import glaciers as gl
@@ -65,6 +66,9 @@ def _scene_grid(cfg: SimulateConfig, crs: CRS) -> terrain.SimGrid:
                 f"{cfg.width_km} x {cfg.height_km} km) lies outside the DEM", path=cfg.dem_path,
                 hint="move center_lon/center_lat into the DEM or leave them unset to use the whole DEM")
     grid = terrain.grid_from_bounds(crs, *inner, res)
+    problem = memory_problem(grid.width, grid.height, cfg.max_memory_gib)
+    if problem:
+        raise ConfigError(f"simulate: the DEM's extent is too large: {problem}", path=cfg.dem_path)
     if grid.width < 64 or grid.height < 64:
         raise InputDataError(f"the region covered by the DEM is too small ({grid.width} x {grid.height} px "
                              f"at {res} m; need 64 x 64)", path=cfg.dem_path)
@@ -92,7 +96,7 @@ def _build(cfg: SimulateConfig, out: Path, progress: bool) -> None:
         lake_p, z = surface.make_lakes(z, pgrid)
         bar.update()
         # -- glaciers ------------------------------------------------------------------------
-        dropped: list[str] = []
+        dropped: dict[str, str] = {}
         gen_info: dict = {}
         if cfg.outlines_path is not None:
             path = Path(cfg.outlines_path)
@@ -266,6 +270,12 @@ def _write_vectors(out: Path, cfg: SimulateConfig, ids, geoms, states, epochs, i
         "vanished": a_rec == 0.0,
     })
     write_csv(rates_df, out / "truth" / "rates.csv")
+    write_csv(pd.DataFrame({"glacier_id": list(dropped), "reason": list(dropped.values())},
+                           columns=["glacier_id", "reason"]), out / "truth" / "skipped.csv")
+    if dropped:
+        warnings.warn(f"{cfg.outlines_path}: {len(dropped)} outline(s) left out, not entirely inside the "
+                      f"simulated region (listed with the reason in truth/skipped.csv): "
+                      f"{list(dropped)[:10]}{' ...' if len(dropped) > 10 else ''}", stacklevel=2)
     regional = 100.0 * float((a_rec - a_inv).sum() / (a_inv * dt_y).sum())
     small = a_inv < 1.0
     write_json({
@@ -288,7 +298,7 @@ def _write_vectors(out: Path, cfg: SimulateConfig, ids, geoms, states, epochs, i
         "crs": crs.to_string(),
         "outlines_source": str(cfg.outlines_path) if cfg.outlines_path else "generated",
         "dem_source": str(cfg.dem_path) if cfg.dem_path else "procedural",
-        "outlines_left_out": dropped,
+        "outlines_left_out": list(dropped),
         "generator": gen_info,
         "seed": cfg.seed,
     }, out / "truth" / "regional.json")

@@ -20,6 +20,7 @@ from rasterio.warp import reproject, transform as warp_transform
 from scipy import ndimage
 from scipy.interpolate import PchipInterpolator
 
+from glaciermap.data.dem import check_usable, find_voids
 from glaciermap.errors import InputDataError
 
 from . import noise
@@ -402,9 +403,9 @@ def real_terrain(path: Path, grid: SimGrid, pad: int, rng: np.random.Generator) 
             raise InputDataError(f"cannot read DEM pixels (truncated or corrupt file: {err})",
                                  path=path, hint="re-download or re-export the DEM") from None
         data = raw.filled(np.nan)
-        data[(data < -1000) | (data > 9000)] = np.nan  # SRTM-style voids without a nodata tag
-        if not np.isfinite(data).any():
-            raise InputDataError("DEM has no valid elevation (all no data / NaN)", path=path)
+        void = find_voids(data, src.nodata)  # also sentinels without a nodata tag, spikes, pits
+        check_usable(data, void, path)
+        data[void] = np.nan
         out = np.full(grid.shape, np.nan, np.float32)
         # fill voids first so the spline does not smear NaN
         valid = np.isfinite(data)

@@ -53,7 +53,7 @@ def write_array(path: Path, grid: SimGrid, arrays: list[np.ndarray], bands: list
     """Write whole 2-D arrays (already held in memory) strip by strip."""
     with open_geotiff(path, grid, bands, dtype, nodata) as ds:
         for win, sl in strips(grid):
-            ds.write(np.stack([a[sl] for a in arrays]).astype(dtype))
+            ds.write(np.stack([a[sl] for a in arrays]).astype(dtype), window=win)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from shapely.geometry import box
 from tqdm.auto import tqdm
 
 from glaciermap.config import DataConfig, SensorsConfig
-from glaciermap.data.cubes import INDEX_FILE, Cube, write_cube
+from glaciermap.data.cubes import INDEX_FILE, Cube, glacier_location, index_row, write_cube
 from glaciermap.data.raw import (Grid, Region, decimal_year, open_raster, open_region, raster_footprint,
                                  read_on_grid, read_outlines, band_indexes)
 from glaciermap.data.terrain import hillshade, slope_deg
@@ -205,8 +205,9 @@ def _glacier_job(args) -> list[dict]:
     dem_block = dem_features(region, grid, sensors.groups.get("dem", []), gid,
                              glacier_mask) if "dem" in sensors.groups else None
     inv_epoch = region.nearest_inventory_epoch(row["inventory_year"])
+    loc = glacier_location(glacier_mask, grid)
     attrs = {"glacier_id": gid, "inventory_year": row["inventory_year"], "inventory_epoch": inv_epoch,
-             "area_km2": geom.area / 1e6, "lon": row["lon"], "lat": row["lat"],
+             "area_km2": loc["area_km2"], "lon": loc["lon"], "lat": loc["lat"],
              "crs": crs.to_string(), "res": cfg.resolution_m}
     rows = []
     for epoch in [inv_epoch, *region.recent_epochs]:
@@ -215,14 +216,8 @@ def _glacier_job(args) -> list[dict]:
                           has_sar[scene], attrs)
         rel = Path(epoch) / f"{gid}.nc"
         write_cube(out_dir / rel, cube)
-        rows.append({"glacier_id": gid, "epoch": epoch,
-                     "role": "inventory" if epoch == inv_epoch else "recent", "scene": scene,
-                     "year": cube.attrs["year"], "inventory_year": row["inventory_year"],
-                     "path": rel.as_posix(), "lon": row["lon"], "lat": row["lat"],
-                     "x": geom.centroid.x, "y": geom.centroid.y, "area_km2": geom.area / 1e6,
-                     "invalid_fraction": cube.attrs["invalid_fraction"],
-                     "glacier_invalid_fraction": float(cube.mask_invalid[cube.mask_glacier == 1].mean()),
-                     "height": grid.height, "width": grid.width, "has_sar": has_sar[scene]})
+        rows.append(index_row(cube, rel.as_posix(), "inventory" if epoch == inv_epoch else "recent",
+                              group=row["group"], scene=scene, has_sar=has_sar[scene]))
     return rows
 
 
@@ -243,8 +238,6 @@ def ingest_region(raw_dir: str | Path, out_dir: str | Path, cfg: DataConfig, sen
         warnings.warn(f"{region.outlines_path}: {int((~inside).sum())} outline(s) outside the scenes "
                       f"skipped: {outlines.glacier_id[~inside].tolist()[:10]}", stacklevel=2)
     outlines = outlines[inside.values].to_crs(crs)
-    lonlat = outlines.geometry.centroid.to_crs(4326)
-    outlines = outlines.assign(lon=lonlat.x.values, lat=lonlat.y.values)
     sindex = outlines.sindex
     jobs = []
     out_dir = Path(out_dir)

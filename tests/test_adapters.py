@@ -487,3 +487,36 @@ def test_glavitu_project_variant_with_padding_crops_it(tmp_path):
     assert (cube.grid.height, cube.grid.width) == (64 - 8, 64 - 4)
     assert cube.grid.transform.c == pytest.approx(transform[2] + 2 * RES)
     assert cube.grid.transform.f == pytest.approx(transform[5] - 4 * RES)
+
+
+# --------------------------------------------- D&B as published: <epoch>/<rgi_id>/<glacier_nr>/<file>.nc
+def test_dandb_published_nested_layout_is_read_as_it_is(dandb_root, tmp_path):
+    """The published tree holds each glacier in <epoch>/<rgi_id>/<glacier_nr>/; two glaciers of one
+    RGI outline share a group. Cubes equal those of the flattened layout, file for file."""
+    rgi = {g: f"RGI60-11.{1000 + g // 2:05d}" for g in range(N_GLACIERS)}  # glaciers two by two
+    rng = np.random.default_rng(0)
+    for e in EPOCHS:  # the same files as `dandb_root`, written into the published tree
+        for g in range(N_GLACIERS):
+            write_dandb_glacier(tmp_path / "published" / e / rgi[g] / str(g % 2) / f"{rgi[g]}_{e}.nc", g, rng,
+                                year=float(e) + 0.6 if e == "2015" else None)
+    index = ingest_dandb_netcdf(tmp_path / "published", tmp_path / "cubes", DataConfig(), SensorsConfig(), SETS,
+                                progress=False)
+    expected = {f"{rgi[g]}_{g % 2}": rgi[g] for g in range(N_GLACIERS)}
+    assert len(index) == N_GLACIERS * len(EPOCHS)
+    assert dict(zip(index.glacier_id, index.group)) == expected
+    assert dict(zip(read_index(tmp_path / "cubes").glacier_id, read_index(tmp_path / "cubes").group)) == expected
+    flat = ingest_dandb_netcdf(dandb_root, tmp_path / "flat", DataConfig(), SensorsConfig(), SETS, progress=False)
+    name = {f"g_{g:04d}": f"{rgi[g]}_{g % 2}" for g in range(N_GLACIERS)}
+    flat = flat.assign(glacier_id=flat.glacier_id.map(name)).set_index(["glacier_id", "epoch"])
+    nested = index.set_index(["glacier_id", "epoch"]).loc[flat.index]
+    for col in ("role", "year", "area_km2", "lon", "lat", "invalid_fraction"):
+        assert nested[col].tolist() == flat[col].tolist(), col
+    a = read_cube(tmp_path / "cubes" / nested.path.iloc[0])
+    b = read_cube(tmp_path / "flat" / flat.path.iloc[0])
+    np.testing.assert_array_equal(a.data, b.data)
+    # a second file in one glacier folder is ambiguous
+    extra = tmp_path / "published" / "2023" / rgi[0] / "0" / "other.nc"
+    write_dandb_glacier(extra, 0, rng)
+    with pytest.raises(InputDataError, match=r"two files for glacier 'RGI60-11.01000_0'"):
+        ingest_dandb_netcdf(tmp_path / "published", tmp_path / "c3", DataConfig(), SensorsConfig(), SETS,
+                            progress=False)

@@ -198,7 +198,7 @@ def read_outlines(region: Region) -> gpd.GeoDataFrame:
         warnings.warn(f"{path}: repaired {int(invalid.sum())} invalid geometries "
                       f"({ids[invalid].tolist()[:5]}...) with shapely.make_valid", stacklevel=2)
         gdf.loc[invalid, "geometry"] = gdf.geometry[invalid].apply(_polygonal_part)
-    years = gdf[m.date_column].apply(_parse_year)
+    years = gdf[m.date_column].apply(parse_year)
     bad = ids[years.isna()].tolist()
     if bad:
         raise InputDataError(f"unparseable inventory date for glacier(s) {bad[:10]}", path=path)
@@ -217,7 +217,8 @@ def _polygonal_part(geom):
     return MultiPolygon([p for g in polys for p in getattr(g, "geoms", [g])])
 
 
-def _parse_year(value) -> float:
+def parse_year(value) -> float:
+    """An inventory date as a decimal year: ISO date, year (mid-year), or RGI 6 YYYYMMDD; NaN if unparseable."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return np.nan
     if isinstance(value, (int, np.integer)) and 1900 < value < 2200:
@@ -331,4 +332,4 @@ def raster_footprint(path: Path, crs: CRS) -> Polygon:
 
 
 __all__ = ["Region", "Grid", "open_region", "read_outlines", "read_on_grid", "band_indexes",
-           "band_names", "open_raster", "raster_footprint", "decimal_year"]
+           "band_names", "open_raster", "raster_footprint", "decimal_year", "parse_year"]

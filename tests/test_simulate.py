@@ -304,3 +304,19 @@ def test_config_validation():
         SimulateConfig(crs="EPSG:4326")
     with pytest.raises(ValidationError):
         SimulateConfig(unknown_key=1)
+
+
+def test_duplicate_ids_of_divides_say_what_to_do():
+    """Real RGI divides share their RGIId (95 polygons, 42 ids): the error says how to proceed."""
+    path = REAL / "divides_alps.shp"
+    if not path.exists():
+        pytest.skip(f"real divides not available at {path}")
+    from rasterio.crs import CRS
+
+    from glaciermap.data.simulate.glaciers import read_outlines
+
+    with pytest.raises(InputDataError) as err:
+        read_outlines(path, CRS.from_epsg(32632), "RGIId")
+    assert "duplicate glacier ids in column 'RGIId'" in err.value.problem
+    assert "53 polygon(s) repeat an id" in err.value.problem
+    assert "unique per polygon" in err.value.hint and "dissolve(by='RGIId')" in err.value.hint

@@ -352,3 +352,171 @@ def test_adapter_cubes_train_and_predict(fmt, dandb_root, glavitu_root, tmp_path
     cube = prepare_cube(params.data.cubes_dir / path, bundle.groups, bundle.stats)
     prob = predict_cube(model, cube, bundle.groups, size=params.patches.size, stride=params.patches.eval_stride)
     assert prob.shape == cube.target.shape and 0 <= prob.min() and prob.max() <= 1
+
+
+# ------------------------------------------------- one index-row home for both cube writers (#14)
+def test_raw_region_and_adapter_index_rows_agree_for_the_same_glacier(cubes_dir, cube_index, tmp_path):
+    """A glacier ingested from a raw region, then written in the D&B layout from its own cube
+    (same grid, same mask) and converted by the adapter, gets the same area and location in both
+    indexes: area = mask pixels x pixel area, lon/lat = the mask centroid in EPSG:4326."""
+    row = cube_index[cube_index.role == "inventory"].sort_values("area_km2").iloc[-1]
+    cube = read_cube(cubes_dir / row.path)
+    h, w = cube.mask_glacier.shape
+    names = OPTICAL + MASK_BANDS
+    stack = np.concatenate([cube.select(OPTICAL), np.ones((1, h, w)), cube.mask_invalid[None],
+                            np.zeros((1, h, w))]).astype(np.float32)
+    xs, ys = cube.grid.xy_coords()
+    gm = {"grid_mapping": "spatial_ref"}
+    ds = xr.Dataset({
+        "band_data": (("band", "y", "x"), stack, {"long_name": names, **gm}),
+        "mask_crt_g": (("y", "x"), cube.mask_glacier.astype(np.int8), gm),
+        "mask_all_g_id": (("y", "x"), np.where(cube.mask_all == 1, 1, -1).astype(np.int32), gm),
+        "dem": (("y", "x"), cube.select(["dem"])[0], gm),
+        "spatial_ref": ((), np.int32(0), CRS.from_wkt(cube.grid.crs.to_wkt()).to_cf()),
+    }, coords={"band": np.arange(1, len(names) + 1), "x": xs, "y": ys}, attrs={"year": float(row.year)})
+    src = tmp_path / "dataset" / "inv" / f"{row.glacier_id}.nc"
+    src.parent.mkdir(parents=True)
+    ds.to_netcdf(src, engine="h5netcdf")
+    index = ingest_dandb_netcdf(src.parents[1], tmp_path / "cubes", DataConfig(), SensorsConfig(), SETS,
+                                progress=False)
+    adapted = index.iloc[0]
+    assert adapted.glacier_id == row.glacier_id
+    expected_km2 = cube.mask_glacier.sum() * cube.grid.res ** 2 / 1e6
+    for col in ("area_km2", "lon", "lat", "x", "y", "glacier_invalid_fraction", "height", "width"):
+        assert adapted[col] == pytest.approx(row[col], rel=1e-12, abs=1e-12), col
+    assert row.area_km2 == pytest.approx(expected_km2, rel=1e-12)
+    assert read_cube(tmp_path / "cubes" / adapted.path).attrs["area_km2"] == pytest.approx(cube.attrs["area_km2"])
+
+
+# ------------------------------------------------ GlaViTU as published (original code's layout)
+PUB_H, PUB_W, PAD_H, PAD_W = 96, 128, 8, 16  # unpadded tile size and padding on every side
+
+
+def write_published_glavitu_tile(f: h5py.File, name: str, i: int, rng: np.random.Generator) -> dict:
+    """A tile as the original GlaViTU code reads it: zero-padded arrays, one-hot groundtruth (glacier
+    last), SAR as co_pol_sar / cross_pol_sar / in_sar, thermal, a lon/lat box, region labels."""
+    h, w = PUB_H + 2 * PAD_H, PUB_W + 2 * PAD_W
+    inner = (slice(PAD_H, PAD_H + PUB_H), slice(PAD_W, PAD_W + PUB_W))
+
+    def padded(c: int, fill) -> np.ndarray:
+        a = np.zeros((h, w, c), np.float32)
+        a[inner] = fill(c)
+        return a
+
+    g = f.create_group(name)
+    g["optical"] = padded(6, lambda c: rng.uniform(0, 1, (PUB_H, PUB_W, c)))
+    g["dem"] = padded(2, lambda c: np.stack([2500 + 4 * np.arange(PUB_H)[:, None] + np.zeros((PUB_H, PUB_W)),
+                                             np.full((PUB_H, PUB_W), 20.0)], axis=-1))
+    for ds, v in (("co_pol_sar", -11.0), ("cross_pol_sar", -17.0), ("in_sar", 0.4), ("thermal", 280.0)):
+        g[ds] = padded(1, lambda c, v=v: np.full((PUB_H, PUB_W, c), v))
+    glacier = _blob(PUB_H, PUB_W, 50, 60 + i, 30, 40)
+    onehot = np.zeros((h, w, 2), np.uint8)  # the padding belongs to neither class
+    onehot[inner] = np.stack([~glacier, glacier], axis=-1)
+    g["groundtruth"] = onehot
+    lon0, lat0 = 10.0 + 0.05 * i, 46.5
+    box = {"xmin": lon0, "xmax": lon0 + PUB_W * 10 / 76_630, "ymin": lat0, "ymax": lat0 + PUB_H * 10 / 111_200}
+    g.attrs.update(padding_height=PAD_H, padding_width=PAD_W, original_height=PUB_H, original_width=PUB_W,
+                   region="ALP", subregion=f"ALP-{i % 2}", **box)
+    return {"glacier_px": int(glacier.sum()), **box}
+
+
+def write_published_glavitu(root: Path) -> dict[str, dict]:
+    rng = np.random.default_rng(3)
+    root.mkdir(parents=True, exist_ok=True)
+    tiles = {}
+    for split, n in (("train", 2), ("val", 1), ("test", 1)):
+        with h5py.File(root / f"{split}_ps384_igarss23.hdf5", "w") as f:
+            for j in range(n):
+                i = len(tiles)
+                tiles[f"{split}_ps384_igarss23-tile{i}"] = write_published_glavitu_tile(f, f"tile{i}", i, rng)
+    return tiles
+
+
+def test_glavitu_published_layout_is_read_as_it_is(tmp_path):
+    from glaciermap.config import FoldsConfig
+    from glaciermap.data.folds import make_folds
+
+    tiles = write_published_glavitu(tmp_path / "dataset")
+    out = tmp_path / "cubes"
+    index, warned = _ingest_glavitu(tmp_path / "dataset", out, ["optical_sar_dem"])
+    assert sorted(index.glacier_id) == sorted(tiles)
+    # the published split, and the region labels the original scores by, reach the index
+    assert dict(zip(index.glacier_id, index.split)) == {g: g.split("_")[0] for g in tiles}
+    assert set(index.region) == {"ALP"} and set(index.subregion) == {"ALP-0", "ALP-1"}
+    # SAR under its published names: no tile lacks anything; thermal is named as ignored
+    assert (index.missing_features.fillna("") == "").all() and index.has_sar.all()
+    assert any("not named in data.glavitu_channels ignored: thermal (4 tile(s))" in w for w in warned), warned
+    for _, row in index.iterrows():
+        t = tiles[row.glacier_id]
+        cube = read_cube(out / row.path)
+        # lon/lat box -> local UTM (zone 32 at 10 E), square pixels of about the tile's 10 m
+        assert cube.grid.crs.to_epsg() == 32632 and cube.grid.res == pytest.approx(10, rel=0.1)
+        # padding cropped: about PUB_H x PUB_W pixels of 10 m (not the padded size), all of them valid
+        assert cube.grid.height * cube.grid.width * cube.grid.res ** 2 == pytest.approx(PUB_H * PUB_W * 100,
+                                                                                          rel=0.1)
+        assert row.glacier_invalid_fraction == 0 and row.invalid_fraction < 0.05
+        assert row.area_km2 == pytest.approx(t["glacier_px"] * 100 / 1e6, rel=0.05)
+        assert t["xmin"] < row.lon < t["xmax"] and t["ymin"] < row.lat < t["ymax"]
+        valid = cube.mask_invalid == 0
+        for band, v in (("VV", -11.0), ("VH", -17.0), ("coh", 0.4)):
+            assert cube.select([band])[0][valid] == pytest.approx(v, rel=1e-6), band
+    # folds.method: published trains on train, validates on val, tests on test
+    fold, = make_folds(read_index(out), out, FoldsConfig(method="published", min_train_area_km2=0), progress=False)
+    assert (fold.train, fold.val, fold.test) == (
+        [g for g in sorted(tiles) if g.startswith("train")], [g for g in tiles if g.startswith("val")],
+        [g for g in tiles if g.startswith("test")])
+    # thermal is kept when configured and used by a sensor group
+    channels = {**DataConfig().glavitu_channels, "thermal": ["TIR"]}
+    sensors = SensorsConfig(groups={"optical": OPTICAL, "thermal": ["TIR"]}, sets={"ot": ["optical", "thermal"]})
+    index2 = ingest_glavitu_hdf5(tmp_path / "dataset", tmp_path / "c2", DataConfig(glavitu_channels=channels),
+                                 sensors, ["ot"], progress=False)
+    cube = read_cube(tmp_path / "c2" / index2.path[0])
+    assert cube.bands == OPTICAL + ["TIR"]
+    assert cube.select(["TIR"])[0][cube.mask_invalid == 0] == pytest.approx(280.0)
+
+
+def test_glavitu_project_variant_with_padding_crops_it(tmp_path):
+    """Padding attributes also apply to tiles georeferenced by crs + transform (the transform is
+    the padded array's): the cube starts at the first unpadded pixel."""
+    src = write_glavitu(tmp_path / "dataset")
+    with h5py.File(src / "test.h5", "a") as f:
+        f["tile_a"].attrs.update(padding_height=4, padding_width=2)
+        transform = tuple(f["tile_a"].attrs["transform"])
+    index, _ = _ingest_glavitu(src, tmp_path / "cubes")
+    cube = read_cube(tmp_path / "cubes" / index[index.tile == "tile_a"].path.iloc[0])
+    assert (cube.grid.height, cube.grid.width) == (64 - 8, 64 - 4)
+    assert cube.grid.transform.c == pytest.approx(transform[2] + 2 * RES)
+    assert cube.grid.transform.f == pytest.approx(transform[5] - 4 * RES)
+
+
+# --------------------------------------------- D&B as published: <epoch>/<rgi_id>/<glacier_nr>/<file>.nc
+def test_dandb_published_nested_layout_is_read_as_it_is(dandb_root, tmp_path):
+    """The published tree holds each glacier in <epoch>/<rgi_id>/<glacier_nr>/; two glaciers of one
+    RGI outline share a group. Cubes equal those of the flattened layout, file for file."""
+    rgi = {g: f"RGI60-11.{1000 + g // 2:05d}" for g in range(N_GLACIERS)}  # glaciers two by two
+    rng = np.random.default_rng(0)
+    for e in EPOCHS:  # the same files as `dandb_root`, written into the published tree
+        for g in range(N_GLACIERS):
+            write_dandb_glacier(tmp_path / "published" / e / rgi[g] / str(g % 2) / f"{rgi[g]}_{e}.nc", g, rng,
+                                year=float(e) + 0.6 if e == "2015" else None)
+    index = ingest_dandb_netcdf(tmp_path / "published", tmp_path / "cubes", DataConfig(), SensorsConfig(), SETS,
+                                progress=False)
+    expected = {f"{rgi[g]}_{g % 2}": rgi[g] for g in range(N_GLACIERS)}
+    assert len(index) == N_GLACIERS * len(EPOCHS)
+    assert dict(zip(index.glacier_id, index.group)) == expected
+    assert dict(zip(read_index(tmp_path / "cubes").glacier_id, read_index(tmp_path / "cubes").group)) == expected
+    flat = ingest_dandb_netcdf(dandb_root, tmp_path / "flat", DataConfig(), SensorsConfig(), SETS, progress=False)
+    name = {f"g_{g:04d}": f"{rgi[g]}_{g % 2}" for g in range(N_GLACIERS)}
+    flat = flat.assign(glacier_id=flat.glacier_id.map(name)).set_index(["glacier_id", "epoch"])
+    nested = index.set_index(["glacier_id", "epoch"]).loc[flat.index]
+    for col in ("role", "year", "area_km2", "lon", "lat", "invalid_fraction"):
+        assert nested[col].tolist() == flat[col].tolist(), col
+    a = read_cube(tmp_path / "cubes" / nested.path.iloc[0])
+    b = read_cube(tmp_path / "flat" / flat.path.iloc[0])
+    np.testing.assert_array_equal(a.data, b.data)
+    # a second file in one glacier folder is ambiguous
+    extra = tmp_path / "published" / "2023" / rgi[0] / "0" / "other.nc"
+    write_dandb_glacier(extra, 0, rng)
+    with pytest.raises(InputDataError, match=r"two files for glacier 'RGI60-11.01000_0'"):
+        ingest_dandb_netcdf(tmp_path / "published", tmp_path / "c3", DataConfig(), SensorsConfig(), SETS,
+                            progress=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -278,3 +279,94 @@ def test_figures_are_valid_pngs(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         assert len(data) > 10_000
     assert not list((tmp_path / "figs").glob(".*tmp*"))
+
+
+# ------------------------------------------------------- two inventories, no model (#15.8)
+def _square(area_km2: float, lon: float, lat: float, crs: str, *, half: bool = False):
+    """A square of `area_km2` (true area) centred on lon/lat, in `crs`; `half`: its western half."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    laea = f"+proj=laea +lat_0={lat} +lon_0={lon} +datum=WGS84 +units=m"
+    s = math.sqrt(area_km2 * 1e6) / 2
+    geom = box(-s, -s, 0 if half else s, s).segmentize(10.0)  # densified: straight in any projection
+    return gpd.GeoSeries([geom], crs=laea).to_crs(crs).iloc[0]
+
+
+def _inventory_file(path, rows: list[tuple], crs: str, columns=("gid", "year")):
+    import geopandas as gpd
+
+    gdf = gpd.GeoDataFrame({columns[0]: [r[0] for r in rows], columns[1]: [r[1] for r in rows]},
+                           geometry=[_square(r[2], r[3], 46.8, crs) for r in rows], crs=crs)
+    gdf.to_file(path)
+    return path
+
+
+def test_inventory_change_rate_between_two_dates(tmp_path, capsys, monkeypatch):
+    """18.11 km2 in 1928 and 14.64 km2 in 2020 (files in EPSG:4326 and UTM 32N): -0.2083 %/yr,
+    100 * (14.64 - 18.11) / (18.11 * 92). A glacier below 0.1 km2 is flagged small; one found in
+    the old inventory only is listed, not counted as vanished."""
+    from glaciermap import cli
+    from glaciermap.analysis.inventory_change import inventory_change, read_inventory
+
+    old = _inventory_file(tmp_path / "1928.gpkg", [("A", 1928, 18.11, 10.80), ("B", 1928, 0.08, 10.90),
+                                                   ("C", 1928, 2.0, 11.00)], "EPSG:4326")
+    new = _inventory_file(tmp_path / "2020.shp", [("A", 2020, 14.64, 10.80), ("B", 2020, 0.05, 10.90)],
+                          "EPSG:32632")
+    table, summary = inventory_change(read_inventory(old, "gid", "year"), read_inventory(new, "gid", "year"))
+    a = table.set_index("glacier_id").loc["A"]
+    assert a.area_inventory_km2 == pytest.approx(18.11, rel=1e-5)  # equal-area, not degrees
+    assert a.area_recent_km2 == pytest.approx(14.64, rel=1e-5)
+    assert a.dt_yr == pytest.approx(92.0)
+    assert a.rate_pct_per_yr == pytest.approx(-0.2083, abs=5e-5) and a.kept
+    assert table.set_index("glacier_id").loc["B"].flag_small
+    assert summary["rate_pct_per_yr"] == pytest.approx(-0.2083, abs=5e-5) and summary["n_kept"] == 1
+    assert summary["only_in_old"] == ["C"] and summary["only_in_new"] == []
+    # the command: same table, summary and size-class figure, written as one folder
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    out = tmp_path / "change"
+    assert cli.main(["--params", str(params), "-q", "inventory-change", str(old), str(new), "--id-column", "gid",
+                     "--date-column", "year", "--out", str(out)]) == 0
+    assert "regional rate -0.208" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["area_change.csv", "area_change_summary.json",
+                                                     "rate_by_size_class.png"]
+    assert json.loads((out / "area_change_summary.json").read_text())["rate_pct_per_yr"] == pytest.approx(
+        -0.2083, abs=5e-5)
+    # a wrong column name is one clear line, and nothing is written
+    code = cli.main(["--params", str(params), "-q", "inventory-change", str(old), str(new), "--id-column", "RGIId",
+                     "--date-column", "year", "--out", str(tmp_path / "c2")])
+    assert code == 2 and "column(s) ['RGIId'] missing" in capsys.readouterr().err
+    assert not (tmp_path / "c2").exists()
+
+
+def test_predicted_outlines_against_an_inventory_of_the_same_date(tmp_path, capsys, monkeypatch):
+    """Glacier A predicted as the western half of its outline: area -50 %, IoU 0.5; B exactly: IoU 1."""
+    import geopandas as gpd
+
+    from glaciermap import cli
+
+    inventory = _inventory_file(tmp_path / "manual.gpkg", [("A", 2023, 4.0, 10.8), ("B", 2023, 1.0, 10.9)],
+                                "EPSG:4326", columns=("RGIId", "date"))
+    pred = gpd.GeoDataFrame({"glacier_id": ["A", "B", "A"], "epoch": ["2023", "2023", "2015"]},
+                            geometry=[_square(4.0, 10.8, 46.8, "EPSG:32632", half=True),
+                                      _square(1.0, 10.9, 46.8, "EPSG:32632"),
+                                      _square(4.0, 10.8, 46.8, "EPSG:32632")], crs="EPSG:32632")
+    pred.to_file(tmp_path / "outlines.gpkg", layer="outlines")
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    argv = ["--params", str(params), "-q", "inventory-compare", "--predicted", str(tmp_path / "outlines.gpkg"),
+            "--inventory", str(inventory), "--id-column", "RGIId", "--out", str(tmp_path / "cmp")]
+    assert cli.main(argv) == 2  # two epochs: which one is the inventory's date?
+    assert "predicted outlines of several epochs ['2015', '2023']" in capsys.readouterr().err
+    assert cli.main(argv + ["--epoch", "2023"]) == 0
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv").set_index("glacier_id")
+    assert table.loc["A", "area_inventory_km2"] == pytest.approx(4.0, rel=1e-5)
+    assert table.loc["A", "area_diff_pct"] == pytest.approx(-50.0, abs=1e-3)
+    assert table.loc["A", "iou"] == pytest.approx(0.5, abs=1e-4)
+    assert table.loc["B", "iou"] == pytest.approx(1.0, abs=1e-4)
+    summary = json.loads((tmp_path / "cmp" / "comparison_summary.json").read_text())
+    assert summary["n"] == 2 and summary["iou_mean"] == pytest.approx(0.75, abs=1e-4)
+    assert summary["total_area_diff_pct"] == pytest.approx(-40.0, abs=1e-3)

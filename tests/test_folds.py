@@ -146,3 +146,61 @@ def test_assign_folds_one_huge_glacier_falls_back_to_counts():
                             index=list("abcdef"))
     fold = assign_folds(glaciers, 3)
     assert fold.tolist() == [0, 0, 1, 1, 2, 2]  # every fold tests something
+
+
+# ------------------------------------------------------------- glacier groups (divides)
+DIVIDES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-alps" / "divides_alps.shp"
+
+
+def test_divides_of_one_glacier_stay_in_one_fold():
+    """95 real divides of 42 RGI glaciers: grouped by RGIId, no glacier has divides in two folds
+    (ungrouped, 4 glaciers straddle a fold boundary, so a fold would test on a glacier it trained on)."""
+    if not DIVIDES.exists():
+        pytest.skip(f"real divides not available at {DIVIDES}")
+    import geopandas as gpd
+
+    gdf = gpd.read_file(DIVIDES)
+    laea = gdf.to_crs(3035)  # equal-area: areas in km2, centroids in metres
+    centre = laea.geometry.centroid.to_crs(4326)
+    divides = pd.DataFrame({"lon": centre.x.values, "area_km2": (laea.area / 1e6).values,
+                            "group": gdf.RGIId.values}, index=[f"d{i:03d}" for i in range(len(gdf))])
+    assert len(divides) == 95 and divides.group.nunique() == 42  # precondition
+
+    def straddling(fold: pd.Series) -> int:
+        return int((divides.assign(fold=fold).groupby("group").fold.nunique() > 1).sum())
+
+    assert straddling(assign_folds(divides.drop(columns="group"), 5)) == 4
+    fold = assign_folds(divides, 5)
+    assert straddling(fold) == 0 and set(fold) == set(range(5))
+
+
+def test_make_folds_keeps_a_group_in_one_fold_and_one_split(cube_index, cubes_dir):
+    ids = sorted(cube_index.glacier_id.unique())
+    group = {g: f"G{i // 2}" for i, g in enumerate(ids)}  # glaciers paired as divides of one glacier
+    index = cube_index.assign(group=cube_index.glacier_id.map(group))
+    folds = make_folds(index, cubes_dir, FOLDS, progress=False)
+    for f in folds:
+        sides = {}
+        for side, members in (("train", f.train), ("val", f.val), ("test", f.test)):
+            for g in members:
+                sides.setdefault(group[g], set()).add(side)
+        assert all(len(s) == 1 for s in sides.values()), (f.index, sides)
+    # every glacier is tested once, with all of its group's glaciers in the same fold
+    assert Counter(g for f in folds for g in f.test) == Counter(ids)
+    assert all(len({f.index for f in folds if set(f.test) & {g for g in ids if group[g] == grp}}) == 1
+               for grp in set(group.values()))
+
+
+def test_published_split_is_the_only_fold(cube_index, cubes_dir):
+    ids = sorted(cube_index.glacier_id.unique())
+    split = {g: ("test", "val", "train", "train")[i % 4] for i, g in enumerate(ids)}
+    index = cube_index.assign(split=cube_index.glacier_id.map(split))
+    cfg = FOLDS.model_copy(update={"method": "published", "min_train_area_km2": 0.0})
+    folds = make_folds(index, cubes_dir, cfg, progress=False)
+    assert len(folds) == 1 and folds[0].index == 0
+    f = folds[0]
+    assert f.test == sorted(g for g in ids if split[g] == "test")
+    assert f.val == sorted(g for g in ids if split[g] == "val")
+    assert f.train == sorted(g for g in ids if split[g] == "train")
+    with pytest.raises(ConfigError, match="has no `split` column"):
+        make_folds(cube_index, cubes_dir, cfg, progress=False)

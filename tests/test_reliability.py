@@ -304,7 +304,7 @@ def test_multipart_outline_is_one_glacier(raw_copy, tmp_path, capsys, monkeypatc
     assert len(rows) == index.epoch.nunique() - 1  # one cube per epoch (inventory + recent), not per part
     cube = read_cube(tmp_path / "cubes" / rows[rows.role == "inventory"].path.iloc[0])
     assert abs(cube.mask_glacier.sum() * cube.grid.res**2 - state["area"]) <= state["length"] * cube.grid.res
-    assert cube.attrs["area_km2"] == pytest.approx(state["area"] / 1e6, rel=1e-3)
+    assert cube.attrs["area_km2"] == pytest.approx(cube.mask_glacier.sum() * cube.grid.res**2 / 1e6, rel=1e-9)
 
 
 # -------------------------------------------------------------- bad input: other stages (CLI)
@@ -502,6 +502,32 @@ def test_area_change_table_missing_columns_names_the_file(tmp_path, capsys, monk
                             "--out", str(tmp_path / "ac"), "--metrics", str(tmp_path / "m.json")],
                            capsys, monkeypatch)
     _assert_clear_error(code, lines, areas, "missing required column(s)")
+    assert not (tmp_path / "ac").exists() and not (tmp_path / "m.json").exists()
+
+
+def _areas_csv(path: Path, ids: list[str]) -> Path:
+    """An area table as `glaciermap infer` writes it (1 km2 glaciers shrinking 1 %/yr, all kept)."""
+    pd.DataFrame({"glacier_id": ids, "area_inventory_km2": 1.0, "fold": 0, "year_inv": 2015.6, "year_recent": 2023.6,
+                  "pred_area_inv_km2": 1.0, "pred_area_recent_km2": 0.92, "masked_frac_inv": 0.0,
+                  "masked_frac_recent": 0.0, "recall_test": 0.9}).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("case", ["other_cubes", "rasters_missing"])
+def test_area_change_checks_every_input_before_writing(case, tmp_path, cubes_dir, cube_index, capsys, monkeypatch):
+    """An area table from other cubes (ids not in the index), or missing probability rasters: one
+    line naming the table, and no output at all (it used to write the tables and two figures, then
+    crash with a traceback in the map figure)."""
+    ids = sorted(cube_index.glacier_id.unique())
+    (tmp_path / "predictions").mkdir()
+    areas = _areas_csv(tmp_path / "predictions" / "areas.csv", ["X1", "X2", ids[0]] if case == "other_cubes" else ids)
+    params = _params(tmp_path / "params.yaml", data={"raw_dir": tmp_path / "raw", "cubes_dir": cubes_dir})
+    code, lines = _run_cli(["--params", str(params), "-q", "area-change", "--areas", str(areas),
+                            "--out", str(tmp_path / "ac"), "--metrics", str(tmp_path / "m.json")],
+                           capsys, monkeypatch)
+    problem = ("2 of 3 glacier(s) of the area table are not in the cube index" if case == "other_cubes"
+               else "probability raster(s) missing")
+    _assert_clear_error(code, lines, areas, problem)
     assert not (tmp_path / "ac").exists() and not (tmp_path / "m.json").exists()
 
 

@@ -372,3 +372,19 @@ def test_a_killed_simulate_leaves_nothing_the_next_run_keeps(tmp_path):
     simulate_region(SimulateConfig(seed=1, width_km=3, height_km=3, n_glaciers=3, sar=False), tmp_path / "raw",
                     progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+def test_duplicate_ids_of_divides_say_what_to_do():
+    """Real RGI divides share their RGIId (95 polygons, 42 ids): the error says how to proceed."""
+    path = REAL / "divides_alps.shp"
+    if not path.exists():
+        pytest.skip(f"real divides not available at {path}")
+    from rasterio.crs import CRS
+
+    from glaciermap.data.simulate.glaciers import read_outlines
+
+    with pytest.raises(InputDataError) as err:
+        read_outlines(path, CRS.from_epsg(32632), "RGIId")
+    assert "duplicate glacier ids in column 'RGIId'" in err.value.problem
+    assert "53 polygon(s) repeat an id" in err.value.problem
+    assert "unique per polygon" in err.value.hint and "dissolve(by='RGIId')" in err.value.hint

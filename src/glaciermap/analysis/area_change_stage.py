@@ -12,9 +12,9 @@ from glaciermap.analysis.area_change import area_change_table, compare_with_trut
 from glaciermap.analysis.change_figures import area_scatter_figure, rate_by_size_class_figure
 from glaciermap.analysis.figures import glacier_maps_figure
 from glaciermap.config import Params
-from glaciermap.data.cubes import read_index
+from glaciermap.data.cubes import INDEX_FILE, read_index
 from glaciermap.errors import InputDataError
-from glaciermap.io import write_json
+from glaciermap.io import atomic_path, write_json
 from glaciermap.tracking.runs import log_to_parent
 
 FIGURES = ("rate_by_size_class.png", "area_scatter.png", "glacier_maps.png")
@@ -33,33 +33,79 @@ def read_area_table(areas: Path, params: Params) -> pd.DataFrame:
         raise InputDataError(err.problem, path=err.path or areas, hint=err.hint) from None
 
 
-def truth_check(table: pd.DataFrame, summary: dict[str, Any], raw_dir: Path) -> dict[str, Any] | None:
-    """A simulated region's known retreat against the estimate (None for a real region)."""
-    truth_path = raw_dir / "truth" / "rates.csv"
-    if not truth_path.exists():
+def read_truth(raw_dir: Path) -> tuple[pd.DataFrame, float] | None:
+    """A simulated region's true per-glacier rates and regional rate (None for a real region),
+    checked: readable, with the columns the comparison needs."""
+    rates_path, regional_path = raw_dir / "truth" / "rates.csv", raw_dir / "truth" / "regional.json"
+    if not rates_path.exists():
         return None
-    truth = pd.read_csv(truth_path, dtype={"glacier_id": str})
-    cmp = compare_with_truth(table, truth.rename(columns={"rate_pct_per_yr": "true_rate_pct_per_yr"}))
-    true_regional = json.loads((raw_dir / "truth" / "regional.json").read_text())["rate_pct_per_yr"]
+    hint = "re-run `glaciermap simulate`, or remove truth/ for a real region"
+    try:
+        truth = pd.read_csv(rates_path, dtype={"glacier_id": str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+        raise InputDataError(f"cannot read the true rates ({err})", path=rates_path, hint=hint) from None
+    missing = [c for c in ("glacier_id", "rate_pct_per_yr") if c not in truth.columns]
+    if missing:
+        raise InputDataError(f"true rates lack column(s) {missing}", path=rates_path, hint=hint)
+    try:
+        regional = float(json.loads(regional_path.read_text())["rate_pct_per_yr"])
+    except FileNotFoundError:
+        raise InputDataError("file missing (truth/rates.csv has no regional.json beside it)", path=regional_path,
+                             hint=hint) from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputDataError(f"cannot read the true regional rate ({type(err).__name__}: {err})",
+                             path=regional_path, hint=hint) from None
+    return truth.rename(columns={"rate_pct_per_yr": "true_rate_pct_per_yr"}), regional
+
+
+def truth_check(table: pd.DataFrame, summary: dict[str, Any], truth: tuple[pd.DataFrame, float]) -> dict[str, Any]:
+    """A simulated region's known retreat (from :func:`read_truth`) against the estimate."""
+    rates, true_regional = truth
+    cmp = compare_with_truth(table, rates)
     rate = summary["rate_pct_per_yr"]
     return {**cmp, "true_regional_rate_pct_per_yr": true_regional,
             "regional_rate_error_pct_per_yr": rate - true_regional if rate is not None else None}
 
 
+def check_predictions_match_cubes(table: pd.DataFrame, index: pd.DataFrame, areas: Path, cubes_dir: Path,
+                                  map_ids: list[str]) -> None:
+    """Every glacier of the area table is in the cube index, and the glaciers drawn in the map
+    figure have a probability raster for each of their epochs; otherwise one InputDataError."""
+    unknown = sorted(set(table.glacier_id) - set(index.glacier_id))
+    if unknown:
+        raise InputDataError(f"{len(unknown)} of {len(table)} glacier(s) of the area table are not in the cube "
+                             f"index {cubes_dir / INDEX_FILE}: {unknown[:5]}", path=areas,
+                             hint="the predictions come from other cubes: re-run `glaciermap infer` on these cubes, "
+                                  "or point data.cubes_dir at the cubes they were made from")
+    rows = index[index.glacier_id.isin(map_ids)]
+    missing = [str(areas.parent / r.epoch / f"{r.glacier_id}.tif") for r in rows.itertuples()
+               if not (areas.parent / r.epoch / f"{r.glacier_id}.tif").exists()]
+    if missing:
+        raise InputDataError(f"{len(missing)} probability raster(s) missing, e.g. {missing[0]}", path=areas,
+                             hint="re-run `glaciermap infer` (the cube index lists epochs the predictions lack)")
+
+
 def area_change_stage(params: Params, areas: Path, out: Path, metrics: Path) -> dict[str, Any]:
     """Per-glacier and regional rates with the paper's filters; tables, figures and the metrics JSON;
-    logged to the (infer model, sensor set) parent run. Returns the regional summary."""
+    logged to the (infer model, sensor set) parent run. Returns the regional summary.
+
+    Every input (area table, cube index, probability rasters of the mapped glaciers, a simulated
+    region's truth) is checked before anything is written; `out` is replaced as a whole.
+    """
     table = read_area_table(areas, params)
+    index = read_index(params.data.cubes_dir)
+    largest = table.sort_values("area_inventory_km2", ascending=False).glacier_id.head(4).tolist()
+    check_predictions_match_cubes(table, index, areas, params.data.cubes_dir, largest)
+    truth_inputs = read_truth(params.data.raw_dir)
     summary = regional_summary(table)
-    truth = truth_check(table, summary, params.data.raw_dir)
+    truth = truth_check(table, summary, truth_inputs) if truth_inputs is not None else None
     if truth is not None:
         summary["truth"] = truth
-    write_outputs(table, summary, out)
-    rate_by_size_class_figure(table, out / FIGURES[0])
-    area_scatter_figure(table, out / FIGURES[1])
-    largest = table.sort_values("area_inventory_km2", ascending=False).glacier_id.head(4).tolist()
-    glacier_maps_figure(params.data.cubes_dir, areas.parent, read_index(params.data.cubes_dir), largest,
-                        out / FIGURES[2])
+    with atomic_path(out) as tmp:
+        write_outputs(table, summary, tmp)
+        rate_by_size_class_figure(table, tmp / FIGURES[0])
+        area_scatter_figure(table, tmp / FIGURES[1])
+        glacier_maps_figure(params.data.cubes_dir, areas.parent, index, largest, tmp / FIGURES[2])
     write_json(metrics, summary)
     truth = truth or {}
     log_to_parent(params, params.infer.model, params.infer.sensor_set,

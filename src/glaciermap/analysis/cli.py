@@ -1,4 +1,4 @@
-"""Commands of the analysis stages: evaluate, area-change, benchmark."""
+"""Commands of the analysis stages: evaluate, area-change, inventory-change, inventory-compare, benchmark."""
 
 from __future__ import annotations
 
@@ -40,6 +40,41 @@ def _area_change(args, params):
           f"{summary['n_total']} glaciers -> {args.out}")
 
 
+def _inventory_change_args(p):
+    p.add_argument("old", type=Path, help="older outline inventory (any vector format and CRS)")
+    p.add_argument("new", type=Path, help="newer outline inventory of the same glaciers")
+    p.add_argument("--id-column", required=True, help="glacier id column, the same ids in both files")
+    p.add_argument("--date-column", required=True, help="date column (ISO date, year or RGI YYYYMMDD)")
+    p.add_argument("--new-id-column", help="id column of NEW when it differs")
+    p.add_argument("--new-date-column", help="date column of NEW when it differs")
+    p.add_argument("--out", type=Path, default=Path("products/inventory_change"))
+
+
+def _inventory_change(args, params):
+    from glaciermap.analysis.inventory_change import inventory_change_stage
+
+    s = inventory_change_stage(args.old, args.new, args.out, params.area_change, id_column=args.id_column,
+                               date_column=args.date_column, new_id_column=args.new_id_column,
+                               new_date_column=args.new_date_column)
+    print(f"regional rate {s['rate_pct_per_yr']} %/yr from {s['n_kept']} of {s['n_total']} glaciers -> {args.out}")
+
+
+def _inventory_compare_args(p):
+    p.add_argument("--predicted", type=Path, default=Path("products/predictions/outlines.gpkg"))
+    p.add_argument("--inventory", type=Path, required=True, help="outline inventory of the same date")
+    p.add_argument("--id-column", required=True, help="the inventory's glacier id column (ids as in the cubes)")
+    p.add_argument("--epoch", help="epoch of the predicted outlines to compare (needed if there are several)")
+    p.add_argument("--out", type=Path, default=Path("products/inventory_compare"))
+
+
+def _inventory_compare(args, params):
+    from glaciermap.analysis.inventory_change import compare_stage
+
+    s = compare_stage(args.predicted, args.inventory, args.out, id_column=args.id_column, epoch=args.epoch)
+    print(f"{s['n']} glaciers: IoU mean {s['iou_mean']}, total area difference {s['total_area_diff_pct']} % "
+          f"-> {args.out}")
+
+
 def _benchmark_args(p):
     p.add_argument("--sensors", help="sensor set of the trained models (default: train.sensor_sets[0])")
     p.add_argument("--baseline-band", required=True, help="band thresholded by the baseline (e.g. NIR)")
@@ -69,6 +104,10 @@ COMMANDS = [
             _evaluate, _evaluate_args),
     Command("area-change", "per-glacier and regional area-change rates with the paper's filters",
             _area_change, _area_change_args),
+    Command("inventory-change", "per-glacier and regional area change between two outline inventories (no model)",
+            _inventory_change, _inventory_change_args),
+    Command("inventory-compare", "a model's predicted outlines against an inventory of the same date: area "
+            "difference and IoU per glacier", _inventory_compare, _inventory_compare_args),
     Command("benchmark", "held-out scores and per-glacier areas: trained models vs a band-threshold baseline",
             _benchmark, _benchmark_args),
 ]

@@ -39,18 +39,24 @@ class DataConfig(StrictModel):
     glavitu_channels: dict[str, list[str]] = {  # glavitu-hdf5: band names of each dataset's channels
         "optical": ["B2", "B3", "B4", "B8", "B11", "B12"],
         "dem": ["dem", "slope"],
-        "sar": ["VV", "VH"],
+        "sar": ["VV", "VH"],  # this project's variant
         "coherence": ["coh"],
+        "co_pol_sar": ["VV"],  # the published dataset's names for the same bands
+        "cross_pol_sar": ["VH"],
+        "in_sar": ["coh"],
     }
     glavitu_on_missing_feature: Literal["skip", "error"] = "skip"  # tile lacking a feature a sensor set needs
 
     @field_validator("glavitu_channels")
     @classmethod
     def _unique_channel_names(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
-        names = [b for bands in v.values() for b in bands]
-        dup = sorted({b for b in names if names.count(b) > 1})
+        """Names are unique within a dataset; two datasets may name the same band (alternative
+        layouts, e.g. `sar` or `co_pol_sar` for VV): a tile holding both is an error at ingest."""
+        dup = {d: sorted({b for b in bands if bands.count(b) > 1}) for d, bands in v.items()}
+        dup = {d: bs for d, bs in dup.items() if bs}
         if dup or any(not bands for bands in v.values()):
-            raise ValueError(f"channel names must be unique and every dataset needs at least one; duplicates: {dup}")
+            raise ValueError(f"channel names must be unique within a dataset and every dataset needs at least "
+                             f"one; duplicates: {dup}")
         return v
 
 
@@ -94,9 +100,11 @@ class SensorsConfig(StrictModel):
 
 
 class FoldsConfig(StrictModel):
-    """Geographic cross-validation folds (West to East, balanced by glacierized area)."""
+    """Cross-validation folds: geographic (West to East, balanced by glacierized area; a glacier's
+    divides, one `group` in the cube index, stay in one fold), or the dataset's published split."""
 
-    k: int = Field(5, ge=2)
+    method: Literal["geographic", "published"] = "geographic"  # published: one fold from index.csv `split`
+    k: int = Field(5, ge=2)  # geographic folds (ignored by `published`)
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     min_train_area_km2: float = Field(0.1, ge=0)
     seed: int = 0

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 import xarray as xr
+from pyproj import Transformer
 from rasterio.crs import CRS
 
 from glaciermap.data.grid import Grid
@@ -24,6 +25,10 @@ SKIPPED_COLUMNS = ("glacier_id", "scene", "reason")
 DEM_VOID = "mask_dem_void"
 #: columns every stage after ingest relies on (ingest writes more)
 INDEX_COLUMNS = ("glacier_id", "epoch", "role", "year", "path", "lon", "area_km2")
+#: column order of every cube index (raw-region ingest and the dataset adapters); writers may add
+#: columns after these (`scene`, `split`, `tile`, ...)
+INDEX_ORDER = ("glacier_id", "group", "epoch", "role", "year", "inventory_year", "path", "lon", "lat", "x", "y",
+               "area_km2", "invalid_fraction", "glacier_invalid_fraction", "height", "width", "has_sar")
 
 
 @dataclass
@@ -88,6 +93,44 @@ def _attr(v):
     return v
 
 
+def glacier_location(mask: np.ndarray, grid: Grid) -> dict[str, float]:
+    """Area and centroid of a glacier, both from its mask on the cube grid (one home for both
+    cube-index writers: raw-region ingest and the dataset adapters).
+
+    ``area_km2 = n_pixels * res**2 / 1e6`` (the pixels the masks, inference and the area tables
+    count; for a raw region the mask is the outline rasterised by pixel centres, so this differs
+    from the polygon's area by the rasterisation error, well under a pixel row along the edge);
+    ``x, y`` = centroid of the mask's pixels in the cube CRS (the mean pixel centre, which is the
+    centroid of the union of the pixel squares); ``lon, lat`` = that point in EPSG:4326. An empty
+    mask has area 0 and the grid centre as its centroid.
+    """
+    rows, cols = np.nonzero(mask)
+    r, c = (rows.mean() + 0.5, cols.mean() + 0.5) if rows.size else (grid.height / 2, grid.width / 2)
+    t = grid.transform
+    x, y = t.c + t.a * c + t.b * r, t.f + t.d * c + t.e * r
+    lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(x, y)
+    return {"area_km2": float(rows.size * abs(t.a * t.e) / 1e6), "lon": float(lon), "lat": float(lat),
+            "x": float(x), "y": float(y)}
+
+
+def index_row(cube: Cube, path: str, role: str, *, group: str | None = None, **extra) -> dict:
+    """The index.csv row of a written cube, columns in `INDEX_ORDER`, then `extra`.
+
+    Area and location come from :func:`glacier_location` on the cube's glacier mask; `group` is
+    the glacier the cube's outline belongs to (folds keep a group together; default: the cube's
+    own glacier id, e.g. the RGIId of a divide); `has_sar` and writer-specific columns come in
+    `extra`.
+    """
+    a, loc = cube.attrs, glacier_location(cube.mask_glacier, cube.grid)
+    glacier = cube.mask_glacier == 1
+    return {"glacier_id": a["glacier_id"], "group": a["glacier_id"] if group is None else group,
+            "epoch": a["epoch"], "role": role, "year": a["year"], "inventory_year": a["inventory_year"],
+            "path": path, "lon": loc["lon"], "lat": loc["lat"], "x": loc["x"], "y": loc["y"],
+            "area_km2": loc["area_km2"], "invalid_fraction": float(cube.mask_invalid.mean()),
+            "glacier_invalid_fraction": float(cube.mask_invalid[glacier].mean()) if glacier.any() else 0.0,
+            "height": cube.grid.height, "width": cube.grid.width, **extra}
+
+
 def read_cube(path: str | Path) -> Cube:
     """Load a whole cube into memory."""
     path = Path(path)
@@ -129,7 +172,7 @@ def read_index(cubes_dir: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise InputDataError("cube index missing", path=path, hint="run `glaciermap ingest` first")
     try:
-        index = pd.read_csv(path, dtype={"glacier_id": str, "epoch": str, "scene": str})
+        index = pd.read_csv(path, dtype={"glacier_id": str, "group": str, "epoch": str, "scene": str})
     except ValueError as err:  # pandas' EmptyDataError / ParserError, UnicodeDecodeError
         raise InputDataError(f"cannot read cube index (empty or corrupt): {err}", path=path,
                              hint="re-run `glaciermap ingest`") from None
@@ -137,4 +180,6 @@ def read_index(cubes_dir: str | Path) -> pd.DataFrame:
     if missing:
         raise InputDataError(f"not a cube index: column(s) {missing} missing", path=path,
                              hint="re-run `glaciermap ingest`")
+    if "group" not in index.columns:  # an index written before glacier groups: each glacier its own
+        index.insert(1, "group", index["glacier_id"])
     return index

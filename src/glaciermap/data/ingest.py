@@ -25,9 +25,10 @@ from shapely.geometry import box
 from tqdm.auto import tqdm
 
 from glaciermap.config import DataConfig, SensorsConfig
-from glaciermap.data.cubes import INDEX_FILE, SKIPPED_COLUMNS, SKIPPED_FILE, Cube, write_cube
-from glaciermap.data.dem import check_dem_file, read_dem_on_grid
+from glaciermap.data.cubes import (INDEX_FILE, SKIPPED_COLUMNS, SKIPPED_FILE, Cube, glacier_location, index_row,
+                                   write_cube)
 from glaciermap.data.dates import decimal_year
+from glaciermap.data.dem import check_dem_file, read_dem_on_grid
 from glaciermap.data.grid import Grid
 from glaciermap.data.raw import (Region, band_indexes, open_raster, open_region, raster_footprint, read_on_grid,
                                  read_outlines)
@@ -246,8 +247,9 @@ def _glacier_job(args) -> dict:
         feats, void, voids = dem_features(region, grid, sensors.groups["dem"], cfg.dem_voids)
         dem = (feats, void)
     inv_epoch = region.nearest_inventory_epoch(row["inventory_year"])
+    loc = glacier_location(glacier_mask, grid)
     attrs = {"glacier_id": gid, "inventory_year": row["inventory_year"], "inventory_epoch": inv_epoch,
-             "area_km2": geom.area / 1e6, "lon": row["lon"], "lat": row["lat"],
+             "area_km2": loc["area_km2"], "lon": loc["lon"], "lat": loc["lat"],
              "crs": crs.to_string(), "res": cfg.resolution_m, "coverage": row["coverage"]}
     rows = []
     for epoch in [inv_epoch, *region.recent_epochs]:
@@ -257,16 +259,10 @@ def _glacier_job(args) -> dict:
         rel = Path(epoch) / f"{gid}.nc"
         write_cube(out_dir / rel, cube)
         on_glacier = cube.mask_glacier == 1
-        rows.append({"glacier_id": gid, "epoch": epoch,
-                     "role": "inventory" if epoch == inv_epoch else "recent", "scene": scene,
-                     "year": cube.attrs["year"], "inventory_year": row["inventory_year"],
-                     "path": rel.as_posix(), "lon": row["lon"], "lat": row["lat"],
-                     "x": geom.centroid.x, "y": geom.centroid.y, "area_km2": geom.area / 1e6,
-                     "coverage": row["coverage"],
-                     "invalid_fraction": cube.attrs["invalid_fraction"],
-                     "glacier_invalid_fraction": float(cube.mask_invalid[on_glacier].mean()),
-                     "glacier_dem_void_fraction": float(dem[1][on_glacier].mean()) if dem else 0.0,
-                     "height": grid.height, "width": grid.width, "has_sar": check.has_sar[scene]})
+        rows.append(index_row(cube, rel.as_posix(), "inventory" if epoch == inv_epoch else "recent",
+                              group=row["group"], scene=scene, coverage=row["coverage"],
+                              glacier_dem_void_fraction=float(dem[1][on_glacier].mean()) if dem else 0.0,
+                              has_sar=check.has_sar[scene]))
     return {"rows": rows, "skipped": [], "dem_voids": voids}
 
 
@@ -363,8 +359,6 @@ def ingest_region(raw_dir: str | Path, out_dir: str | Path, cfg: DataConfig, sen
     outlines, skipped = coverage_check(outlines, _raster_footprints(region, sensors, check, crs), cfg,
                                        region.outlines_path)
     skipped = check.skipped + skipped
-    lonlat = outlines.geometry.centroid.to_crs(4326)
-    outlines = outlines.assign(lon=lonlat.x.values, lat=lonlat.y.values)
     sindex = outlines.sindex
     jobs = []
     out_dir = Path(out_dir)

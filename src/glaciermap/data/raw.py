@@ -26,6 +26,10 @@ from glaciermap.data.grid import Grid
 from glaciermap.errors import InputDataError
 
 SCENE_FILES = {"optical": "optical.tif", "sar": "sar.tif", "cloud": "cloud.tif"}
+#: what to do about outlines sharing an id (e.g. RGI divides: several polygons per RGIId)
+DUPLICATE_ID_HINT = ("every outline needs its own id: name a column unique per polygon (for divides, "
+                     "number them), and set group_column (e.g. RGIId) so folds keep a glacier's divides together; "
+                     "or dissolve the divides into one outline per glacier")
 
 
 class EpochInfo(StrictModel):
@@ -46,6 +50,9 @@ class RegionManifest(StrictModel):
     name: str
     id_column: str = "glacier_id"
     date_column: str = "date"
+    # column naming the glacier each outline belongs to (e.g. RGIId when the outlines are divides):
+    # written to index.csv as `group`, so folds never split one glacier; None: the id column
+    group_column: str | None = None
     inventory_epochs: list[str]
     epochs: dict[str, EpochInfo]
     outlines: str = "outlines.gpkg"
@@ -170,21 +177,24 @@ def read_vector(path: Path, layer: str | None = None, *, layer_hint: str = "name
 
 
 def read_outlines(region: Region) -> gpd.GeoDataFrame:
-    """Inventory outlines with columns glacier_id, inventory_year, geometry (CRS kept).
+    """Inventory outlines with columns glacier_id, group, inventory_year, geometry (CRS kept).
+
+    `group` is the `group_column` of region.yaml (the glacier a divide belongs to), else the id.
 
     Invalid geometries are repaired (with a warning); empty geometries, duplicate ids, a missing
     CRS or missing columns are errors.
     """
     path, m = region.outlines_path, region.manifest
     gdf = read_vector(path, m.outlines_layer, layer_hint=f"set outlines_layer in {region.root / 'region.yaml'}")
-    for col in (m.id_column, m.date_column):
+    for col in (m.id_column, m.date_column, m.group_column or m.id_column):
         if col not in gdf.columns:
             raise InputDataError(f"column {col!r} missing (columns: {list(gdf.columns)})", path=path,
-                                 hint="set id_column/date_column in region.yaml")
+                                 hint="set id_column/date_column/group_column in region.yaml")
     ids = gdf[m.id_column].astype(str)
     dup = ids[ids.duplicated()].unique().tolist()
     if dup:
-        raise InputDataError(f"duplicate glacier ids: {dup[:10]}", path=path)
+        raise InputDataError(f"duplicate glacier ids in column {m.id_column!r}: {dup[:10]}", path=path,
+                             hint=DUPLICATE_ID_HINT)
     empty = ids[gdf.geometry.is_empty | gdf.geometry.isna()].tolist()
     if empty:
         raise InputDataError(f"empty geometry for glacier(s) {empty[:10]}", path=path)
@@ -204,7 +214,8 @@ def read_outlines(region: Region) -> gpd.GeoDataFrame:
     if bad:
         raise InputDataError(f"unparseable inventory date for glacier(s) {bad[:10]}", path=path)
     return gpd.GeoDataFrame(
-        {"glacier_id": ids.values, "inventory_year": years.astype(float).values},
+        {"glacier_id": ids.values, "group": gdf[m.group_column or m.id_column].astype(str).values,
+         "inventory_year": years.astype(float).values},
         geometry=gdf.geometry.values, crs=gdf.crs,
     )
 
@@ -291,4 +302,4 @@ def raster_footprint(path: Path, crs: CRS) -> Polygon:
 
 
 __all__ = ["Region", "Grid", "open_region", "read_outlines", "read_on_grid", "band_indexes",
-           "band_names", "open_raster", "raster_footprint", "decimal_year"]
+           "band_names", "open_raster", "raster_footprint", "read_vector"]

@@ -10,22 +10,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from pyproj import CRS as ProjCRS
-from pyproj import Transformer
 from rasterio import Affine
 from rasterio.crs import CRS
 from tqdm.auto import tqdm
 
 from glaciermap.config import SensorsConfig
-from glaciermap.data.cubes import INDEX_FILE, Cube, write_cube
+from glaciermap.data.cubes import INDEX_FILE, INDEX_ORDER, Cube, glacier_location, index_row, write_cube
 from glaciermap.data.raw import Grid, decimal_year
 from glaciermap.data.terrain import hillshade, slope_deg
 from glaciermap.errors import InputDataError
 from glaciermap.io import atomic_path
-
-#: Column order of the index `glaciermap ingest` writes for a raw region (adapters match it; the
-#: columns later stages require are `glaciermap.data.cubes.INDEX_COLUMNS`).
-REGION_INDEX_ORDER = ["glacier_id", "epoch", "role", "year", "inventory_year", "path", "lon", "lat", "x", "y",
-                      "area_km2", "invalid_fraction", "glacier_invalid_fraction", "height", "width", "has_sar"]
 
 
 @dataclass(frozen=True)
@@ -95,39 +89,13 @@ def metric_grid(crs: CRS | ProjCRS | str, transform: Affine, width: int, height:
 def finish_cube(data: np.ndarray, bands: list[str], mask_glacier: np.ndarray, mask_all: np.ndarray,
                 mask_invalid: np.ndarray, grid: Grid, attrs: dict) -> Cube:
     """A Cube with the attributes ingest gives every cube (area, centroid, CRS, resolution...)."""
-    lon, lat, _, _ = glacier_centroid(mask_glacier, grid)
+    loc = glacier_location(mask_glacier, grid)
     invalid = mask_invalid.astype(bool)
-    full = {**attrs, "area_km2": float(mask_glacier.sum() * grid.res ** 2 / 1e6), "lon": lon, "lat": lat,
+    full = {**attrs, "area_km2": loc["area_km2"], "lon": loc["lon"], "lat": loc["lat"],
             "crs": grid.crs.to_string(), "res": float(grid.res), "invalid_fraction": float(invalid.mean())}
     return Cube(data=data.astype(np.float32), bands=list(bands), mask_glacier=mask_glacier.astype(np.uint8),
                 mask_all=mask_all.astype(np.uint8), mask_invalid=invalid.astype(np.uint8), grid=grid,
                 attrs=full)
-
-
-def glacier_centroid(mask: np.ndarray, grid: Grid) -> tuple[float, float, float, float]:
-    """(lon, lat, x, y) of the centroid of the mask's pixels (the grid centre for an empty mask)."""
-    rows, cols = np.nonzero(mask)
-    if rows.size:
-        r, c = rows.mean() + 0.5, cols.mean() + 0.5
-    else:
-        r, c = grid.height / 2, grid.width / 2
-    t = grid.transform
-    x, y = t.c + t.a * c + t.b * r, t.f + t.d * c + t.e * r
-    lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(x, y)
-    return float(lon), float(lat), float(x), float(y)
-
-
-def index_row(cube: Cube, rel: str, role: str, extra: dict) -> dict:
-    """The index.csv row of a cube: columns as for a raw region (`has_sar` comes in `extra`),
-    then the adapter's extra columns."""
-    _, _, x, y = glacier_centroid(cube.mask_glacier, cube.grid)
-    glacier = cube.mask_glacier == 1
-    a = cube.attrs
-    return {"glacier_id": a["glacier_id"], "epoch": a["epoch"], "role": role, "year": a["year"],
-            "inventory_year": a["inventory_year"], "path": rel, "lon": a["lon"], "lat": a["lat"],
-            "x": x, "y": y, "area_km2": a["area_km2"], "invalid_fraction": a["invalid_fraction"],
-            "glacier_invalid_fraction": float(cube.mask_invalid[glacier].mean()) if glacier.any() else 0.0,
-            "height": cube.grid.height, "width": cube.grid.width, **extra}
 
 
 def write_cube_folder(out_dir: str | Path, cubes: Iterator[tuple[Cube, str, dict]], *, total: int | None = None,
@@ -143,12 +111,12 @@ def write_cube_folder(out_dir: str | Path, cubes: Iterator[tuple[Cube, str, dict
         for cube, role, extra in tqdm(cubes, total=total, desc="ingest", unit="cube", disable=not progress):
             rel = Path(str(cube.attrs["epoch"])) / f"{cube.attrs['glacier_id']}.nc"
             write_cube(tmp / rel, cube)
-            rows.append(index_row(cube, rel.as_posix(), role, extra))
+            rows.append(index_row(cube, rel.as_posix(), role, **extra))
         if not rows:
             raise InputDataError("no cube could be built from the dataset", path=source,
                                  hint="see the warnings above for what was skipped")
         index = pd.DataFrame(rows)
-        index = index[REGION_INDEX_ORDER + [c for c in index.columns if c not in REGION_INDEX_ORDER]]
+        index = index[[*INDEX_ORDER, *(c for c in index.columns if c not in INDEX_ORDER)]]
         index.to_csv(tmp / INDEX_FILE, index=False)
     return index
 

@@ -1,7 +1,7 @@
 """Per-glacier NetCDF cubes in the Diaconu & Bamber layout -> glaciermap cubes.
 
-Layout (docs/data-format.md, section 3.1): `<root>/<epoch>/<glacier_id>.nc`, one folder per
-epoch; each file holds `band_data` (band, y, x) whose `long_name` lists the band names
+Layout (docs/data-format.md, section 3.1): `<root>/<epoch>/<rgi_id>/<glacier_nr>/<file>.nc` as
+published, or flattened `<root>/<epoch>/<glacier_id>.nc`, one folder per epoch; each file holds `band_data` (band, y, x) whose `long_name` lists the band names
 (Sentinel-2 bands plus FILL_MASK, CLOUD_MASK, SHADOW_MASK), `mask_crt_g`, `mask_all_g_id`,
 `dem` (and optionally `mask_debris_crt_g`), on a grid with a CF grid mapping.
 """
@@ -21,7 +21,7 @@ from rasterio import Affine
 
 from glaciermap.config import DataConfig, SensorsConfig
 from glaciermap.data.adapters.common import (BandPlan, band_plan, decimal_year_of, dem_derived, finish_cube,
-                                             metric_grid, write_cube_folder)
+                                             metric_grid, safe_id, write_cube_folder)
 from glaciermap.data.cubes import Cube
 from glaciermap.data.raw import Grid
 from glaciermap.errors import InputDataError
@@ -34,19 +34,39 @@ DEM_BANDS = ("dem", "slope", "hillshade")
 HINT = "band names come from band_data's long_name; see sensors.groups in params.yaml"
 
 
-def epoch_files(root: str | Path) -> dict[str, dict[str, Path]]:
-    """{epoch folder: {glacier_id: file}} under the dataset root (folders in name order)."""
+def epoch_files(root: str | Path) -> tuple[dict[str, dict[str, Path]], dict[str, str]]:
+    """({epoch folder: {glacier_id: file}}, {glacier_id: group}) under the dataset root.
+
+    Two layouts: the published `<epoch>/<rgi_id>/<glacier_nr>/<file>.nc` (glacier id
+    `<rgi_id>_<glacier_nr>`, the folders below the epoch joined by `_`; group = the RGI id, so
+    folds keep the glaciers of one RGI outline together), and the flat `<epoch>/<glacier_id>.nc`
+    (id = group = the file name). Folders are taken in name order.
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputDataError("dataset folder not found", path=root,
                              hint="pass the folder holding one sub-folder of .nc files per epoch")
-    epochs = {d.name: {f.stem: f for f in sorted(d.glob("*.nc"))}
-              for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
-    epochs = {e: files for e, files in epochs.items() if files}
+    epochs: dict[str, dict[str, Path]] = {}
+    groups: dict[str, str] = {}
+    for d in sorted(root.iterdir()):
+        if not d.is_dir() or d.name.startswith("."):
+            continue
+        files: dict[str, Path] = {}
+        for f in sorted(d.rglob("*.nc")):
+            folders = f.relative_to(d).parts[:-1]
+            gid = safe_id("_".join(folders)) if folders else f.stem
+            if gid in files:
+                raise InputDataError(f"two files for glacier {gid!r}: {files[gid].name} and {f.name}",
+                                     path=f.parent, hint="each glacier folder holds one .nc file per epoch")
+            files[gid] = f
+            groups.setdefault(gid, folders[0] if folders else f.stem)
+        if files:
+            epochs[d.name] = files
     if not epochs:
         raise InputDataError("no epoch folder with .nc files", path=root,
-                             hint="expected <root>/<epoch>/<glacier_id>.nc (docs/data-format.md, section 3.1)")
-    return epochs
+                             hint="expected <root>/<epoch>/<rgi_id>/<glacier_nr>/<file>.nc or "
+                                  "<root>/<epoch>/<glacier_id>.nc (docs/data-format.md, section 3.1)")
+    return epochs, groups
 
 
 def band_names(da: xr.DataArray, path: Path) -> list[str]:
@@ -158,7 +178,7 @@ def ingest_dandb_netcdf(src: str | Path, out_dir: str | Path, cfg: DataConfig, s
                         sensor_sets: Sequence[str], *, progress: bool = True) -> pd.DataFrame:
     """Convert a Diaconu & Bamber dataset into a cube folder (index.csv included); return the index."""
     src = Path(src)
-    epochs = epoch_files(src)
+    epochs, groups = epoch_files(src)
     inv = cfg.dandb_inventory_epoch or next(iter(epochs))
     if inv not in epochs:
         raise InputDataError(f"inventory epoch folder {inv!r} not found; epoch folders: {list(epochs)}",
@@ -175,12 +195,12 @@ def ingest_dandb_netcdf(src: str | Path, out_dir: str | Path, cfg: DataConfig, s
             cube, has_sar = read_glacier(inv_path, gid, inv, plan)
             inv_year = cube.attrs["year"]
             cube.attrs.update(inventory_year=inv_year, inventory_epoch=inv)
-            yield cube, "inventory", {"has_sar": has_sar}
+            yield cube, "inventory", {"has_sar": has_sar, "group": groups[gid]}
             for e in recent:
                 if gid in epochs[e]:
                     cube, has_sar = read_glacier(epochs[e][gid], gid, e, plan)
                     cube.attrs.update(inventory_year=inv_year, inventory_epoch=inv)
-                    yield cube, "recent", {"has_sar": has_sar}
+                    yield cube, "recent", {"has_sar": has_sar, "group": groups[gid]}
 
     total = sum(len([g for g in files if g in epochs[inv]]) for files in epochs.values())
     return write_cube_folder(out_dir, cubes(), total=total, progress=progress, source=src)

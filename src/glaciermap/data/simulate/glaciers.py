@@ -446,7 +446,11 @@ def read_outlines(path: Path, crs: CRS, id_column: str | None) -> tuple[gpd.GeoD
     ids = gdf[col].astype(str)
     if ids.duplicated().any():
         dup = ids[ids.duplicated()].unique()[:5].tolist()
-        raise InputDataError(f"duplicate glacier ids: {dup}", path=path)
+        raise InputDataError(
+            f"duplicate glacier ids in column {col!r}: {dup} ({int(ids.duplicated().sum())} polygon(s) repeat an id)",
+            path=path, hint="set simulate.outlines_id_column to a column unique per polygon; for divides of one "
+                            f"glacier (several polygons per {col}), dissolve them into one outline per glacier "
+                            f"(geopandas: gdf.dissolve(by={col!r})) or number them in a new column")
     gdf = gpd.GeoDataFrame({"glacier_id": ids.values}, geometry=gdf.geometry.values, crs=gdf.crs)
     gdf = gdf[~(gdf.geometry.isna() | gdf.geometry.is_empty)]
     bad = ~gdf.geometry.is_valid

@@ -364,3 +364,22 @@ def test_dvc_sends_no_analytics_and_keeps_its_remote_inside_the_project():
     storage = (ROOT / ".dvc" / url).resolve()
     assert storage.parent == ROOT and storage.name == ".dvc-storage"
     assert "/.dvc-storage" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_demo_ends_with_a_short_summary(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from summary import summary
+
+    (tmp_path / "metrics/evaluate").mkdir(parents=True)
+    (tmp_path / "metrics/evaluate/unet_optical.json").write_text(json.dumps({
+        "model": "unet", "sensor_set": "optical", "mean": {"iou_mean": 0.85},
+        "folds": {"fold1": {"iou": 0.9}, "fold0": {"iou": 0.8}}}))
+    (tmp_path / "metrics/area_change.json").write_text(json.dumps({
+        "rate_pct_per_yr": -1.61, "n_kept": 9, "n_total": 20,
+        "truth": {"true_regional_rate_pct_per_yr": -1.86, "regional_rate_error_pct_per_yr": 0.25}}))
+    lines = summary(tmp_path).splitlines()
+    assert lines[:2] == ["test IoU unet/optical: fold0 0.800  fold1 0.900  (mean 0.850)",
+                         "regional area change: -1.61 %/yr from 9 of 20 glaciers; truth -1.86 %/yr (error +0.25)"]
+    assert len(lines) == 5 and "mlflow ui" in lines[3]
+    assert "scripts/summary.py" in (ROOT / "scripts/demo.sh").read_text()
+    assert "dvc metrics show" not in (ROOT / "scripts/demo.sh").read_text()

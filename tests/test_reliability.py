@@ -748,7 +748,7 @@ def test_unreachable_tracking_server_stops_train_before_compute(tmp_path, cubes_
     monkeypatch.chdir(tmp_path)
     folds_path = write_folds(tmp_path / "in" / "folds.json", folds, FOLDS)  # a valid request: only MLflow fails
     params = _params(tmp_path / "params.yaml", data={"cubes_dir": cubes_dir},
-                     folds={**FOLDS.model_dump(mode="json"), "path": folds_path})
+                     folds={**FOLDS.model_dump(mode="json"), "path": folds_path}, train={"folds": [0]})
     monkeypatch.setenv("MLFLOW_TRACKING_URI", DEAD)
     code, lines = _run_cli(["--params", str(params), "-q", "train", "--model", "unet", "--sensors", "optical",
                             "--fold", "0"], capsys, monkeypatch)

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import FOLDS
+from test_reliability import _params, _run_cli, infer_setup, mlflow_restored
 
 from glaciermap import cli
 from glaciermap.data.folds import write_folds
-
-from conftest import FOLDS
-from test_reliability import Fakes, _params, _run_cli, infer_setup, install_fake_models, mlflow_restored  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable

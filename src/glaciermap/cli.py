@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
         params = load_params(args.params)
         args.func(args, params)
-    except Exception as exc:  # noqa: BLE001 - only the user errors below are kept; the rest re-raise
+    except Exception as exc:
         err = exc if isinstance(exc, GlaciermapError) else user_error(exc)
         if err is None or args.verbose:
             raise

@@ -20,8 +20,8 @@ from typing import Any
 import lightning.pytorch as L
 import mlflow
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from filelock import FileLock, Timeout
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
@@ -128,7 +128,7 @@ def checkpoint_readable(path: Path) -> bool:
     """Whether a Lightning checkpoint loads (safely) and holds weights and its epoch."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - truncated zip, bad pickle, I/O error: all mean "damaged"
+    except Exception:  # truncated zip, bad pickle, I/O error: all mean "damaged"
         return False
     return isinstance(ckpt, dict) and "state_dict" in ckpt and "epoch" in ckpt
 

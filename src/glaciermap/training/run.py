@@ -77,10 +77,10 @@ class HistoryCSV(Callback):
 
 
 class TestHangPoint(Callback):
-    """`GLACIERMAP_TEST_HANG_AT=epoch<k>`: stop for a test's SIGKILL once epoch k is checkpointed and
-    in the history (`glaciermap.testhooks`)."""
+    """`GLACIERMAP_TEST_HANG_AT=epoch<k>`: stop for a test's SIGKILL as epoch k starts, so every
+    earlier epoch is checkpointed and in the history (`glaciermap.testhooks`)."""
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         hang_at(f"epoch{trainer.current_epoch}")
 
 

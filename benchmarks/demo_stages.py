@@ -1,4 +1,5 @@
-"""Per-stage wall time of the last demo run (`scripts/demo.sh`), from its outputs' timestamps.
+"""Per-stage wall time of the last demo run (`scripts/demo.sh`), from its outputs' timestamps,
+and the disk the demo leaves behind (`disk_footprint`; target: under 1 GB).
 
 DVC does not time stages, so each stage's duration is the time between its last output and the
 previous stage's (outputs are written atomically at a stage's end). Writes
@@ -44,6 +45,20 @@ def stage_times(root: Path, start: float) -> list[dict]:
     return rows
 
 
+#: what the demo leaves on disk besides its inputs: run folders, the DVC cache, MLflow's artifacts
+FOOTPRINT = ("runs", ".dvc/cache", "mlruns", "products", "mlflow.db")
+
+
+def disk_footprint(root: Path) -> dict[str, int]:
+    """Bytes under each of FOOTPRINT (like `du -sb`; absent: 0), and their total."""
+    sizes = {}
+    for name in FOOTPRINT:
+        path = root / name
+        files = [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        sizes[name] = sum(f.stat().st_size for f in files) if path.exists() else 0
+    return {**sizes, "total": sum(sizes.values())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--root", type=Path, default=Path("."))
@@ -57,6 +72,7 @@ def main() -> None:
     glacier_km2 = float(index["area_km2"].sum())  # inventory outline area of every predicted cube
     result = {"benchmark": "demo_stages", "stages": rows, "total_s": round(sum(r["seconds"] or 0.0 for r in rows), 1),
               "infer_glacier_km2": glacier_km2, "infer_glacier_km2_per_s": glacier_km2 / infer_s,
+              "disk_bytes": disk_footprint(args.root),
               "method": "stage end = newest output's mtime; infer includes loading the fold models from "
                         "the MLflow registry", "machine": {"platform": platform.platform(),
                                                            "logical_cpus": os.cpu_count(),

@@ -23,7 +23,6 @@ Results: {"device", "torch", "bf16_peak_tflops", "models": {name: {"gflop_per_pa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -273,11 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
                     "torch": torch.__version__, "smoke": smoke, "host_cpus": os.cpu_count()}
     def save() -> None:  # after every section: a run cut short keeps what it measured
+        from glaciermap.io import write_json
+
         result["wall_s"] = time.perf_counter() - t_all
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(args.out)
+        write_json(args.out, result)
 
     result["bf16_peak_tflops"] = bf16_peak(dev, 512 if smoke else 8192)
     log(f"peak: {result['bf16_peak_tflops']:.1f} TFLOP/s")

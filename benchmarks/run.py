@@ -38,6 +38,8 @@ import torch  # noqa: E402
 
 from report import write_readme  # noqa: E402
 
+from glaciermap.io import write_json  # noqa: E402
+
 THREADS = 2
 BENCHMARKS = ("peak", "models", "loader", "inference", "memory", "tile", "growth")
 GROUPS = {"optical": 6, "dem": 3}  # optical_dem: 9 channels
@@ -69,14 +71,6 @@ def machine() -> dict:
         # other processes compete for the cores: figures taken at a load above `threads` are low
         "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
-
-
-def write_json(path: Path, data: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
 
 
 def read_json(path: Path) -> dict | None:

@@ -12,5 +12,4 @@ fi
 dvc add -q data
 dvc push -q data.dvc 2>/dev/null || true
 dvc repro
-dvc metrics show
-echo "Compare runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db  (http://127.0.0.1:5000)"
+python scripts/summary.py

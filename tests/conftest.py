@@ -65,7 +65,8 @@ def raw_copy(raw_region, tmp_path) -> Path:
 def _no_inherited_tracking_uri():
     """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: no test may inherit another's (a user's
     own setting would win over the test's params, and runs would land in another test's database)."""
-    keys = ("MLFLOW_TRACKING_URI", "GLACIERMAP_TRACKING_URI_FROM_PARAMS")
+    keys = ("MLFLOW_TRACKING_URI", "GLACIERMAP_TRACKING_URI_FROM_PARAMS",  # and what the CLI sets for MLflow:
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     for k in keys:
         os.environ.pop(k, None)
     yield

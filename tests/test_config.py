@@ -125,10 +125,16 @@ def test_load_params_file_errors(tmp_path):
 
 
 def test_configs_are_frozen_and_strict():
-    with pytest.raises(Exception):
-        PatchesConfig().size = 64  # frozen: a config cannot drift after validation
-    with pytest.raises(Exception, match="sizee"):
+    from pydantic import ValidationError
+
+    cfg = PatchesConfig()
+    with pytest.raises(ValidationError) as frozen:
+        cfg.size = 64  # frozen: a config cannot drift after validation
+    assert [(e["type"], e["loc"]) for e in frozen.value.errors()] == [("frozen_instance", ("size",))]
+    assert cfg.size == PatchesConfig().size  # unchanged
+    with pytest.raises(ValidationError) as extra:
         PatchesConfig(sizee=64)
+    assert [(e["type"], e["loc"]) for e in extra.value.errors()] == [("extra_forbidden", ("sizee",))]
 
 
 def test_deep_merge():

@@ -47,13 +47,19 @@ def test_stage_outputs_exist(repro):
     assert len(folds) == 2
     for f in (0, 1):
         run_dir = work / f"runs/unet/optical_dem/fold{f}"
-        assert (run_dir / "model/model.safetensors").exists()
-        assert (run_dir / "checkpoints/last.ckpt").exists()
-        assert (work / f"metrics/train/unet_optical_dem_fold{f}_history.csv").exists()
+        assert (run_dir / "model/model.safetensors").exists() and (run_dir / "finished").exists()
+        assert not (run_dir / "checkpoints").exists()  # a finished run keeps its bundle, not its checkpoints
+        history = (work / f"metrics/train/unet_optical_dem_fold{f}_history.csv").read_text().splitlines()
+        assert len(history) == 2 and history[1].split(",")[1]  # epoch 0, with its own train_loss
     ev = json.loads((work / "metrics/evaluate/unet_optical_dem.json").read_text())
     assert set(ev["folds"]) == {"fold0", "fold1"}
-    assert 0.0 <= ev["mean"]["iou_mean"] <= 1.0
-    assert all(r["n_glaciers"] > 0 and r["n_patches"] > 0 for r in ev["folds"].values())
+    test_glaciers = {f"fold{k}": len(fold["test"]) for k, fold in enumerate(folds)}
+    for name, r in ev["folds"].items():
+        assert r["n_glaciers"] == test_glaciers[name] and r["n_patches"] > 0
+        p_, r_ = r["precision"], r["recall"]  # IoU = TP/(TP+FP+FN) = p*r / (p + r - p*r)
+        expected = 0.0 if p_ != p_ or r_ == 0 else p_ * r_ / (p_ + r_ - p_ * r_)  # no positive: precision NaN
+        assert r["iou"] == pytest.approx(expected, rel=1e-9, abs=1e-12), (name, r)
+    assert ev["mean"]["iou_mean"] == pytest.approx(sum(r["iou"] for r in ev["folds"].values()) / 2)
 
 
 def test_mlflow_holds_parent_and_fold_runs(repro):
@@ -171,6 +177,16 @@ def test_register_ignores_runs_trained_on_other_data(repro):
     assert reg["aliases"]["fold-0"]["run_id"] == before
 
 
+#: |estimated - true| regional rate (%/yr) the tiny profile stays within (a 1-epoch model; loose on purpose)
+RATE_TOLERANCE = 3.0
+
+
+def pd_read_index(work: Path):
+    import pandas as pd
+
+    return pd.read_csv(work / "products/cubes/index.csv", dtype={"glacier_id": str, "epoch": str})
+
+
 def _inventory_path(work: Path, glacier_id: str) -> str:
     import pandas as pd
 
@@ -181,8 +197,15 @@ def _inventory_path(work: Path, glacier_id: str) -> str:
 def test_area_change_reports_rates_checked_against_truth(repro):
     work, _ = repro
     summary = json.loads((work / "metrics/area_change.json").read_text())
-    assert summary["n_total"] > 0 and summary["n_kept"] > 0
-    assert "truth" in summary and "true_regional_rate_pct_per_yr" in summary["truth"]
+    index = pd_read_index(work)
+    assert summary["n_total"] == index.glacier_id.nunique() and 0 < summary["n_kept"] <= summary["n_total"]
+    truth = summary["truth"]
+    assert truth["true_regional_rate_pct_per_yr"] == json.loads((work / "data/truth/regional.json").read_text())[
+        "rate_pct_per_yr"]
+    assert truth["regional_rate_error_pct_per_yr"] == pytest.approx(
+        summary["rate_pct_per_yr"] - truth["true_regional_rate_pct_per_yr"])
+    assert summary["rate_pct_per_yr"] < 0  # the simulated glaciers shrink; a 1-epoch model sees it
+    assert abs(truth["regional_rate_error_pct_per_yr"]) < RATE_TOLERANCE
     for png in ("rate_by_size_class", "area_scatter", "glacier_maps"):
         assert (work / f"products/area_change/{png}.png").stat().st_size > 1000
 
@@ -206,7 +229,7 @@ def test_new_training_params_map_with_the_runs_they_trained(repro):
 
 
 def test_killed_training_resumes_from_last_checkpoint_in_the_same_mlflow_run(repro):
-    """SIGKILL a run after its first checkpoint; the re-run continues it instead of restarting."""
+    """SIGKILL a run as epoch 1 starts (its test hang point: epoch 0 is checkpointed); the re-run continues it."""
     import signal
     import time
 
@@ -214,14 +237,20 @@ def test_killed_training_resumes_from_last_checkpoint_in_the_same_mlflow_run(rep
     (work / "resume.yaml").write_text("train: {max_epochs: 3, runs_dir: runs_resume}\n")
     run(["glaciermap", "config", "apply", "resume.yaml"], work, env)
     cmd = ["glaciermap", "-q", "train", "--model", "unet", "--sensors", "optical_dem", "--fold", "0"]
-    run_dir = work / "runs_resume/unet/optical_dem/fold0"
-    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while not (run_dir / "checkpoints/last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+    run_dir, ready = work / "runs_resume/unet/optical_dem/fold0", work / "ready"
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**env, "GLACIERMAP_TEST_HANG_AT": "epoch1", "GLACIERMAP_TEST_READY": str(ready)})
+    while not ready.exists():  # the trainer writes it as epoch 1 starts, then sleeps
+        assert proc.poll() is None, "training ended before its hang point"
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (run_dir / "checkpoints/last.ckpt").exists(), "no checkpoint before the kill"
+    from mlflow.tracking import MlflowClient
+
+    killed = (run_dir / "mlflow_run_id").read_text()
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    assert client.get_run(killed).info.status == "RUNNING"  # the killed trainer could not close it
     run_id = (run_dir / "mlflow_run_id").read_text()
     history = work / "metrics/train/unet_optical_dem_fold0_history.csv"
     first = history.read_text().splitlines()

@@ -532,30 +532,37 @@ def test_area_change_checks_every_input_before_writing(case, tmp_path, cubes_dir
 
 
 # ------------------------------------------------------------------------- killed long stages
-SLOW_RUNNER = """
-import sys, time
+HANG_RUNNER = """
+import os, sys, time
 sys.path.insert(0, {tests!r})
 import glaciermap.data.ingest as ingest
 import glaciermap.data.simulate.region as region
 
-_write_cube, _strips = ingest.write_cube, region.strips
+def stop_here():  # a known point of the stage: say so, then wait for the test's SIGKILL
+    open(os.environ["GLACIERMAP_TEST_READY"], "w").write(str(os.getpid()))
+    while True:
+        time.sleep(3600)
 
-def slow_write_cube(path, cube):  # the real writer, then a pause: a kill window between cubes
+_write_cube, _strips = ingest.write_cube, region.strips
+written = []
+
+def write_cube_then_stop(path, cube):  # the real writer; after the second cube, stop
     out = _write_cube(path, cube)
-    time.sleep(0.3)
+    written.append(path)
+    if len(written) == 2:
+        stop_here()
     return out
 
-def slow_strips(*args, **kwargs):
-    for s in _strips(*args, **kwargs):
-        time.sleep(0.05)
-        yield s
+def strips_then_stop(*args, **kwargs):  # dem.tif is written before the scenes: stop at the first strip
+    stop_here()
+    yield from _strips(*args, **kwargs)
 
-ingest.write_cube, region.strips = slow_write_cube, slow_strips
+ingest.write_cube, region.strips = write_cube_then_stop, strips_then_stop
 if sys.argv[1] == "infer":
     import test_reliability as t
     from glaciermap.config import load_params
     from glaciermap.inference.run import infer
-    t.install_fake_models(t.Fakes(delay=0.3))
+    t.install_fake_models(t.Fakes(stop_after=3, stop=stop_here))
     infer(load_params(sys.argv[2]), "unet", "optical", __import__("pathlib").Path(sys.argv[3]), progress=False)
 else:
     from glaciermap.cli import main
@@ -563,27 +570,33 @@ else:
 """
 
 
-def _start_slow(tmp_path: Path, *argv: str) -> subprocess.Popen:
-    runner = tmp_path / "slow_runner.py"
-    runner.write_text(SLOW_RUNNER.format(tests=str(TESTS)))
-    return subprocess.Popen([PY, str(runner), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+def _kill_at_hang_point(tmp_path: Path, *argv: str, timeout: float = 120.0) -> None:
+    """Run the stage until it stops at its known point (HANG_RUNNER), then SIGKILL it there.
 
-
-def _kill_when(proc: subprocess.Popen, ready, timeout: float = 90.0) -> None:
-    """SIGKILL `proc` as soon as `ready()` holds (the stage is part-way through its outputs)."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"the stage ended (rc {proc.returncode}) before it could be killed:\n{err[-2000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the stage made no progress to kill in time")
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    The stage itself says when it is there (it writes the ready file and sleeps): no race
+    between a polling test and a stage that might finish first.
+    """
+    runner, ready = tmp_path / "hang_runner.py", tmp_path / "ready"
+    runner.write_text(HANG_RUNNER.format(tests=str(TESTS)))
+    proc = subprocess.Popen([PY, str(runner), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "GLACIERMAP_TEST_READY": str(ready)})
+    try:
+        _wait_for(ready, proc, timeout)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+
+
+def _wait_for(ready: Path, proc: subprocess.Popen, timeout: float) -> None:
+    """Until the stage signals it reached its hang point; fail if it ends or hangs elsewhere."""
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the stage ended (rc {proc.returncode}) before its hang point:\n{proc.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the stage did not reach its hang point within {timeout} s")
+        time.sleep(0.02)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -601,11 +614,8 @@ def test_killed_ingest_leaves_old_or_no_cubes_and_a_rerun_completes(previous, ra
         (out / "index.csv").write_text((out / "index.csv").read_text() + "\n")
         before = _snapshot(out)
     argv = _ingest_argv(tmp_path, raw_region, out, workers=1)
-
-    def some_cubes_written() -> bool:
-        return any(p.suffix == ".nc" and not p.name.startswith(".") for p in products.glob(".cubes.tmp-*/*/*"))
-
-    _kill_when(_start_slow(tmp_path, *argv), some_cubes_written)
+    _kill_at_hang_point(tmp_path, *argv)  # after two cubes were written to the temporary folder
+    assert len([p for p in products.glob(".cubes.tmp-*/*/*.nc") if not p.name.startswith(".")]) == 2
     if previous:
         assert _snapshot(out) == before  # old output intact
     else:
@@ -626,11 +636,8 @@ def test_killed_simulate_leaves_old_or_no_region_and_a_rerun_completes(tmp_path,
     (out / "old.txt").write_text("previous region")
     params = _params(tmp_path / "params.yaml", simulate=SIM.model_dump(mode="json"))
     argv = ["--params", str(params), "-q", "simulate", "--out", str(out)]
-
-    def dem_written() -> bool:  # dem.tif is written before the scenes: the kill lands mid-region
-        return any(products.glob(".raw.tmp-*/dem.tif"))
-
-    _kill_when(_start_slow(tmp_path, *argv), dem_written)
+    _kill_at_hang_point(tmp_path, *argv)  # mid-region: dem.tif written, the scenes not
+    assert any(products.glob(".raw.tmp-*/dem.tif"))
     assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
     assert all(p.name.startswith(".raw.tmp-") for p in products.iterdir() if p.name != "raw")
     code, lines = _run_cli(argv, capsys, monkeypatch)
@@ -644,13 +651,16 @@ def test_killed_simulate_leaves_old_or_no_region_and_a_rerun_completes(tmp_path,
 class Fakes:
     """Stand-ins for the registry and the network: deterministic probabilities, calls counted."""
 
-    def __init__(self, delay: float = 0.0, value: float | None = None):
-        self.delay, self.value, self.calls = delay, value, []
+    def __init__(self, value: float | None = None, stop_after: int | None = None, stop=None):
+        self.value, self.calls = value, []
+        self.stop_after, self.stop = stop_after, stop  # call `stop` instead of predicting after N cubes
+        self.run_ids = {f: f"run-of-fold{f}" for f in range(FOLDS.k)}  # each fold model's MLflow run
 
     def predict(self, net, prepared, groups, **kwargs):
         cube = read_cube(prepared)
+        if len(self.calls) == self.stop_after:
+            self.stop()
         self.calls.append(Path(prepared).name + "@" + Path(prepared).parent.name)
-        time.sleep(self.delay)
         if self.value is not None:
             return np.full(cube.mask_glacier.shape, self.value, np.float32)
         return (0.1 + 0.8 * cube.mask_glacier).astype(np.float32)
@@ -659,8 +669,10 @@ class Fakes:
 def install_fake_models(fakes: Fakes, monkeypatch=None) -> None:
     import glaciermap.inference.run as run
 
-    bundle = SimpleNamespace(groups={}, stats={}, patch_size=64)
-    patches = {"fold_models": lambda params, model, sensor_set, registry: {f: (None, bundle)
+    def bundle(fold: int) -> SimpleNamespace:
+        return SimpleNamespace(groups={}, stats={}, patch_size=64, extra={"mlflow_run_id": fakes.run_ids[fold]})
+
+    patches = {"fold_models": lambda params, model, sensor_set, registry: {f: (None, bundle(f))
                                                                            for f in params.train.folds},
                "predict_cube_file": lambda net, bundle, path, **kw: (fakes.predict(net, path, bundle.groups, **kw),
                                                                      None)}
@@ -691,12 +703,9 @@ def test_killed_inference_reuses_finished_rasters_and_redoes_bad_ones(infer_setu
     assert len(fakes.calls) == len(cube_index)
     out = tmp_path / "predictions"
 
-    def done() -> list[Path]:
-        return sorted(p for p in out.glob("*/*.tif") if not p.name.startswith("."))
-
-    _kill_when(_start_slow(tmp_path, "infer", str(params_path), str(out)), lambda: len(done()) >= 3)
-    finished = done()
-    assert 3 <= len(finished) < len(cube_index)
+    _kill_at_hang_point(tmp_path, "infer", str(params_path), str(out))  # when 3 rasters are written
+    finished = sorted(p for p in out.glob("*/*.tif") if not p.name.startswith("."))
+    assert len(finished) == 3
     assert not (out / "areas.csv").exists() and not (out / "areas_long.csv").exists()  # tables come last
     for p in finished:  # every raster under its final name is complete
         row = cube_index[cube_index.path == f"{p.parent.name}/{p.stem}.nc"].iloc[0]
@@ -771,18 +780,19 @@ def test_infer_rejects_nan_or_out_of_range_predictions(value, infer_setup, tmp_p
 DEAD = "http://127.0.0.1:9"  # the discard port: nothing listens
 
 
-def test_unreachable_tracking_server_stops_train_before_compute(tmp_path, capsys, monkeypatch, mlflow_restored):
+def test_unreachable_tracking_server_stops_train_before_compute(tmp_path, cubes_dir, folds, capsys, monkeypatch,
+                                                                mlflow_restored):
     monkeypatch.chdir(tmp_path)
-    params = _params(tmp_path / "params.yaml")
+    folds_path = write_folds(tmp_path / "in" / "folds.json", folds, FOLDS)  # a valid request: only MLflow fails
+    params = _params(tmp_path / "params.yaml", data={"cubes_dir": cubes_dir},
+                     folds={**FOLDS.model_dump(mode="json"), "path": folds_path}, train={"folds": [0]})
     monkeypatch.setenv("MLFLOW_TRACKING_URI", DEAD)
-    t0 = time.monotonic()
     code, lines = _run_cli(["--params", str(params), "-q", "train", "--model", "unet", "--sensors", "optical",
                             "--fold", "0"], capsys, monkeypatch)
-    assert time.monotonic() - t0 < 30
-    assert code == 2 and len(lines) == 1, lines
+    assert code == 2 and len(lines) == 1, lines  # the health check's error: no MLflow call, so no retries
     assert lines[0].startswith(f"error: MLflow tracking server {DEAD} is unreachable"), lines
     assert "set tracking.offline_fallback: true" in lines[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no run folder, metrics, database
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "params.yaml"]  # no run folder, metrics, database
 
 
 def test_unreachable_server_with_offline_fallback_logs_locally(tmp_path, monkeypatch, mlflow_restored):

@@ -176,7 +176,7 @@ def test_only_an_interrupted_run_with_the_same_inputs_resumes(tmp_path):
 
     def interrupted_run() -> None:  # what a killed run leaves behind
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+        torch.save({"state_dict": {"w": torch.zeros(1)}, "epoch": 0}, run_dir / "checkpoints" / "last.ckpt")
         (run_dir / RUN_ID_FILE).write_text("abc")
         plot.parent.mkdir(exist_ok=True)
         plot.write_text("epoch\n0\n")

@@ -234,12 +234,12 @@ def test_time_budget_stops_the_sweep(project, cubes_dir):
     root = new_root(project, "timeout")
     write_params(root, cubes_dir, f"sqlite:///{root / 'optuna.db'}", n_trials=50, pruner="none")
     params = load_params(root / "params.yaml")
-    start = time.monotonic()
     with cwd(root):
         study = run_worker(params, timeout_s=1.0, progress=False)
     assert len(study.get_trials()) == 1  # one trial started, cut short when the budget ran out
-    assert study.get_trials()[0].state == TrialState.PRUNED
-    assert time.monotonic() - start < 120
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.PRUNED
+    assert len(trial.intermediate_values) < params.train.max_epochs  # stopped inside its first fold's epochs
 
 
 @pytest.mark.parametrize("tune, message", [
@@ -257,4 +257,22 @@ def test_bad_tune_config_is_a_clear_error(tune, message):
 
 
 def test_default_space_is_valid():
-    assert set(TuneConfig().space) <= set(parse_params({}).tune.space)
+    """Every default key names a real params.yaml setting, and every sample is a valid Params in range."""
+    from glaciermap.tuning.space import suggest, trial_params
+
+    base = parse_params({})
+    space = TuneConfig().space
+    assert set(space) == {"train.lr", "train.weight_decay", "train.loss"}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        values = suggest(study.ask(), space)
+        p = trial_params(base, values)  # validated like params.yaml: a bad key or value would raise
+        for key, value in values.items():
+            section, name = key.split(".")
+            assert getattr(getattr(p, section), name) == value  # the key reaches the setting it names
+            spec = space[key]
+            if spec.type == "categorical":
+                assert value in spec.choices
+            else:
+                assert spec.low <= value <= spec.high
+    assert base.train.loss in space["train.loss"].choices  # the default is in the space

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 from glaciermap.analysis import cli as analysis_cli
 from glaciermap.commands import Command
 from glaciermap.data import cli as data_cli
-from glaciermap.errors import GlaciermapError
+from glaciermap.errors import GlaciermapError, user_error
 from glaciermap.inference import cli as inference_cli
 from glaciermap.tracking import cli as tracking_cli
 from glaciermap.training import cli as training_cli
@@ -70,22 +72,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def format_warning(message, category, *args, **kwargs) -> str:
+    """`warning: <message>`, without the ANSI colour codes some libraries (MLflow) put in theirs."""
+    return f"warning: {_ANSI.sub('', str(message))}\n"
+
+
+def _quiet(verbose: bool, quiet: bool) -> None:
+    """Library chatter off: GDAL's / OGR's INFO logs (they would bury the one-line error) and,
+    with -q, Lightning's device lines and product tips and MLflow's download progress bars."""
+    if not verbose:
+        for name in ("rasterio", "pyogrio"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    if quiet:  # Lightning resets its package loggers' levels on import: quiet the ones that speak
+        for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `glaciermap` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # GDAL's / OGR's chatter (logged at INFO) would bury the one-line error
-        for name in ("rasterio", "pyogrio"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    _quiet(args.verbose, args.quiet)
+    warnings.formatwarning = format_warning
     try:
         from glaciermap.config import load_params
 
         params = load_params(args.params)
         args.func(args, params)
-    except GlaciermapError as err:
-        if args.verbose:
+    except Exception as exc:
+        err = exc if isinstance(exc, GlaciermapError) else user_error(exc)
+        if err is None or args.verbose:
             raise
         print(f"error: {err.message}", file=sys.stderr)
         return 2

@@ -30,3 +30,52 @@ class InputDataError(GlaciermapError):
 
 class ConfigError(GlaciermapError):
     """Invalid params.yaml: unknown key, wrong type, impossible value."""
+
+
+class OutputError(GlaciermapError):
+    """An output cannot be written: read-only folder, a file where a folder belongs, or the reverse."""
+
+
+#: what to do about an OS error, by its kind (the message names the path and the problem)
+_OS_HINTS = (
+    (PermissionError, "fix its permissions or choose another location"),
+    (IsADirectoryError, "a folder is where a file belongs: move it aside"),
+    (NotADirectoryError, "a file is where a folder belongs: move it aside"),
+    (FileExistsError, "move it aside and re-run"),
+    (FileNotFoundError, "check the path, or re-run the stage that writes it"),
+    (OSError, "check the path, the disk space and the permissions"),
+)
+
+
+def _database_error_types() -> tuple[type[BaseException], ...]:
+    """Errors of the tracking store (MLflow, its SQLAlchemy/SQLite backend), among those loaded.
+
+    Only modules already imported are consulted: an error of a library never imported cannot occur,
+    and this module stays free of heavy imports.
+    """
+    import sys
+
+    names = (("sqlite3", "DatabaseError"), ("sqlalchemy.exc", "SQLAlchemyError"),
+             ("mlflow.exceptions", "MlflowException"))
+    return tuple(getattr(sys.modules[m], c) for m, c in names if m in sys.modules)
+
+
+def user_error(err: BaseException) -> GlaciermapError | None:
+    """The one-line error for an environment fault (file system, tracking database), else None.
+
+    A read-only folder, a file where a folder belongs (or the reverse), a corrupt or unopenable
+    MLflow database: the user's to fix, so the CLI reports `<path>: <problem> (<what to do>)`
+    instead of a traceback. Anything else is a bug and keeps its traceback.
+    """
+    import os
+
+    if isinstance(err, OSError):
+        hint = next(h for cls, h in _OS_HINTS if isinstance(err, cls))
+        path = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
+        return GlaciermapError(err.strerror or str(err), path=path, hint=hint)
+    if isinstance(err, _database_error_types()):
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        return GlaciermapError(f"tracking store failed: {first}", path=os.environ.get("MLFLOW_TRACKING_URI"),
+                               hint="if it is a database file, move it aside (a new one is created) or set "
+                                    "tracking.tracking_uri; if it is a server, check it (-v shows details)")
+    return None

@@ -34,7 +34,10 @@ def _area_change_args(p):
 
 def _area_change(args, params):
     from glaciermap.analysis.area_change_stage import area_change_stage
+    from glaciermap.io import check_writable
 
+    check_writable(args.out, folder=True)
+    check_writable(args.metrics)
     summary = area_change_stage(params, args.areas, args.out, args.metrics)
     print(f"regional rate {summary['rate_pct_per_yr']} %/yr from {summary['n_kept']} of "
           f"{summary['n_total']} glaciers -> {args.out}")

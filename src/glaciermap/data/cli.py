@@ -35,7 +35,10 @@ def _ingest_args(p):
 
 
 def _ingest(args, params):
+    from glaciermap.io import check_writable
+
     raw, out = args.raw or params.data.raw_dir, args.out or params.data.cubes_dir
+    check_writable(out, folder=True)  # before computing every cube, not at the final swap
     if args.format == "region":
         from glaciermap.data.ingest import ingest_region
 
@@ -51,7 +54,9 @@ def _ingest(args, params):
 def _folds(args, params):
     from glaciermap.data.cubes import read_index
     from glaciermap.data.folds import make_folds, write_folds
+    from glaciermap.io import check_writable
 
+    check_writable(params.folds.path)
     folds = make_folds(read_index(params.data.cubes_dir), params.data.cubes_dir, params.folds,
                        progress=not args.quiet)
     write_folds(params.folds.path, folds, params.folds)

@@ -20,7 +20,9 @@ def _infer_args(p):
 def _infer(args, params):
     from glaciermap.config import updated
     from glaciermap.inference.run import infer
+    from glaciermap.io import check_writable
 
+    check_writable(args.out, folder=True)
     overrides = {k: v for k, v in {"ensemble": args.ensemble, "tta": args.tta, "device": args.device}.items()
                  if v is not None}
     cfg = updated(params.infer, section="infer", **overrides)

@@ -2,11 +2,14 @@
 
 Each glacier is predicted by the model of the fold whose test set holds it (out-of-sample, as in
 the paper) or, with `ensemble`, by every fold's model with the spread as uncertainty. Rasters
-already written by an interrupted run are validated and reused, not recomputed.
+already written (by an interrupted run, or an earlier `dvc repro`: products/predictions persists)
+are validated and reused when they were made from the same inputs (`raster_key`), else recomputed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from functools import partial
 from pathlib import Path
 
@@ -31,24 +34,41 @@ from glaciermap.metrics import THRESHOLD
 from glaciermap.tracking.registry import fold_models, registered_name
 
 
-def write_probability(path: Path, prob: np.ndarray, std: np.ndarray, grid: Grid) -> None:
-    """Probability and ensemble spread as a 2-band float32 GeoTIFF, atomically."""
+#: GeoTIFF tag of a probability raster: the `raster_key` of the inputs it was predicted from
+KEY_TAG = "GLACIERMAP_INPUTS"
+
+
+def raster_key(cube_file: Path, model_ids: list[str], *, stride: int, tta: bool) -> str:
+    """Fingerprint of what a glacier's raster is predicted from: the cube file's bytes, the MLflow
+    runs of the models used (a retrained or re-registered fold model has a new run) and the
+    prediction settings. A raster whose tag differs is stale and is predicted again."""
+    h = hashlib.sha256(Path(cube_file).read_bytes())
+    h.update(json.dumps({"models": model_ids, "stride": stride, "tta": tta}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def write_probability(path: Path, prob: np.ndarray, std: np.ndarray, grid: Grid, key: str | None = None) -> None:
+    """Probability and ensemble spread as a 2-band float32 GeoTIFF, atomically, tagged with `key`."""
     profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=2, dtype="float32",
                    crs=grid.crs, transform=grid.transform, compress="deflate")
     with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(np.stack([prob, std]).astype(np.float32))
             dst.descriptions = ("probability", "ensemble_std")
+            if key is not None:
+                dst.update_tags(**{KEY_TAG: key})
 
 
-def read_probability(path: Path, grid: Grid) -> tuple[np.ndarray, np.ndarray] | None:
-    """A previously written raster if it is complete and on the right grid, else None."""
+def read_probability(path: Path, grid: Grid, key: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """A previously written raster if it is complete, on the right grid and (when `key` is given)
+    predicted from the same inputs, else None."""
     if not path.exists():
         return None
     try:
         with rasterio.open(path) as src:
             if (src.shape != (grid.height, grid.width) or src.count != 2 or src.crs != grid.crs
-                    or not src.transform.almost_equals(grid.transform)):
+                    or not src.transform.almost_equals(grid.transform)
+                    or (key is not None and src.tags().get(KEY_TAG) != key)):
                 return None
             prob, std = src.read()
     except rasterio.errors.RasterioIOError:
@@ -90,7 +110,7 @@ def map_glacier(item: dict, device, *, models: dict, params: Params, name: str, 
         raise GlaciermapError(f"model {name}@fold-{item['folds'][0]} predicted values outside [0, 1] or NaN for "
                               f"glacier {item['glacier_id']}, epoch {item['epoch']}", path=item["cube"],
                               hint="check the cube for extreme or NaN inputs and the model's weights")
-    write_probability(item["raster"], prob, std, grid or read_cube(item["cube"]).grid)
+    write_probability(item["raster"], prob, std, grid or read_cube(item["cube"]).grid, item["key"])
     return prob, std
 
 
@@ -105,17 +125,21 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, ensembl
     rows, outlines = [], []
     todo = index[index.glacier_id.isin(fold_of)]
     job = partial(map_glacier, models=models, params=params, name=name, tta=tta)
-    items = [{"cube": params.data.cubes_dir / r.path, "raster": out_dir / r.epoch / f"{r.glacier_id}.tif",
-              "folds": list(models) if ensemble else [fold_of[r.glacier_id]], "glacier_id": r.glacier_id,
-              "epoch": r.epoch} for _, r in todo.iterrows()]
+    items = []
+    for _, r in todo.iterrows():
+        use = list(models) if ensemble else [fold_of[r.glacier_id]]
+        key = raster_key(params.data.cubes_dir / r.path, [models[f][1].extra.get("mlflow_run_id") for f in use],
+                         stride=params.patches.eval_stride, tta=tta)
+        items.append({"cube": params.data.cubes_dir / r.path, "raster": out_dir / r.epoch / f"{r.glacier_id}.tif",
+                      "folds": use, "key": key, "glacier_id": r.glacier_id, "epoch": r.epoch})
     if params.infer.devices != 1:  # the rasters on many devices (Lightning DDP), the tables below
-        map_cubes(job, [it for it in items if read_probability(it["raster"], read_cube(it["cube"]).grid) is None],
-                  accelerator=accelerator(params.infer.device), devices=params.infer.devices,
+        stale = [it for it in items if read_probability(it["raster"], read_cube(it["cube"]).grid, it["key"]) is None]
+        map_cubes(job, stale, accelerator=accelerator(params.infer.device), devices=params.infer.devices,
                   num_nodes=params.infer.num_nodes, strategy=params.infer.strategy, progress=progress)
     for (_, r), item in tqdm(zip(todo.iterrows(), items), total=len(todo), desc="infer", unit="cube",
                              disable=not progress):
         cube = read_cube(item["cube"])
-        cached = read_probability(item["raster"], cube.grid)
+        cached = read_probability(item["raster"], cube.grid, item["key"])
         prob, std = cached if cached is not None else job(item, resolve_device(params.infer.device), grid=cube.grid)
         stats = glacier_stats(prob, std, cube)
         rows.append({"glacier_id": r.glacier_id, "epoch": r.epoch, "role": r.role, "year": r.year,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import socket
 import subprocess
 import urllib.request
 import warnings
@@ -20,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from glaciermap.config import Params, TrackingConfig
 from glaciermap.data.cubes import INDEX_FILE
 from glaciermap.errors import GlaciermapError
+from glaciermap.io import check_writable, pid_alive
 
 RUN_ID_FILE = "mlflow_run_id"  # in a run folder: the MLflow run that trained it
 INPUTS_FILE = "inputs.sha256"  # what the run trains on: a checkpoint resumes only for the same inputs
@@ -28,6 +31,11 @@ MODEL_DIR = "model"  # the exported safetensors bundle of a run folder
 DATA_TAG = "glaciermap.data"  # MLflow tag: data_key() of the cubes and folds a run trained on
 OFFLINE_URI = "sqlite:///mlflow-offline.db"
 _FROM_PARAMS = "GLACIERMAP_TRACKING_URI_FROM_PARAMS"  # marks an MLFLOW_TRACKING_URI we set, not the user
+PID_TAG, HOST_TAG = "glaciermap.pid", "glaciermap.host"  # the process that owns a RUNNING run
+#: a server that answers /health but fails its API: a few quick retries, then one error line (MLflow's
+#: defaults, 7 retries with exponential backoff and a 120 s timeout, kept users waiting minutes)
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,8 +83,13 @@ def resolve_tracking_uri(cfg: TrackingConfig) -> str:
     """MLFLOW_TRACKING_URI if set, else params' tracking.tracking_uri; checked before any compute.
 
     An unreachable http(s) server is an error, or (tracking.offline_fallback) a local SQLite
-    database whose runs can be synced later with `mlflow` export tools.
+    database whose runs can be synced later with `mlflow` export tools. MLflow's HTTP retries and
+    timeout are bounded (`HTTP_LIMITS`, unless the user set those variables). A SQLite database
+    path that is a folder, or in a folder we cannot write, is an error at once (MLflow would retry
+    for two minutes).
     """
+    for var, value in HTTP_LIMITS.items():
+        os.environ.setdefault(var, value)
     env = os.environ.get("MLFLOW_TRACKING_URI")
     # mlflow.set_tracking_uri exports the URI to the environment; only a user's own setting wins
     uri = env if env and env != os.environ.get(_FROM_PARAMS) else cfg.tracking_uri
@@ -95,6 +108,7 @@ def resolve_tracking_uri(cfg: TrackingConfig) -> str:
         os.environ[_FROM_PARAMS] = uri
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:///"):
+        check_writable(Path(uri.removeprefix("sqlite:///")))  # a file, in a folder we may write
         # workers starting together must not race to create the tables (one creates, the rest wait)
         with sqlite_lock(uri):
             MlflowClient(uri).search_experiments(max_results=1)
@@ -106,6 +120,29 @@ def sqlite_lock(uri: str) -> FileLock:
     path = Path(uri.removeprefix("sqlite:///"))
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(f"{path}.lock")
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming this process (host and pid): a RUNNING run whose process is gone is an orphan."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def close_orphaned_runs(client: MlflowClient, exp_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs whose owning process (tagged on this host) no longer exists.
+
+    A killed trainer or sweep trial cannot close its run; the next `train` or `tune` does. Runs of
+    other hosts, or without owner tags, are left alone: their process cannot be checked from here.
+    """
+    host, closed = socket.gethostname(), []
+    flt = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
+    for run in client.search_runs([exp_id], filter_string=flt, max_results=1000):
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    if closed:
+        log.warning("closed %d MLflow run(s) left RUNNING by killed processes: %s", len(closed), closed)
+    return closed
 
 
 def experiment_id(name: str) -> str:

@@ -10,12 +10,17 @@ import csv
 import hashlib
 import json
 import shutil
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
 import mlflow
 import torch
+from filelock import FileLock, Timeout
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
@@ -23,9 +28,10 @@ from mlflow.tracking import MlflowClient
 from glaciermap.config import Params
 from glaciermap.data.datamodule import GlacierDataModule
 from glaciermap.data.folds import read_folds
-from glaciermap.errors import ConfigError
+from glaciermap.errors import ConfigError, GlaciermapError
 from glaciermap.io import atomic_path, write_json, write_text
 from glaciermap.models.serialize import ModelBundle, save_bundle
+from glaciermap.testhooks import hang_at
 from glaciermap.tracking import runs as tracking
 from glaciermap.tracking.registry import log_model
 from glaciermap.tracking.runs import (DATA_TAG, FINISHED_FILE, INPUTS_FILE, MODEL_DIR, RUN_ID_FILE, RunSpec,
@@ -35,7 +41,11 @@ from glaciermap.training.task import SegmentationTask
 
 
 class HistoryCSV(Callback):
-    """Per-epoch metrics as CSV (for `dvc plots`), rewritten atomically after each validation.
+    """Per-epoch metrics as CSV (for `dvc plots`), rewritten atomically during each epoch.
+
+    The epoch's row is written when its validation ends (a sweep may prune the run right there)
+    and completed when the training epoch ends, the only point where the epoch's own train_loss
+    is aggregated: it sits beside its validation scores, not one row late.
 
     The history is kept in every path given (the DVC plot file and a copy in the run folder):
     DVC deletes a stage's outputs before re-running it, and a resumed run whose last epoch had
@@ -53,11 +63,16 @@ class HistoryCSV(Callback):
                 break
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+        if not trainer.sanity_checking:
+            self._record(trainer, self.KEYS[2:])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer, self.KEYS[1:])
+
+    def _record(self, trainer: L.Trainer, keys: tuple[str, ...]) -> None:
         m = trainer.callback_metrics
-        row = {"epoch": trainer.current_epoch,
-               **{k: round(float(m[k]), 6) for k in self.KEYS[1:] if k in m}}
+        old = next((r for r in self.rows if int(r["epoch"]) == trainer.current_epoch), {})
+        row = {**old, "epoch": trainer.current_epoch, **{k: round(float(m[k]), 6) for k in keys if k in m}}
         self.rows = [r for r in self.rows if int(r["epoch"]) != trainer.current_epoch] + [row]
         self.flush()
 
@@ -67,6 +82,14 @@ class HistoryCSV(Callback):
                 w = csv.DictWriter(f, fieldnames=self.KEYS)
                 w.writeheader()
                 w.writerows(self.rows)
+
+
+class TestHangPoint(Callback):
+    """`GLACIERMAP_TEST_HANG_AT=epoch<k>`: stop for a test's SIGKILL as epoch k starts, so every
+    earlier epoch is checkpointed and in the history (`glaciermap.testhooks`)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        hang_at(f"epoch{trainer.current_epoch}")
 
 
 def trainer_kwargs(params: Params) -> dict[str, Any]:
@@ -109,17 +132,39 @@ def inputs_key(params: Params, spec: RunSpec, data: str) -> str:
     }, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def checkpoint_readable(path: Path) -> bool:
+    """Whether a Lightning checkpoint loads (safely) and holds weights and its epoch."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # truncated zip, bad pickle, I/O error: all mean "damaged"
+        return False
+    return isinstance(ckpt, dict) and "state_dict" in ckpt and "epoch" in ckpt
+
+
+def set_aside(path: Path, folder: Path) -> Path:
+    """Move a damaged file to `folder/<name>.damaged-<UTC time>` (kept for a look, out of the way)."""
+    dst = folder / f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    path.rename(dst)
+    return dst
+
+
 def prepare_run_dir(run_dir: Path, key: str, extra: tuple[Path, ...] = ()) -> bool:
     """Keep an interrupted run with the same inputs (True: resume), else clear it for a fresh one.
 
     A finished run, or one whose inputs changed (new data, params), never resumes: its
     checkpoint, MLflow run id, history and exported model are removed, with the `extra` files
-    (the DVC history plot) that belong to it.
+    (the DVC history plot) that belong to it. A damaged `last.ckpt` (e.g. the disk filled up while
+    it was written) is set aside as `last.ckpt.damaged-<time>` with a warning, and the run starts
+    afresh instead of failing on every later attempt.
     """
-    stamp = run_dir / INPUTS_FILE
+    stamp, last = run_dir / INPUTS_FILE, run_dir / "checkpoints" / "last.ckpt"
     if (stamp.exists() and stamp.read_text().strip() == key and not (run_dir / FINISHED_FILE).exists()
-            and (run_dir / "checkpoints" / "last.ckpt").exists()):
-        return True
+            and last.exists()):
+        if checkpoint_readable(last):
+            return True
+        kept = set_aside(last, run_dir)
+        warnings.warn(f"{last}: checkpoint is damaged (unreadable); set aside as {kept}, training afresh",
+                      stacklevel=2)
     for path in (run_dir / "checkpoints", run_dir / MODEL_DIR, run_dir / RUN_ID_FILE, run_dir / FINISHED_FILE,
                  run_dir / "history.csv", *extra):
         if path.is_dir():
@@ -139,6 +184,8 @@ def _mlflow_run(client: MlflowClient, exp_id: str, params: Params, spec: RunSpec
         try:
             client.get_run(run_id)
             client.update_run(run_id, status="RUNNING")
+            for k, v in tracking.owner_tags().items():  # this process owns it now
+                client.set_tag(run_id, k, v)
             return run_id, False
         except mlflow.exceptions.MlflowException:
             pass  # tracking database was reset: start a fresh run
@@ -146,7 +193,7 @@ def _mlflow_run(client: MlflowClient, exp_id: str, params: Params, spec: RunSpec
         parent_id = tracking.parent_run(client, exp_id, params, spec.model, spec.sensor_set)
     run = client.create_run(exp_id, run_name=f"{spec.model}-{spec.sensor_set}-fold{spec.fold}",
                             tags={"mlflow.parentRunId": parent_id, **spec.tags, DATA_TAG: data,
-                                  **tracking.reproducibility_tags()})
+                                  **tracking.reproducibility_tags(), **tracking.owner_tags()})
     write_text(id_file, run.info.run_id)
     return run.info.run_id, True
 
@@ -157,22 +204,53 @@ def train_run(params: Params, spec: RunSpec, *, progress: bool = True, callbacks
     """Train (or resume) one run; export the best model; return its metrics.
 
     Metrics JSON and the per-epoch history CSV go to `metrics_dir` (DVC metrics/plots), or into
-    the run folder when `metrics_dir` is None.
+    the run folder when `metrics_dir` is None. A refused run (unknown fold, model or sensor set)
+    creates nothing; a run folder another trainer holds is an error (`hold_run_dir`); MLflow
+    runs left RUNNING by killed trainers are closed first (`close_orphaned_runs`).
     """
+    L.seed_everything(params.train.seed + spec.fold, workers=True, verbose=False)  # the model's initial weights
+    dm = make_datamodule(params, spec)  # every check on the request, before anything is created
+    task = make_task(params, spec)
     uri = tracking.resolve_tracking_uri(params.tracking)  # fails fast, before any compute
     client = MlflowClient(uri)
     exp_id = tracking.experiment_id(params.tracking.experiment)
+    tracking.close_orphaned_runs(client, exp_id)
     run_dir = Path(run_dir or spec.run_dir(params))
+    with hold_run_dir(run_dir):
+        return _train_in(run_dir, params, spec, dm, task, client, exp_id, uri, progress=progress,
+                         callbacks=callbacks, parent_run_id=parent_run_id, metrics_dir=metrics_dir)
+
+
+@contextmanager
+def hold_run_dir(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for this trainer (a lock file beside it); a second trainer is refused.
+
+    Two trainers in one folder (e.g. `dvc repro` killed while its trainer lives on, then re-run)
+    would resume the same checkpoint and log every epoch to MLflow twice.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir.with_name(f".{run_dir.name}.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise GlaciermapError("another trainer is using this run folder", path=run_dir,
+                              hint="wait for it to finish or stop it; then re-run") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _train_in(run_dir: Path, params: Params, spec: RunSpec, dm: GlacierDataModule, task: SegmentationTask,
+              client: MlflowClient, exp_id: str, uri: str, *, progress: bool, callbacks: list[Callback],
+              parent_run_id: str | None, metrics_dir: Path | None) -> dict[str, Any]:
+    """`train_run` once its checks passed and it holds the run folder."""
     if metrics_dir is None:
         metrics_path, history_path = run_dir / "metrics.json", run_dir / "history.csv"
     else:
         Path(metrics_dir).mkdir(parents=True, exist_ok=True)
         metrics_path = Path(metrics_dir) / f"{spec.name}.json"
         history_path = Path(metrics_dir) / f"{spec.name}_history.csv"
-    L.seed_everything(params.train.seed + spec.fold, workers=True, verbose=False)
-    dm = make_datamodule(params, spec)
-    task = make_task(params, spec)
     data = data_key(params)
     prepare_run_dir(run_dir, inputs_key(params, spec, data), extra=(history_path,))
     run_id, new = _mlflow_run(client, exp_id, params, spec, run_dir, parent_run_id, data)
@@ -186,7 +264,7 @@ def train_run(params: Params, spec: RunSpec, *, progress: bool = True, callbacks
                                  save_last=True, enable_version_counter=False)
     history = HistoryCSV(history_path, run_dir / "history.csv")
     trainer = L.Trainer(logger=logger, enable_progress_bar=progress, enable_model_summary=False,
-                        callbacks=[checkpoint, history,
+                        callbacks=[checkpoint, history, TestHangPoint(),
                                    EarlyStopping("val_iou", mode="max", patience=params.train.early_stopping_patience),
                                    LearningRateMonitor("epoch"), *callbacks],
                         **trainer_kwargs(params))
@@ -208,7 +286,12 @@ def train_run(params: Params, spec: RunSpec, *, progress: bool = True, callbacks
 def finish_run(client: MlflowClient, run_id: str, params: Params, spec: RunSpec, run_dir: Path,
                task: SegmentationTask, dm: GlacierDataModule, checkpoint: ModelCheckpoint,
                trainer: L.Trainer, metrics_path: Path, history_path: Path) -> dict[str, Any]:
-    """Export the best weights, write metrics, log artifacts and the registrable model."""
+    """Export the best weights, write metrics, log artifacts and the registrable model.
+
+    Then the checkpoints (weights and optimiser state, about 300 MB each for the demo's U-Net) are
+    deleted: a finished run never resumes (`prepare_run_dir`) and inference reads the exported
+    safetensors bundle, so they would only fill the disk and the DVC cache.
+    """
     best = checkpoint.best_model_path or str(run_dir / "checkpoints" / "last.ckpt")
     ckpt = torch.load(best, map_location="cpu", weights_only=True)
     state = ckpt["state_dict"]
@@ -235,4 +318,5 @@ def finish_run(client: MlflowClient, run_id: str, params: Params, spec: RunSpec,
     log_model(run_id, run_dir / MODEL_DIR)
     client.set_terminated(run_id, status="FINISHED")
     (run_dir / FINISHED_FILE).touch()
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return {**metrics, "run_id": run_id, "run_dir": str(run_dir)}

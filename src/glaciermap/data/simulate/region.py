@@ -19,13 +19,13 @@ from tqdm.auto import tqdm
 
 from glaciermap.config.simulate import SimulateConfig, memory_problem
 from glaciermap.errors import ConfigError, InputDataError
+from glaciermap.io import write_json
 
 from . import clouds as cl
 from . import glaciers as gl
 from . import noise, optical, sar, surface, terrain
 from .evolution import evolve, make_epochs, target_rates
-from .writer import (atomic_dir, n_strips, open_geotiff, strips, write_array, write_csv, write_gpkg,
-                     write_json, write_yaml)
+from .writer import atomic_dir, n_strips, open_geotiff, strips, write_array, write_csv, write_gpkg, write_yaml
 
 DEM_MARGIN_PX = 2
 
@@ -278,7 +278,7 @@ def _write_vectors(out: Path, cfg: SimulateConfig, ids, geoms, states, epochs, i
                       f"{list(dropped)[:10]}{' ...' if len(dropped) > 10 else ''}", stacklevel=2)
     regional = 100.0 * float((a_rec - a_inv).sum() / (a_inv * dt_y).sum())
     small = a_inv < 1.0
-    write_json({
+    write_json(out / "truth" / "regional.json", {
         "name": cfg.name,
         "definition": "rate_pct_per_yr = 100 * sum(area_recent - area_inventory) / "
                       "sum(area_inventory * (year_recent - year_inventory)), areas planar in the scene CRS",
@@ -301,7 +301,7 @@ def _write_vectors(out: Path, cfg: SimulateConfig, ids, geoms, states, epochs, i
         "outlines_left_out": list(dropped),
         "generator": gen_info,
         "seed": cfg.seed,
-    }, out / "truth" / "regional.json")
+    })
 
 
 def _acquisition_names(epoch, cfg: SimulateConfig) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,10 +73,6 @@ def write_gpkg(gdf: gpd.GeoDataFrame, path: Path, layer: str) -> None:
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
     df.to_csv(path, index=False, float_format="%.10g", lineterminator="\n")
-
-
-def write_json(obj: dict, path: Path) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def write_yaml(obj: dict, path: Path) -> None:

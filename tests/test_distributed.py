@@ -27,7 +27,7 @@ def _record(item: dict, device: torch.device) -> None:
 
 def test_map_cubes_deals_each_item_to_exactly_one_rank(tmp_path):
     items = [{"i": i, "out": str(tmp_path)} for i in range(7)]
-    map_cubes(_record, items, accelerator="cpu", devices=2, strategy="ddp_spawn")
+    assert map_cubes(_record, items, accelerator="cpu", devices=2, strategy="ddp_spawn")  # this process is rank 0
     done = sorted(p.name for p in tmp_path.iterdir())
     assert sorted(int(n.split(".")[0]) for n in done) == list(range(7))  # each once, none twice
     assert {n.split(".")[1] for n in done} == {"rank0", "rank1"}  # both ranks worked

@@ -46,12 +46,16 @@ class MapModule(L.LightningModule):
 
 def map_cubes(fn: Callable[[Any, torch.device], Any], items: Sequence[Any], *, accelerator: str = "auto",
               devices: int | str = "auto", num_nodes: int = 1, strategy: str = "auto",
-              progress: bool = False) -> None:
-    """Call `fn(item, device)` once for every item, spread over the ranks of a Lightning Trainer."""
+              progress: bool = False) -> bool:
+    """Call `fn(item, device)` once for every item, spread over the ranks of a Lightning Trainer.
+
+    Returns whether this process is the global rank 0 (under `ddp` every rank runs the caller's
+    code: only rank 0 should go on to write what depends on all the ranks' outputs)."""
     if not items:
-        return
+        return True
     trainer = L.Trainer(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
                         logger=False, enable_checkpointing=False, enable_progress_bar=progress,
                         enable_model_summary=False, precision="32-true")
     loader = DataLoader(Items(items), batch_size=None, shuffle=False, num_workers=0)
     trainer.predict(MapModule(fn), dataloaders=loader, return_predictions=False)
+    return trainer.is_global_zero

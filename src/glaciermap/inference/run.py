@@ -134,8 +134,9 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, ensembl
                       "folds": use, "key": key, "glacier_id": r.glacier_id, "epoch": r.epoch})
     if params.infer.devices != 1:  # the rasters on many devices (Lightning DDP), the tables below
         stale = [it for it in items if read_probability(it["raster"], read_cube(it["cube"]).grid, it["key"]) is None]
-        map_cubes(job, stale, accelerator=accelerator(params.infer.device), devices=params.infer.devices,
-                  num_nodes=params.infer.num_nodes, strategy=params.infer.strategy, progress=progress)
+        if not map_cubes(job, stale, accelerator=accelerator(params.infer.device), devices=params.infer.devices,
+                         num_nodes=params.infer.num_nodes, strategy=params.infer.strategy, progress=progress):
+            return pd.DataFrame()  # ddp: another rank's copy of this command; rank 0 writes the tables
     for (_, r), item in tqdm(zip(todo.iterrows(), items), total=len(todo), desc="infer", unit="cube",
                              disable=not progress):
         cube = read_cube(item["cube"])

@@ -35,6 +35,7 @@ from glaciermap.data.cubes import read_cube
 from glaciermap.device import autocast, autocast_dtype, resolve_device
 from glaciermap.errors import ConfigError
 
+
 @dataclass
 class PreparedCube:
     """A cube reduced to what the model eats: normalised bands, masks, location."""

@@ -276,9 +276,9 @@ def _train_in(run_dir: Path, params: Params, spec: RunSpec, dm: GlacierDataModul
         raise
     if not trainer.is_global_zero:  # strategy ddp: the other ranks' copies of this command stop here
         return {}
-    # ddp_spawn trained in child processes: the history they wrote is on disk, not in this process
-    history = history if history.rows else HistoryCSV(run_dir / "history.csv", history_path)
-    history.flush()
+    # the run folder's copy is the history as the training process(es) wrote it (with ddp_spawn
+    # they were children: this process's callback holds only what existed before fit)
+    HistoryCSV(run_dir / "history.csv", history_path).flush()
     return finish_run(client, run_id, params, spec, run_dir, task, dm, checkpoint, trainer,
                       metrics_path, history_path)
 

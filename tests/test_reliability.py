@@ -720,7 +720,8 @@ def test_killed_inference_reuses_finished_rasters_and_redoes_bad_ones(infer_setu
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["areas.csv", "areas_long.csv", "outlines.gpkg"]
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "out_of_range", "nan", "wrong_shape", "one_band"])
+@pytest.mark.parametrize("damage", ["truncated", "empty", "out_of_range", "nan", "wrong_shape", "one_band",
+                                    "two_band"])
 def test_read_probability_rejects_damaged_rasters(damage, tmp_path):
     from rasterio import Affine
     from rasterio.crs import CRS
@@ -745,10 +746,11 @@ def test_read_probability_rejects_damaged_rasters(damage, tmp_path):
     elif damage == "wrong_shape":
         write_probability(path, prob[:30], np.zeros_like(prob[:30]),
                           Grid(grid.crs, grid.transform, 60, 30))
-    else:
-        with rasterio.open(path, "w", driver="GTiff", width=60, height=40, count=1, dtype="float32",
+    else:  # one band, or two: probability and spread without the uncertainty band (before #16)
+        bands = 1 if damage == "one_band" else 2
+        with rasterio.open(path, "w", driver="GTiff", width=60, height=40, count=bands, dtype="float32",
                            crs=grid.crs, transform=grid.transform) as ds:
-            ds.write(prob, 1)
+            ds.write(np.stack([prob] * bands))
     assert read_probability(path, grid) is None
 
 

@@ -36,6 +36,11 @@ from glaciermap.tracking.registry import fold_models, registered_name
 
 #: GeoTIFF tag of a probability raster: the `raster_key` of the inputs it was predicted from
 KEY_TAG = "GLACIERMAP_INPUTS"
+#: bands of a probability raster, in order
+PROBABILITY_BANDS = ("probability", "ensemble_std", "uncertainty")
+#: area bounds: the p = Phi(+1) and p = Phi(-1) contours, the 1-sigma envelope of a boundary at
+#: p = 0.5 with a Gaussian position error (see glaciermap.analysis.area_change)
+P_LO, P_HI = 0.8413, 0.1587
 
 
 def raster_key(cube_file: Path, model_ids: list[str], *, stride: int, tta: bool) -> str:
@@ -48,29 +53,32 @@ def raster_key(cube_file: Path, model_ids: list[str], *, stride: int, tta: bool)
 
 
 def write_probability(path: Path, prob: np.ndarray, std: np.ndarray, grid: Grid, key: str | None = None) -> None:
-    """Probability and ensemble spread as a 2-band float32 GeoTIFF, atomically, tagged with `key`."""
-    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=2, dtype="float32",
-                   crs=grid.crs, transform=grid.transform, compress="deflate")
+    """Probability, ensemble spread and pixel uncertainty ``sqrt(p * (1 - p))`` (the standard
+    deviation of a Bernoulli pixel with probability p: 0 where the model is sure, 0.5 at p = 0.5)
+    as a 3-band float32 GeoTIFF, atomically, tagged with `key`."""
+    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=len(PROBABILITY_BANDS),
+                   dtype="float32", crs=grid.crs, transform=grid.transform, compress="deflate")
     with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(np.stack([prob, std]).astype(np.float32))
-            dst.descriptions = ("probability", "ensemble_std")
+            with np.errstate(invalid="ignore"):  # NaN where p is outside [0, 1]: read_probability rejects it
+                dst.write(np.stack([prob, std, np.sqrt(prob * (1 - prob))]).astype(np.float32))
+            dst.descriptions = PROBABILITY_BANDS
             if key is not None:
                 dst.update_tags(**{KEY_TAG: key})
 
 
 def read_probability(path: Path, grid: Grid, key: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """A previously written raster if it is complete, on the right grid and (when `key` is given)
-    predicted from the same inputs, else None."""
+    """(probability, ensemble spread) of a previously written raster if it is complete (all
+    bands), on the right grid and (when `key` is given) predicted from the same inputs, else None."""
     if not path.exists():
         return None
     try:
         with rasterio.open(path) as src:
-            if (src.shape != (grid.height, grid.width) or src.count != 2 or src.crs != grid.crs
+            if (src.shape != (grid.height, grid.width) or src.count != len(PROBABILITY_BANDS) or src.crs != grid.crs
                     or not src.transform.almost_equals(grid.transform)
                     or (key is not None and src.tags().get(KEY_TAG) != key)):
                 return None
-            prob, std = src.read()
+            prob, std = src.read([1, 2])
     except rasterio.errors.RasterioIOError:
         return None
     return (prob, std) if is_probability(prob) else None
@@ -86,14 +94,17 @@ def polygons(mask: np.ndarray, grid: Grid) -> list:
     return [shape(g) for g, v in shapes(mask.astype(np.uint8), mask=mask, transform=grid.transform) if v == 1]
 
 
-def glacier_stats(prob: np.ndarray, std: np.ndarray, cube) -> dict[str, float]:
-    """Predicted area inside the outline over visible pixels, masked fraction, recall, spread."""
+def glacier_stats(prob: np.ndarray, cube) -> dict[str, float]:
+    """Inside the outline over visible pixels: predicted area (p >= 0.5) and its 1-sigma bounds
+    ``pred_area_lo_km2`` (p >= P_LO = 0.8413) and ``pred_area_hi_km2`` (p >= P_HI = 0.1587);
+    masked fraction of the outline; recall (predicted share of the visible outline)."""
     px = cube.grid.res ** 2 / 1e6
     inside = cube.mask_glacier == 1
     visible = inside & (cube.mask_invalid == 0)
     pred = prob >= THRESHOLD
     return {"pred_area_km2": float((pred & visible).sum() * px),
-            "pred_std_km2": float(std[visible].sum() * px),
+            "pred_area_lo_km2": float(((prob >= P_LO) & visible).sum() * px),
+            "pred_area_hi_km2": float(((prob >= P_HI) & visible).sum() * px),
             "masked_frac": float(1 - visible.sum() / max(inside.sum(), 1)),
             "recall": float((pred & visible).sum() / max(visible.sum(), 1))}
 
@@ -142,7 +153,7 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, ensembl
         cube = read_cube(item["cube"])
         cached = read_probability(item["raster"], cube.grid, item["key"])
         prob, std = cached if cached is not None else job(item, resolve_device(params.infer.device), grid=cube.grid)
-        stats = glacier_stats(prob, std, cube)
+        stats = glacier_stats(prob, cube)
         rows.append({"glacier_id": r.glacier_id, "epoch": r.epoch, "role": r.role, "year": r.year,
                      "fold": fold_of[r.glacier_id], "area_inventory_km2": r.area_km2, **stats})
         mask = (prob >= THRESHOLD) & (cube.mask_glacier == 1)
@@ -162,7 +173,8 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, ensembl
 
 
 def per_glacier_table(long: pd.DataFrame) -> pd.DataFrame:
-    """One row per glacier: inventory-year and recent-year figures side by side."""
+    """One row per glacier: inventory-year and recent-year figures side by side (areas: predicted,
+    visible; ``area_lo_*`` / ``area_hi_*`` the 1-sigma bounds of :func:`glacier_stats`)."""
     inv = long[long.role == "inventory"].set_index("glacier_id")
     rec = long[long.role == "recent"].sort_values("year").groupby("glacier_id").last()
     return pd.DataFrame({
@@ -170,6 +182,7 @@ def per_glacier_table(long: pd.DataFrame) -> pd.DataFrame:
         "year_inv": inv.year, "year_recent": rec.year,
         "pred_area_inv_km2": inv.pred_area_km2, "pred_area_recent_km2": rec.pred_area_km2,
         "masked_frac_inv": inv.masked_frac, "masked_frac_recent": rec.masked_frac,
-        "recall_test": inv.recall, "pred_std_inv_km2": inv.pred_std_km2,
-        "pred_std_recent_km2": rec.pred_std_km2,
+        "recall_test": inv.recall,
+        "area_lo_inv_km2": inv.pred_area_lo_km2, "area_hi_inv_km2": inv.pred_area_hi_km2,
+        "area_lo_recent_km2": rec.pred_area_lo_km2, "area_hi_recent_km2": rec.pred_area_hi_km2,
     }).rename_axis("glacier_id").reset_index()

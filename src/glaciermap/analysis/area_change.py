@@ -1,18 +1,35 @@
-"""Per-glacier area change between the inventory year and a recent year (Diaconu & Bamber 2023).
+"""Per-glacier area change between the inventory year and a recent year (Diaconu & Bamber 2023),
+with calibrated uncertainty, the DL4GAM filters and area-class extrapolation (Diaconu et al. 2025).
 
 Input: one row per glacier (produced by the inference stage), with the predicted glacier area
-counted INSIDE the inventory outline over visible pixels only, per epoch. This module
+counted INSIDE the inventory outline over visible pixels only, per epoch, and its 1-sigma bounds.
+This module
 
-1. corrects partly masked glaciers (:func:`correct_masked_area`),
+1. corrects partly masked glaciers (:func:`correct_masked_area`), bounds included,
 2. computes per-glacier rates in km2/yr and %/yr (relative to the PREDICTED inventory-year
-   area, so a systematic over/under-estimate of the model cancels in the ratio),
-3. flags glaciers that are too small, poorly mapped in the inventory year, too masked, or
-   extreme outliers (:func:`area_change_table`),
-4. aggregates a regional rate from summed areas (:func:`regional_summary`),
-5. optionally compares with known rates (:func:`compare_with_truth`), and writes outputs.
+   area, so a systematic over/under-estimate of the model cancels in the ratio) and their sigma,
+3. flags glaciers that are too small, poorly mapped in the inventory year, too masked, whose change
+   is not resolved (SNR), or extreme outliers, and says why in ``reason`` (:func:`area_change_table`),
+4. gives every dropped glacier the rate of its area class (:func:`class_rates`),
+5. aggregates the kept glaciers' regional rate and the region-wide rate of all glaciers, each with
+   its sigma (:func:`regional_summary`),
+6. optionally compares with known rates (:func:`compare_with_truth`), and writes outputs.
 
 Formulas
 --------
+Area and its uncertainty per epoch. p is the per-pixel mean of the calibrated probabilities of
+the members of the fold that held the glacier out. The glacier boundary is the p = 0.5 contour;
+its position error is taken as Gaussian, so its 1-sigma envelope lies between the
+p = Phi(+1) = 0.8413 and p = Phi(-1) = 0.1587 contours (Phi: standard normal CDF). Inside the
+outline, over visible pixels::
+
+    A    = area(p >= 0.5)        A_lo = area(p >= 0.8413)        A_hi = area(p >= 0.1587)
+    sigma_A = (A_hi - A_lo) / 2
+
+Disagreeing members flatten p and so widen the band: one number for the model's (epistemic) and
+the pixels' (aleatoric) uncertainty. A_lo and A_hi come from infer as ``area_lo_*_km2`` and
+``area_hi_*_km2``; without them sigma is NaN (e.g. two outline inventories).
+
 Masked correction (recall on masked pixels assumed equal to that on visible pixels)::
 
     V = (1 - m) * A_outline                   visible part of the outline (km2)
@@ -23,27 +40,69 @@ with ``P_vis`` the predicted area over visible outline pixels. ``P_vis / V`` (cl
 is the glacier fraction of the visible outline, i.e. the visible-pixel recall with respect to the
 outline. If nothing is visible (m == 1) the fraction is unknown and the test-year ``recall`` is
 used instead: ``A_corr = recall * A_outline`` (NaN if recall is NaN). Such glaciers are flagged
-``flag_masked`` anyway for any ``max_masked_frac < 1``.
+``flag_masked`` anyway for any ``max_masked_frac < 1``. The bounds scale like the area::
 
-Rates (``dt = year_recent - year_inv``)::
+    s = A_corr / P_vis  (1 / (1 - m) when P_vis == 0; NaN when m == 1)
+    sigma_corr = s * (A_hi - A_lo) / 2                          -> sigma_inv_km2, sigma_recent_km2
+
+Rates (``dt = year_recent - year_inv``; the two epochs' errors independent)::
 
     rate_km2_per_yr = (A_recent - A_inv) / dt
-    rate_pct_per_yr = 100 * rate_km2_per_yr / A_inv          (A_inv: predicted, corrected)
-    rate_sd_km2_per_yr = sqrt(sd_inv**2 + sd_recent**2) / dt  (ensemble spreads, each scaled by
-                                                              the same 1/(1-m) as its area)
-    rate_sd_pct_per_yr = 100 * rate_sd_km2_per_yr / A_inv    (denominator uncertainty ignored)
+    rate_pct_per_yr = 100 * rate_km2_per_yr / A_inv             (A_inv: predicted, corrected)
+    rate_sigma_km2_per_yr = sqrt(sigma_inv**2 + sigma_recent**2) / dt
+    rate_sigma_pct_per_yr = 100 * rate_sigma_km2_per_yr / A_inv  (denominator uncertainty ignored)
+    snr = |rate_km2_per_yr| / rate_sigma_km2_per_yr
 
-Extreme filter: TWO-sided. Among glaciers passing the other filters (and having a finite
-rate), the ``floor(drop_extreme_frac * n)`` glaciers with the largest ``|rate_pct - median|``
-are flagged ``flag_extreme`` (median over the same glaciers).
+Filters (each a ``flag_*`` column; ``kept`` = none set; ``reason`` = "kept" or the set flags'
+names joined by "+", e.g. "small+low_recall")::
 
-Regional rate (kept glaciers)::
+    small                  A_outline < min_area_km2
+    low_recall             recall_test < min_recall (or NaN)
+    low_inventory_recall   recall_test < min_inventory_recall (None: off)
+    masked                 m_inv > max_masked_frac or m_recent > max_masked_frac
+    low_snr                |rate| < min_snr * rate_sigma, or sigma unknown (min_snr = 0: off)
+    no_rate                rate_pct not finite (e.g. A_inv == 0)
+    extreme                two-sided: among glaciers passing all the filters above (finite
+                           rate), the floor(drop_extreme_frac * n) with the largest
+                           |rate_pct - median| (median over the same glaciers)
+
+Regional rate of the kept glaciers, and its sigma under the two extreme assumptions on how the
+glaciers' errors correlate (``s_i = rate_sigma_km2_per_yr * dt``, the sigma of glacier i's change)::
 
     rate_pct_per_yr = 100 * sum(A_recent - A_inv) / sum(A_inv * dt)
+    rate_sigma_independent_pct_per_yr = 100 * sqrt(sum s_i**2) / sum(A_inv * dt)
+    rate_sigma_correlated_pct_per_yr  = 100 * sum(s_i)         / sum(A_inv * dt)
 
-which equals ``100 * (sum A_recent - sum A_inv) / (sum A_inv * dt)`` when all glaciers share
-``dt``, and otherwise weights each glacier's change by its own time span. Large glaciers
-therefore dominate, unlike the mean of per-glacier rates.
+The rate equals ``100 * (sum A_recent - sum A_inv) / (sum A_inv * dt)`` when all glaciers share
+``dt``, and otherwise weights each glacier's change by its own time span; large glaciers dominate,
+unlike the mean of per-glacier rates. The headline ``rate_sigma_pct_per_yr`` is the independent
+one: errors from scene to scene and glacier to glacier (clouds, shadows, debris of one tongue)
+average out; an error shared by all glaciers (a model that misses every debris tongue the same
+way) does not, and the correlated sigma bounds that case.
+
+Area-class extrapolation. Classes of the outline area with edges
+[0, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, inf] km2 (Paul et al. 2020; DL4GAM), centred (for
+interpolation) at the geometric mean of their edges, at 0.05 km2 for [0, 0.1) and 40 km2 for
+[20, inf). Per class c with kept glaciers::
+
+    r_c = 100 * sum_c(A_recent - A_inv) / sum_c(A_inv * dt)     area-weighted kept rate
+    sd_c = sample std of the kept glaciers' rate_pct (>= 2 of them), else the pooled
+           within-class std sqrt(sum_c (n_c - 1) sd_c**2 / sum_c (n_c - 1))
+
+A class without kept glaciers gets r_c by linear interpolation in log(centre) between its nearest
+classes with kept glaciers (the end value beyond the first/last one) and the pooled std. Every
+dropped glacier gets its class's r_c and sd_c (``extrapolated_rate_pct_per_yr``,
+``extrapolated_sigma_pct_per_yr``). Region-wide, over ALL glaciers i (kept: estimates; dropped:
+outline area ``A_out`` at the class rate)::
+
+    c_i = A_recent - A_inv            (kept)     c_i = A_out * r_c / 100 * dt   (dropped)
+    w_i = A_inv * dt                  (kept)     w_i = A_out * dt               (dropped)
+    e_i = rate_sigma_km2_per_yr       (kept)     e_i = A_out * sd_c / 100       (dropped)
+    regionwide_rate_pct_per_yr = 100 * sum(c_i) / sum(w_i)
+    regionwide_sigma_pct_per_yr = 100 * sqrt(sum (e_i * dt)**2) / sum(w_i)     (independent)
+    regionwide_change_km2_per_yr = sum(c_i / dt),  its sigma sqrt(sum e_i**2)
+
+Outputs are JSON-safe: NaN and inf become None in the summaries.
 """
 
 from __future__ import annotations
@@ -70,10 +129,27 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "masked_frac_recent",
     "recall_test",
 )
-OPTIONAL_COLUMNS: tuple[str, ...] = ("pred_std_inv_km2", "pred_std_recent_km2")
+#: the 1-sigma area bounds per epoch (predicted, visible): A_lo (p >= 0.8413), A_hi (p >= 0.1587)
+BOUND_COLUMNS: tuple[str, ...] = ("area_lo_inv_km2", "area_hi_inv_km2", "area_lo_recent_km2", "area_hi_recent_km2")
 FLAG_COLUMNS: tuple[str, ...] = (
-    "flag_small", "flag_low_recall", "flag_masked", "flag_no_rate", "flag_extreme",
+    "flag_small", "flag_low_recall", "flag_low_inventory_recall", "flag_masked", "flag_low_snr",
+    "flag_no_rate", "flag_extreme",
 )
+#: area classes of the outline area (km2) for extrapolation and the size-class figure
+SIZE_CLASS_EDGES: tuple[float, ...] = (0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, math.inf)
+SIZE_CLASS_LABELS: tuple[str, ...] = (
+    "<0.1", "0.1-0.2", "0.2-0.5", "0.5-1", "1-2", "2-5", "5-10", "10-20", ">20",
+)
+#: where each class sits on the log-area axis: geometric mean of its edges; 0.05 and 40 km2 for the open ends
+SIZE_CLASS_CENTRES: tuple[float, ...] = (
+    0.05, *(math.sqrt(lo * hi) for lo, hi in zip(SIZE_CLASS_EDGES[1:-2], SIZE_CLASS_EDGES[2:-1])), 40.0,
+)
+
+
+def size_class(area_km2) -> np.ndarray:
+    """Index (0..8) of each outline area's class in SIZE_CLASS_EDGES (lower edge inclusive)."""
+    a = np.asarray(area_km2, dtype=float)
+    return np.clip(np.searchsorted(SIZE_CLASS_EDGES, a, side="right") - 1, 0, len(SIZE_CLASS_LABELS) - 1)
 
 
 def correct_masked_area(pred_area_visible, masked_frac, area_outline, recall=None):
@@ -126,6 +202,14 @@ def _validate(df: pd.DataFrame) -> None:
         if c.startswith("masked_frac") and ((vals < 0) | (vals > 1)).any():
             ids = list(df.loc[(vals < 0) | (vals > 1), "glacier_id"][:5])
             raise InputDataError(f"column {c!r} must lie in [0, 1]; glacier(s) {ids}")
+    for ep in ("inv", "recent"):
+        lo_c, hi_c = f"area_lo_{ep}_km2", f"area_hi_{ep}_km2"
+        if lo_c in df.columns and hi_c in df.columns:
+            lo, hi = pd.to_numeric(df[lo_c], errors="coerce"), pd.to_numeric(df[hi_c], errors="coerce")
+            bad = (lo < 0) | (hi < lo)  # NaN bounds pass: sigma unknown
+            if bad.any():
+                raise InputDataError(f"area bounds need 0 <= {lo_c} <= {hi_c}; not so for glacier(s) "
+                                     f"{list(df.loc[bad, 'glacier_id'][:5])}")
     dt = pd.to_numeric(df["year_recent"]) - pd.to_numeric(df["year_inv"])
     if (dt <= 0).any():
         ids = list(df.loc[dt <= 0, "glacier_id"][:5])
@@ -136,59 +220,63 @@ def _validate(df: pd.DataFrame) -> None:
 
 
 def area_change_table(df: pd.DataFrame, cfg: AreaChangeConfig | None = None) -> pd.DataFrame:
-    """Per-glacier corrected areas, rates, rate uncertainties and filter flags (new DataFrame).
+    """Per-glacier corrected areas, rates, their sigmas, filter flags and class rates (new DataFrame).
 
-    Added columns: ``dt_yr``, ``area_inv_km2``, ``area_recent_km2`` (corrected when
-    ``cfg.correct_masked``, else the visible predictions), ``sd_inv_km2``, ``sd_recent_km2``,
-    ``rate_km2_per_yr``, ``rate_pct_per_yr``, ``rate_sd_km2_per_yr``, ``rate_sd_pct_per_yr``
-    (NaN without ensemble spreads), the flags ``flag_small``, ``flag_low_recall`` (also when
-    recall is NaN), ``flag_masked`` (either epoch above ``max_masked_frac``), ``flag_no_rate``
-    (non-finite rate, e.g. zero predicted inventory area), ``flag_extreme``, and ``kept``.
+    Added columns: ``dt_yr``, ``size_class``, ``area_inv_km2``, ``area_recent_km2`` (corrected
+    when ``cfg.correct_masked``, else the visible predictions), ``sigma_inv_km2``,
+    ``sigma_recent_km2``, ``rate_km2_per_yr``, ``rate_pct_per_yr``, ``rate_sigma_km2_per_yr``,
+    ``rate_sigma_pct_per_yr``, ``snr`` (sigmas NaN without area bounds), the flags of
+    FLAG_COLUMNS, ``kept``, ``reason``, and for dropped glaciers ``extrapolated_rate_pct_per_yr``
+    and ``extrapolated_sigma_pct_per_yr`` (their class's, :func:`class_rates`; NaN when kept).
     """
     cfg = cfg or AreaChangeConfig()
     _validate(df)
     t = df.copy().reset_index(drop=True)
     for c in REQUIRED_COLUMNS[1:]:
         t[c] = pd.to_numeric(t[c], errors="coerce").astype(float)
-    for c in OPTIONAL_COLUMNS:
+    for c in BOUND_COLUMNS:
         t[c] = pd.to_numeric(t[c], errors="coerce").astype(float) if c in t.columns else np.nan
 
     a_out = t["area_inventory_km2"].to_numpy()
     recall = t["recall_test"].to_numpy()
     t["dt_yr"] = t["year_recent"] - t["year_inv"]
+    t["size_class"] = np.asarray(SIZE_CLASS_LABELS, dtype=object)[size_class(a_out)]
     for ep in ("inv", "recent"):
         pred = t[f"pred_area_{ep}_km2"].to_numpy()
-        sd = t[f"pred_std_{ep}_km2"].to_numpy()
         m = t[f"masked_frac_{ep}"].to_numpy()
+        half_band = (t[f"area_hi_{ep}_km2"].to_numpy() - t[f"area_lo_{ep}_km2"].to_numpy()) / 2
         if cfg.correct_masked:
-            area = correct_masked_area(pred, m, a_out, recall)
+            area = np.asarray(correct_masked_area(pred, m, a_out, recall), dtype=float)
             with np.errstate(divide="ignore", invalid="ignore"):
                 scale = np.where(pred > 0, area / pred, np.where(m < 1, 1.0 / (1.0 - m), np.nan))
-            sd = sd * scale
         else:
-            area = pred
+            area, scale = pred, 1.0
         t[f"area_{ep}_km2"] = np.asarray(area, dtype=float)
-        t[f"sd_{ep}_km2"] = np.asarray(sd, dtype=float)
+        t[f"sigma_{ep}_km2"] = scale * half_band
 
     dt = t["dt_yr"].to_numpy()
     a_inv = t["area_inv_km2"].to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = (t["area_recent_km2"].to_numpy() - a_inv) / dt
         rate_pct = np.where(a_inv > 0, 100.0 * rate / a_inv, np.nan)
-        rate_sd = np.sqrt(t["sd_inv_km2"].to_numpy() ** 2 + t["sd_recent_km2"].to_numpy() ** 2) / dt
-        rate_sd_pct = np.where(a_inv > 0, 100.0 * rate_sd / a_inv, np.nan)
+        rate_sigma = np.hypot(t["sigma_inv_km2"].to_numpy(), t["sigma_recent_km2"].to_numpy()) / dt
+        rate_sigma_pct = np.where(a_inv > 0, 100.0 * rate_sigma / a_inv, np.nan)
+        t["snr"] = np.abs(rate) / rate_sigma
     t["rate_km2_per_yr"] = rate
     t["rate_pct_per_yr"] = rate_pct
-    t["rate_sd_km2_per_yr"] = rate_sd
-    t["rate_sd_pct_per_yr"] = rate_sd_pct
+    t["rate_sigma_km2_per_yr"] = rate_sigma
+    t["rate_sigma_pct_per_yr"] = rate_sigma_pct
 
     t["flag_small"] = a_out < cfg.min_area_km2
     t["flag_low_recall"] = ~(recall >= cfg.min_recall)  # NaN recall -> flagged
+    inv_min = cfg.min_inventory_recall
+    t["flag_low_inventory_recall"] = ~(recall >= inv_min) if inv_min is not None else False
     t["flag_masked"] = (t["masked_frac_inv"] > cfg.max_masked_frac) | (
         t["masked_frac_recent"] > cfg.max_masked_frac
     )
+    t["flag_low_snr"] = (cfg.min_snr > 0) & ~(np.abs(rate) >= cfg.min_snr * rate_sigma)  # NaN sigma -> flagged
     t["flag_no_rate"] = ~np.isfinite(rate_pct)
-    passing = ~(t["flag_small"] | t["flag_low_recall"] | t["flag_masked"] | t["flag_no_rate"])
+    passing = ~t[[c for c in FLAG_COLUMNS if c != "flag_extreme"]].any(axis=1)
     t["flag_extreme"] = False
     n_pass = int(passing.sum())
     n_drop = int(math.floor(cfg.drop_extreme_frac * n_pass + 1e-9))
@@ -197,10 +285,45 @@ def area_change_table(df: pd.DataFrame, cfg: AreaChangeConfig | None = None) -> 
         dev = (r - r.median()).abs()
         worst = dev.sort_values(ascending=False, kind="mergesort").index[:n_drop]
         t.loc[worst, "flag_extreme"] = True
-    t["kept"] = passing & ~t["flag_extreme"]
-    for c in (*FLAG_COLUMNS, "kept"):
+    for c in FLAG_COLUMNS:
         t[c] = t[c].astype(bool)
+    t["kept"] = ~t[list(FLAG_COLUMNS)].any(axis=1)
+    names = [c.removeprefix("flag_") for c in FLAG_COLUMNS]
+    t["reason"] = ["+".join(n for n, f in zip(names, row) if f) or "kept" for row in t[list(FLAG_COLUMNS)].to_numpy()]
+
+    classes = class_rates(t).set_index("size_class")
+    dropped = ~t["kept"].to_numpy()
+    for col, src in (("extrapolated_rate_pct_per_yr", "rate_pct_per_yr"), ("extrapolated_sigma_pct_per_yr",
+                                                                          "sd_pct_per_yr")):
+        t[col] = np.where(dropped, classes.loc[t["size_class"], src].to_numpy(float), np.nan)
     return t
+
+
+def class_rates(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per area class (SIZE_CLASS_LABELS order): ``size_class``, ``centre_km2``, ``n_kept``,
+    ``rate_pct_per_yr`` (area-weighted kept rate, interpolated in log(centre) where no glacier is
+    kept, constant beyond the end classes), ``sd_pct_per_yr`` (sample std of the kept rates, the
+    pooled within-class std where fewer than 2 are kept), ``interpolated``. NaN rates when nothing
+    is kept; NaN std when no class has 2 kept glaciers. Needs the columns of :func:`area_change_table`.
+    """
+    k = table[table["kept"]]
+    g = k.assign(d_area=k["area_recent_km2"] - k["area_inv_km2"], weight=k["area_inv_km2"] * k["dt_yr"]).groupby(
+        "size_class")
+    out = pd.DataFrame({"size_class": SIZE_CLASS_LABELS, "centre_km2": SIZE_CLASS_CENTRES}).set_index("size_class")
+    out["n_kept"] = g.size().reindex(out.index, fill_value=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        measured = 100.0 * g["d_area"].sum() / g["weight"].sum()
+    measured = measured.reindex(out.index).to_numpy(float)
+    sd = g["rate_pct_per_yr"].std(ddof=1).reindex(out.index).to_numpy(float)
+    n = out["n_kept"].to_numpy()
+    dof = np.where(n >= 2, n - 1, 0)
+    pooled = math.sqrt(np.nansum(dof * sd**2) / dof.sum()) if dof.sum() > 0 else math.nan
+    has = np.isfinite(measured)
+    x = np.log(out["centre_km2"].to_numpy())
+    out["rate_pct_per_yr"] = np.interp(x, x[has], measured[has]) if has.any() else np.nan
+    out["sd_pct_per_yr"] = np.where(n >= 2, sd, pooled)
+    out["interpolated"] = ~has
+    return out.reset_index()
 
 
 def _num(x: Any) -> float | None:
@@ -210,43 +333,46 @@ def _num(x: Any) -> float | None:
 
 
 def regional_summary(table: pd.DataFrame) -> dict[str, Any]:
-    """Regional figures from the kept glaciers of :func:`area_change_table` (JSON-safe dict).
+    """Regional figures from :func:`area_change_table` (JSON-safe dict; formulas in the module doc).
 
-    ``rate_pct_per_yr = 100 * sum(A_recent - A_inv) / sum(A_inv * dt)`` (summed areas, so large
-    glaciers weigh more); ``rate_km2_per_yr = sum(rate_km2_per_yr)`` (total area change per
-    year); its uncertainty (when every kept glacier has ensemble spreads) assumes independent
-    glaciers: ``sqrt(sum rate_sd_km2_per_yr**2)``. Also the median and mean per-glacier %/yr
-    rate, counts per filter (a glacier can have several flags) and total areas. NaN -> None.
+    Kept glaciers: ``rate_pct_per_yr`` (summed areas, so large glaciers weigh more) with
+    ``rate_sigma_independent_pct_per_yr`` and ``rate_sigma_correlated_pct_per_yr`` (headline
+    ``rate_sigma_pct_per_yr`` = the independent one; None unless every kept glacier has a sigma),
+    ``rate_km2_per_yr`` (total area change per year) with its two sigmas; all glaciers:
+    ``regionwide_rate_pct_per_yr``, ``regionwide_sigma_pct_per_yr``, ``regionwide_change_km2_per_yr``,
+    ``regionwide_change_sigma_km2_per_yr``, ``n_extrapolated``; ``size_classes`` (the rows of
+    :func:`class_rates`). Also the median and mean per-glacier %/yr rate, counts per filter (a
+    glacier can have several flags) and total areas. NaN -> None.
     """
-    missing = [c for c in ("kept", "rate_pct_per_yr", "area_inv_km2", "area_recent_km2", "dt_yr",
-                           *FLAG_COLUMNS) if c not in table.columns]
+    missing = [c for c in ("kept", "rate_pct_per_yr", "area_inv_km2", "area_recent_km2", "dt_yr", "size_class",
+                           "rate_sigma_km2_per_yr", "extrapolated_rate_pct_per_yr",
+                           "extrapolated_sigma_pct_per_yr", *FLAG_COLUMNS) if c not in table.columns]
     if missing:
         raise InputDataError(
             f"regional_summary needs the output of area_change_table; missing: {', '.join(missing)}"
         )
-    k = table[table["kept"]]
+    kept = table["kept"].to_numpy(bool)
+    k = table[kept]
     d_area = k["area_recent_km2"] - k["area_inv_km2"]
     denom = float((k["area_inv_km2"] * k["dt_yr"]).sum())
     rate_pct = 100.0 * float(d_area.sum()) / denom if denom > 0 else float("nan")
-    sd = k["rate_sd_km2_per_yr"] if "rate_sd_km2_per_yr" in k else pd.Series(dtype=float)
-    has_sd = len(k) > 0 and bool(np.isfinite(sd).all())
-    rate_km2 = float(k["rate_km2_per_yr"].sum()) if len(k) else float("nan")
-    rate_sd_km2 = float(np.sqrt((sd**2).sum())) if has_sd else float("nan")
-    mean_area_inv_dt = denom / float(k["dt_yr"].sum()) if len(k) else float("nan")
-    rate_sd_pct = 100.0 * rate_sd_km2 / mean_area_inv_dt if has_sd and denom > 0 else float("nan")
+    sigma = k["rate_sigma_km2_per_yr"].to_numpy(float)  # a NaN (no bounds) makes every sum NaN
+    s_change = sigma * k["dt_yr"].to_numpy(float)
+    pct = 100.0 / denom if denom > 0 else float("nan")  # denom > 0: something kept
+    some = 1.0 if len(k) else float("nan")  # empty sums are unknown, not 0
     a_inv_sum = float(k["area_inv_km2"].sum())
     return {
         "n_total": int(len(table)),
         "n_kept": int(len(k)),
-        "n_small": int(table["flag_small"].sum()),
-        "n_low_recall": int(table["flag_low_recall"].sum()),
-        "n_masked": int(table["flag_masked"].sum()),
-        "n_no_rate": int(table["flag_no_rate"].sum()),
-        "n_extreme": int(table["flag_extreme"].sum()),
+        **{f"n_{c.removeprefix('flag_')}": int(table[c].sum()) for c in FLAG_COLUMNS},
         "rate_pct_per_yr": _num(rate_pct),
-        "rate_sd_pct_per_yr": _num(rate_sd_pct),
-        "rate_km2_per_yr": _num(rate_km2),
-        "rate_sd_km2_per_yr": _num(rate_sd_km2),
+        "rate_sigma_pct_per_yr": _num(pct * np.sqrt((s_change**2).sum())),
+        "rate_sigma_independent_pct_per_yr": _num(pct * np.sqrt((s_change**2).sum())),
+        "rate_sigma_correlated_pct_per_yr": _num(pct * s_change.sum()),
+        "rate_km2_per_yr": _num(some * k["rate_km2_per_yr"].sum()),
+        "rate_sigma_km2_per_yr": _num(some * np.sqrt((sigma**2).sum())),
+        "rate_sigma_correlated_km2_per_yr": _num(some * sigma.sum()),
+        **_regionwide(table, kept),
         "median_glacier_rate_pct_per_yr": _num(k["rate_pct_per_yr"].median()) if len(k) else None,
         "mean_glacier_rate_pct_per_yr": _num(k["rate_pct_per_yr"].mean()) if len(k) else None,
         "area_outline_total_km2": _num(table["area_inventory_km2"].sum()),
@@ -256,6 +382,28 @@ def regional_summary(table: pd.DataFrame) -> dict[str, Any]:
         "kept_area_share": _num(k["area_inventory_km2"].sum() / table["area_inventory_km2"].sum())
         if float(table["area_inventory_km2"].sum()) > 0 else None,
         "mean_dt_yr": _num(k["dt_yr"].mean()) if len(k) else None,
+        "size_classes": [{c: (_num(v) if isinstance(v, float) else v) for c, v in r.items()}
+                         for r in class_rates(table).astype(object).to_dict("records")],
+    }
+
+
+def _regionwide(table: pd.DataFrame, kept: np.ndarray) -> dict[str, Any]:
+    """Region-wide rate over all glaciers: kept ones measured, dropped ones at their class rate."""
+    dt = table["dt_yr"].to_numpy(float)
+    a_out = table["area_inventory_km2"].to_numpy(float)
+    a_inv = table["area_inv_km2"].to_numpy(float)
+    change = np.where(kept, table["area_recent_km2"].to_numpy(float) - a_inv,
+                      a_out * table["extrapolated_rate_pct_per_yr"].to_numpy(float) / 100 * dt)
+    weight = np.where(kept, a_inv, a_out) * dt
+    sigma = np.where(kept, table["rate_sigma_km2_per_yr"].to_numpy(float),
+                     a_out * table["extrapolated_sigma_pct_per_yr"].to_numpy(float) / 100)
+    denom = weight.sum()
+    return {
+        "regionwide_rate_pct_per_yr": _num(100 * change.sum() / denom) if denom > 0 else None,
+        "regionwide_sigma_pct_per_yr": _num(100 * np.sqrt(((sigma * dt) ** 2).sum()) / denom) if denom > 0 else None,
+        "regionwide_change_km2_per_yr": _num((change / dt).sum()),
+        "regionwide_change_sigma_km2_per_yr": _num(np.sqrt((sigma**2).sum())),
+        "n_extrapolated": int(np.isfinite(table["extrapolated_rate_pct_per_yr"].to_numpy(float)).sum()),
     }
 
 
@@ -263,36 +411,46 @@ def compare_with_truth(table: pd.DataFrame, truth_rates: pd.DataFrame) -> dict[s
     """Kept glaciers' predicted vs true per-glacier %/yr rates.
 
     Returns ``n`` (kept glaciers with a finite true rate), ``pearson_r`` (None if n < 2 or a
-    constant series), ``mae`` = mean|pred - true|, ``bias`` = mean(pred - true), ``rmse``; and,
-    if the truth has true areas (``area_inventory_km2``, ``area_recent_km2``, ``dt_years``), the
-    kept glaciers' true regional rate and the relative error of their summed predicted area per
-    epoch (``kept_true_rate_pct_per_yr``, ``kept_area_error_inv_pct``, ``kept_area_error_recent_pct``).
+    constant series), ``mae`` = mean|pred - true|, ``bias`` = mean(pred - true), ``rmse``;
+    ``glacier_cover_1sigma`` / ``glacier_cover_2sigma``: the fraction of those with a sigma
+    (``n_with_sigma`` of them) whose true rate lies within 1 / 2 ``rate_sigma_pct_per_yr`` of the
+    estimate (a calibrated sigma covers about 68 % / 95 %); and, if the truth has true areas
+    (``area_inventory_km2``, ``area_recent_km2``, ``dt_years``), the kept glaciers' true regional
+    rate and the relative error of their summed predicted area per epoch
+    (``kept_true_rate_pct_per_yr``, ``kept_area_error_inv_pct``, ``kept_area_error_recent_pct``).
     """
     missing = [c for c in ("glacier_id", "true_rate_pct_per_yr") if c not in truth_rates.columns]
     if missing:
         raise InputDataError(f"truth rates table is missing column(s): {', '.join(missing)}")
-    for c in ("glacier_id", "kept", "rate_pct_per_yr"):
+    for c in ("glacier_id", "kept", "rate_pct_per_yr", "rate_sigma_pct_per_yr"):
         if c not in table.columns:
             raise InputDataError(f"area-change table is missing column {c!r} (run area_change_table)")
-    m = table.loc[table["kept"], ["glacier_id", "rate_pct_per_yr"]].merge(
+    m = table.loc[table["kept"], ["glacier_id", "rate_pct_per_yr", "rate_sigma_pct_per_yr"]].merge(
         truth_rates[["glacier_id", "true_rate_pct_per_yr"]], on="glacier_id", how="inner"
     )
     m = m[np.isfinite(m["rate_pct_per_yr"]) & np.isfinite(m["true_rate_pct_per_yr"].astype(float))]
     n = int(len(m))
     if n == 0:
-        return {"n": 0, "pearson_r": None, "mae": None, "bias": None, "rmse": None}
+        return {"n": 0, "pearson_r": None, "mae": None, "bias": None, "rmse": None, "n_with_sigma": 0,
+                "glacier_cover_1sigma": None, "glacier_cover_2sigma": None}
     pred = m["rate_pct_per_yr"].to_numpy(float)
     true = m["true_rate_pct_per_yr"].to_numpy(float)
+    sigma = m["rate_sigma_pct_per_yr"].to_numpy(float)
     err = pred - true
     r = float("nan")
     if n >= 2 and np.std(pred) > 0 and np.std(true) > 0:
         r = float(np.corrcoef(pred, true)[0, 1])
+    has = np.isfinite(sigma)
+    cover = {f"glacier_cover_{k}sigma": _num(np.mean(np.abs(err[has]) <= k * sigma[has])) if has.any() else None
+             for k in (1, 2)}
     return {
         "n": n,
         "pearson_r": _num(r),
         "mae": _num(np.abs(err).mean()),
         "bias": _num(err.mean()),
         "rmse": _num(np.sqrt((err**2).mean())),
+        "n_with_sigma": int(has.sum()),
+        **cover,
         **_kept_area_check(table, truth_rates),
     }
 

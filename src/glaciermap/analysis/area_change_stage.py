@@ -59,12 +59,17 @@ def read_truth(raw_dir: Path) -> tuple[pd.DataFrame, float] | None:
 
 
 def truth_check(table: pd.DataFrame, summary: dict[str, Any], truth: tuple[pd.DataFrame, float]) -> dict[str, Any]:
-    """A simulated region's known retreat (from :func:`read_truth`) against the estimate."""
+    """A simulated region's known retreat (from :func:`read_truth`) against the estimate: per glacier
+    (:func:`compare_with_truth`), and the all-glacier true rate against the kept glaciers' rate
+    (``regional_rate_error_pct_per_yr``) and the region-wide one (``regionwide_rate_error_pct_per_yr``)."""
     rates, true_regional = truth
     cmp = compare_with_truth(table, rates)
-    rate = summary["rate_pct_per_yr"]
+    def error(key: str) -> float | None:
+        return summary[key] - true_regional if summary[key] is not None else None
+
     return {**cmp, "true_regional_rate_pct_per_yr": true_regional,
-            "regional_rate_error_pct_per_yr": rate - true_regional if rate is not None else None}
+            "regional_rate_error_pct_per_yr": error("rate_pct_per_yr"),
+            "regionwide_rate_error_pct_per_yr": error("regionwide_rate_pct_per_yr")}
 
 
 def check_predictions_match_cubes(table: pd.DataFrame, index: pd.DataFrame, areas: Path, cubes_dir: Path,
@@ -110,9 +115,17 @@ def area_change_stage(params: Params, areas: Path, out: Path, metrics: Path) -> 
     truth = truth or {}
     log_to_parent(params, params.infer.model, params.infer.sensor_set,
                   {"area_change_rate_pct_per_yr": summary["rate_pct_per_yr"], "area_change_n_kept": summary["n_kept"],
+                   "area_change_rate_sigma_pct_per_yr": summary["rate_sigma_pct_per_yr"],
+                   "area_change_rate_sigma_correlated_pct_per_yr": summary["rate_sigma_correlated_pct_per_yr"],
+                   "area_change_regionwide_rate_pct_per_yr": summary["regionwide_rate_pct_per_yr"],
+                   "area_change_regionwide_sigma_pct_per_yr": summary["regionwide_sigma_pct_per_yr"],
+                   "area_change_n_extrapolated": summary["n_extrapolated"],
                    "area_change_true_rate_pct_per_yr": truth.get("true_regional_rate_pct_per_yr"),
                    "area_change_rate_error_pct_per_yr": truth.get("regional_rate_error_pct_per_yr"),
-                   "area_change_glacier_rate_r": truth.get("pearson_r")},
+                   "area_change_regionwide_rate_error_pct_per_yr": truth.get("regionwide_rate_error_pct_per_yr"),
+                   "area_change_glacier_rate_r": truth.get("pearson_r"),
+                   "area_change_glacier_cover_1sigma": truth.get("glacier_cover_1sigma"),
+                   "area_change_glacier_cover_2sigma": truth.get("glacier_cover_2sigma")},
                   files=[out / "area_change.csv", *(out / f for f in FIGURES)],
                   payloads={"area_change_summary.json": summary})
     return summary

@@ -15,3 +15,8 @@ class AreaChangeConfig(StrictModel):
     correct_masked: bool = True  # scale masked glaciers up with the visible-part recall
     drop_extreme_frac: float = Field(0.05, ge=0, lt=0.5)  # two-sided, around the median rate
     min_area_km2: float = Field(0.1, ge=0)  # inventory (outline) area below: excluded
+    # |rate| below min_snr * sigma(rate): excluded, the change is not resolved (DL4GAM: 1); 0 = off
+    min_snr: float = Field(0.0, ge=0)
+    # DL4GAM's stricter quality filter (0.9) on the same inventory-year recall as min_recall, flagged
+    # apart so that the reason column tells the paper's filter from this one; None = off
+    min_inventory_recall: float | None = Field(None, ge=0, le=1)

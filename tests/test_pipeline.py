@@ -115,6 +115,9 @@ def test_inference_covers_every_glacier_and_outlines_match_rasters(repro):
     index = pd.read_csv(work / "products/cubes/index.csv", dtype={"glacier_id": str, "epoch": str})
     areas = pd.read_csv(work / "products/predictions/areas.csv", dtype={"glacier_id": str})
     assert set(areas.glacier_id) == set(index.glacier_id)
+    for ep in ("inv", "recent"):  # the 1-sigma bounds bracket the estimate
+        assert (areas[f"area_lo_{ep}_km2"] <= areas[f"pred_area_{ep}_km2"]).all()
+        assert (areas[f"pred_area_{ep}_km2"] <= areas[f"area_hi_{ep}_km2"]).all()
     long = pd.read_csv(work / "products/predictions/areas_long.csv", dtype={"glacier_id": str, "epoch": str})
     outlines = gpd.read_file(work / "products/predictions/outlines.gpkg")
     from glaciermap.data.cubes import read_cube
@@ -124,6 +127,7 @@ def test_inference_covers_every_glacier_and_outlines_match_rasters(repro):
         cube = read_cube(work / "products/cubes" / row.epoch / f"{row.glacier_id}.nc")
         with rasterio.open(work / "products/predictions" / row.epoch / f"{row.glacier_id}.tif") as src:
             prob = src.read(1)
+            assert src.descriptions == ("probability", "ensemble_std", "uncertainty")
         assert 0 <= prob.min() and prob.max() <= 1
         raster_km2 = ((prob >= 0.5) & (cube.mask_glacier == 1)).sum() * cube.grid.res ** 2 / 1e6
         assert row.geometry.area / 1e6 == pytest.approx(raster_km2, rel=1e-6)
@@ -206,6 +210,13 @@ def test_area_change_reports_rates_checked_against_truth(repro):
         summary["rate_pct_per_yr"] - truth["true_regional_rate_pct_per_yr"])
     assert summary["rate_pct_per_yr"] < 0  # the simulated glaciers shrink; a 1-epoch model sees it
     assert abs(truth["regional_rate_error_pct_per_yr"]) < RATE_TOLERANCE
+    # uncertainty (#16): infer's area bounds reach the summary, region-wide rate against the all-glacier truth
+    assert summary["rate_sigma_pct_per_yr"] is not None and 0 <= summary["rate_sigma_pct_per_yr"] <= (
+        summary["rate_sigma_correlated_pct_per_yr"])
+    assert truth["regionwide_rate_error_pct_per_yr"] == pytest.approx(
+        summary["regionwide_rate_pct_per_yr"] - truth["true_regional_rate_pct_per_yr"])
+    assert summary["n_extrapolated"] == summary["n_total"] - summary["n_kept"]
+    assert 0 <= truth["glacier_cover_1sigma"] <= truth["glacier_cover_2sigma"] <= 1
     for png in ("rate_by_size_class", "area_scatter", "glacier_maps"):
         assert (work / f"products/area_change/{png}.png").stat().st_size > 1000
 

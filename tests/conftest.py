@@ -72,3 +72,22 @@ def _no_inherited_tracking_uri():
     yield
     for k in keys:
         os.environ.pop(k, None)
+
+
+def _tracking_store_entries() -> set[str]:
+    """The project's own MLflow store (mlruns/<experiment>/<run or models>/ and mlflow.db's mtime)."""
+    root = Path(__file__).resolve().parents[1]
+    entries = {str(p.relative_to(root)) for p in (root / "mlruns").glob("*/*")}
+    db = root / "mlflow.db"
+    return entries | ({f"mlflow.db@{db.stat().st_mtime_ns}"} if db.exists() else set())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _user_tracking_store_untouched():
+    """No test may write into the user's tracking store (the project's mlruns/ and mlflow.db): each
+    test's runs and models belong in its own temporary folder (issue #17: one test used to leave
+    ~55 MB of orphan artifacts in mlruns/ per run)."""
+    before = _tracking_store_entries()
+    yield
+    added = sorted(_tracking_store_entries() - before)
+    assert not added, f"tests wrote into the project's MLflow store: {added[:5]}"

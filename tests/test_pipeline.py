@@ -83,6 +83,26 @@ def test_mlflow_holds_parent_and_fold_runs(repro):
         assert r.data.params["train.max_epochs"] == "1"
     assert "test_iou_mean" in parents[0].data.metrics
     assert "area_change_rate_pct_per_yr" in parents[0].data.metrics  # area change logs to the same parent
+    # what a newcomer sees in the MLflow UI (issue #17 item 5)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on training runs, not traces
+    assert Path(exp.artifact_location.removeprefix("file://")) == work / "mlruns"  # beside mlflow.db
+    parent = parents[0]
+    assert parent.data.tags["mlflow.note.content"].startswith("All folds of unet on the optical_dem")
+    latest_child_end = max(r.info.end_time for r in children)
+    assert parent.info.end_time >= latest_child_end  # spans its stages, not "Finished, 8 ms"
+    for r in children:
+        fold = r.data.tags["glaciermap.fold"]
+        assert r.info.run_name == f"fold{fold} unet optical_dem"  # the fold first: names differ at a glance
+        assert r.data.tags["mlflow.source.name"] == f"glaciermap train --model unet --sensors optical_dem --fold {fold}"
+        assert f"fold {fold} of 2" in r.data.tags["mlflow.note.content"]
+        assert r.data.metrics["test_iou"] >= 0  # evaluate's score of the fold, sortable in the runs table
+        keys = set(r.data.params)
+        assert r.data.params["sensor_set"] == "optical_dem" and r.data.params["model.encoder"] == "resnet34"
+        assert not any(k.startswith("model.glavitu") for k in keys)  # a U-Net run lists U-Net settings only
+        assert "lr" not in keys and "train.lr" in keys and len(keys) < 30  # each setting once
+        models = client.search_logged_models([exp.experiment_id],
+                                             filter_string=f"source_run_id = '{r.info.run_id}'")
+        assert [m.name for m in models] == [f"unet-optical_dem-fold{fold}"]
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"rate_by_size_class.png", "area_change_summary.json", "evaluation.json"} <= artifacts
 

@@ -46,9 +46,13 @@ def evaluate(params: Params, model: str, sensor_set: str, progress: bool = True)
 
 
 def log_evaluation(params: Params, result: dict[str, Any]) -> None:
-    """Log the table's means to the (model, sensor set) parent run in MLflow."""
-    from glaciermap.tracking.runs import log_to_parent
+    """Log the table's means to the (model, sensor set) parent run in MLflow, and each fold's test
+    scores to that fold's run (so the UI sorts fold runs by test IoU)."""
+    from glaciermap.tracking.runs import log_to_fold_runs, log_to_parent
 
     metrics = {f"test_{k}": v for k, v in result["mean"].items()}
     metrics.update({f"test_iou_{fold}": r["iou"] for fold, r in result["folds"].items()})
     log_to_parent(params, result["model"], result["sensor_set"], metrics, payloads={"evaluation.json": result})
+    log_to_fold_runs(params, result["model"], result["sensor_set"],
+                     {int(fold.removeprefix("fold")): {f"test_{m}": r[m] for m in METRICS}
+                      for fold, r in result["folds"].items()})

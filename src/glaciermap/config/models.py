@@ -144,6 +144,14 @@ class ModelConfig(StrictModel):
                 data = {**data, "encoder": default}
         return data
 
+    def own_settings(self) -> dict[str, Any]:
+        """The settings this architecture uses (JSON values): `glavitu.*` for GlaViTU, the encoder
+        for the smp models; not the other architectures' defaults."""
+        d = self.model_dump(mode="json")
+        if self.name == "glavitu":
+            return {"name": self.name, "num_classes": self.num_classes, "glavitu": d["glavitu"]}
+        return {k: d[k] for k in ("name", "encoder", "encoder_weights_path", "num_classes")}
+
     @field_validator("name")
     @classmethod
     def _known_model(cls, v: str) -> str:

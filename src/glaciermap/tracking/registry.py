@@ -36,11 +36,11 @@ def signature(channels: int) -> ModelSignature:
                           outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, -1, -1))]))
 
 
-def log_model(run_id: str, bundle_dir: Path) -> None:
-    """Log the bundle as an MLflow pyfunc model under the run (weights stay safetensors)."""
+def log_model(run_id: str, bundle_dir: Path, name: str) -> None:
+    """Log the bundle as an MLflow pyfunc model `name` under the run (weights stay safetensors)."""
     _, bundle = load_bundle(bundle_dir)
     with mlflow.start_run(run_id=run_id, log_system_metrics=False):
-        mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE),
+        mlflow.pyfunc.log_model(name=name, python_model=str(PYFUNC_CODE),
                                 artifacts={"bundle": str(bundle_dir)},
                                 signature=signature(sum(bundle.channels.values())),
                                 pip_requirements=["glaciermap"])
@@ -95,9 +95,10 @@ def register_runs(params: Params, model: str, sensor_set: str) -> dict[str, Any]
     name = registered_name(model, sensor_set)
     versions, best = {}, None
     for fold in params.train.folds:
-        run_id = pipeline_run_id(params, RunSpec(model, sensor_set, fold), client)
+        spec = RunSpec(model, sensor_set, fold)
+        run_id = pipeline_run_id(params, spec, client)
         iou = client.get_run(run_id).data.metrics.get("best_val_iou", float("nan"))
-        mv = mlflow.register_model(f"runs:/{run_id}/model", name,
+        mv = mlflow.register_model(f"runs:/{run_id}/{spec.model_name}", name,
                                    tags={"fold": str(fold), "run_id": run_id, "best_val_iou": f"{iou:.4f}"})
         client.set_registered_model_alias(name, f"fold-{fold}", mv.version)
         versions[f"fold-{fold}"] = {"version": int(mv.version), "run_id": run_id, "best_val_iou": iou}

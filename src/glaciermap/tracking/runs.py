@@ -58,9 +58,44 @@ class RunSpec:
         return f"{self.model}_{self.sensor_set}_fold{self.fold}"
 
     @property
+    def run_name(self) -> str:
+        """The MLflow run name: the fold first, so that the UI's narrow name column tells runs apart."""
+        return f"fold{self.fold} {self.model} {self.sensor_set}"
+
+    @property
+    def model_name(self) -> str:
+        """The name of the run's logged MLflow model (registered from runs:/<run id>/<model_name>)."""
+        return f"{self.model}-{self.sensor_set}-fold{self.fold}"
+
+    @property
+    def cli_args(self) -> str:
+        return f"--model {self.model} --sensors {self.sensor_set} --fold {self.fold}"
+
+    @property
     def tags(self) -> dict[str, str]:
         return {"glaciermap.model": self.model, "glaciermap.sensor_set": self.sensor_set,
                 "glaciermap.fold": str(self.fold)}
+
+
+#: the params.yaml settings a fold run logs as MLflow params (the whole file is its params.json artifact)
+RUN_PARAM_KEYS: dict[str, tuple[str, ...]] = {
+    "train": ("lr", "weight_decay", "loss", "scheduler", "max_epochs", "early_stopping_patience", "precision"),
+    "patches": ("size", "samples_per_epoch", "batch_size"),
+    "data": ("resolution_m", "buffer_m"),
+}
+
+
+def run_params(params: Params, spec: RunSpec) -> dict[str, str]:
+    """A fold run's MLflow params: what identifies it (model, sensor set and its bands, fold), the
+    settings of its own architecture, and the training settings, each once. Not the 178-key dump of
+    params.yaml, which repeated keys and listed other architectures' settings."""
+    out = {"model": spec.model, "sensor_set": spec.sensor_set, "fold": str(spec.fold),
+           "bands": ",".join(b for bands in params.sensors.resolve(spec.sensor_set).values() for b in bands)}
+    out.update(flatten(params.models[spec.model].own_settings(), "model."))
+    for section, keys in RUN_PARAM_KEYS.items():
+        cfg = getattr(params, section).model_dump(mode="json")
+        out.update({f"{section}.{k}": str(cfg[k]) for k in keys})
+    return out
 
 
 def data_key(params: Params) -> str:
@@ -145,9 +180,30 @@ def close_orphaned_runs(client: MlflowClient, exp_id: str) -> list[str]:
     return closed
 
 
+#: MLflow's experiment-kind tag: the UI opens a "custom_model_development" experiment on its training
+#: runs (unset, MLflow 3 opens the GenAI view of traces, which glaciermap has none of)
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a sqlite:/// database (`<db folder>/mlruns`),
+    wherever the command runs; None (the server's or MLflow's default) for other stores. MLflow's
+    own default, ./mlruns of the working directory, scattered models over whichever folder a
+    command (or a test) happened to run in."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+
+
 def experiment_id(name: str) -> str:
+    """The experiment's id, created (artifacts beside the database, kind set) when absent."""
     exp = mlflow.get_experiment_by_name(name)
-    return exp.experiment_id if exp else mlflow.create_experiment(name)
+    if exp is None:
+        return mlflow.create_experiment(name, artifact_location=artifact_root(mlflow.get_tracking_uri()),
+                                        tags=dict([EXPERIMENT_KIND]))
+    if exp.tags.get(EXPERIMENT_KIND[0]) is None:  # made by an older glaciermap
+        MlflowClient().set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+    return exp.experiment_id
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -173,10 +229,19 @@ def _git(*args: str) -> str:
         return ""
 
 
+#: what `git_dirty` looks at: the code. params.yaml and dvc.lock change in every `dvc exp run` and
+#: are recorded anyway (the run's params and the DVC tags), so they would make every run "dirty"
+CODE_PATHS = ("src", "pyproject.toml")
+
+
 def reproducibility_tags() -> dict[str, str]:
-    """git commit, DVC data hash and DVC experiment name (when run by `dvc exp run`)."""
-    tags = {"git_commit": _git("rev-parse", "HEAD") or "unknown",
-            "git_dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no")))}
+    """git commit (also as MLflow's source commit), whether the code differs from it, DVC data hash
+    and DVC experiment name (when run by `dvc exp run`)."""
+    commit = _git("rev-parse", "HEAD")
+    tags = {"git_commit": commit or "unknown",
+            "git_dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)))}
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
     dvc_file = Path("data.dvc")
     if dvc_file.exists():
         import yaml
@@ -189,8 +254,9 @@ def reproducibility_tags() -> dict[str, str]:
     return tags
 
 
-def find_or_create_parent(client: MlflowClient, exp_id: str, name: str, tags: dict[str, str]) -> str:
-    """The parent run with exactly these identifying tags, created if absent.
+def find_or_create_parent(client: MlflowClient, exp_id: str, name: str, tags: dict[str, str],
+                          extra_tags: dict[str, str] | None = None) -> str:
+    """The parent run with exactly these identifying tags (and, when created, `extra_tags`), created if absent.
 
     Workers that start together may both create one; the oldest wins and the others delete theirs.
     """
@@ -198,8 +264,8 @@ def find_or_create_parent(client: MlflowClient, exp_id: str, name: str, tags: di
     runs = client.search_runs([exp_id], filter_string=flt, max_results=1, order_by=["attributes.start_time ASC"])
     if runs:
         return runs[0].info.run_id
-    mine = client.create_run(exp_id, run_name=name, tags={**tags, **reproducibility_tags()}).info.run_id
-    client.set_terminated(mine)  # a container: children and later stages still log to it
+    mine = client.create_run(exp_id, run_name=name, tags={**tags, **reproducibility_tags(), **(extra_tags or {})}
+                             ).info.run_id  # RUNNING until its first stage reports (touch_parent)
     oldest = client.search_runs([exp_id], filter_string=flt, max_results=1,
                                 order_by=["attributes.start_time ASC", "attributes.run_id ASC"])[0].info.run_id
     if oldest != mine:
@@ -211,7 +277,22 @@ def parent_run(client: MlflowClient, exp_id: str, params, model: str, sensor_set
     """The parent run of one (model, sensor set) under one configuration (fold runs nest in it)."""
     ident = {"glaciermap.role": "parent", "glaciermap.model": model, "glaciermap.sensor_set": sensor_set,
              "glaciermap.config": config_hash(params.model_dump(mode="json", exclude={"tracking"}))}
-    return find_or_create_parent(client, exp_id, f"{model}/{sensor_set}", ident)
+    note = (f"All folds of {model} on the {sensor_set} sensor set under one configuration "
+            f"(glaciermap.config = {ident['glaciermap.config']}). Fold runs nest below; evaluate adds the test "
+            "metrics (test_iou_mean, test_iou_fold<k>), area-change the regional rate.")
+    return find_or_create_parent(client, exp_id, f"{model}/{sensor_set}", ident,
+                                 {"mlflow.note.content": note, **source_tags("glaciermap")})
+
+
+def source_tags(command: str) -> dict[str, str]:
+    """MLflow's "Source" column: the glaciermap command that made the run."""
+    return {"mlflow.source.name": command, "mlflow.source.type": "LOCAL"}
+
+
+def touch_parent(client: MlflowClient, parent: str) -> None:
+    """Mark the parent FINISHED as of now: its duration spans its stages (from the first fold's
+    start to the last stage that reported to it), not the instant it was created."""
+    client.set_terminated(parent, status="FINISHED")
 
 
 def log_to_parent(params, model: str, sensor_set: str, metrics: dict[str, float],
@@ -227,4 +308,19 @@ def log_to_parent(params, model: str, sensor_set: str, metrics: dict[str, float]
             client.log_artifact(parent, str(f))
     for name, obj in (payloads or {}).items():
         client.log_dict(parent, obj, name)
+    touch_parent(client, parent)
     return parent
+
+
+def log_to_fold_runs(params, model: str, sensor_set: str, metrics: dict[int, dict[str, float]]) -> None:
+    """Log per-fold results to the MLflow run that trained each fold's run folder (folds whose
+    folder names no run are skipped: there is nothing to attach them to)."""
+    client = MlflowClient(resolve_tracking_uri(params.tracking))
+    for fold, values in metrics.items():
+        id_file = RunSpec(model, sensor_set, fold).run_dir(params) / RUN_ID_FILE
+        if not id_file.exists():
+            continue
+        run_id = id_file.read_text().strip()
+        for k, v in values.items():
+            if v is not None and v == v:
+                client.log_metric(run_id, k, float(v))

@@ -23,6 +23,7 @@ import torch
 from filelock import FileLock, Timeout
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
 from glaciermap.config import Params
@@ -191,11 +192,24 @@ def _mlflow_run(client: MlflowClient, exp_id: str, params: Params, spec: RunSpec
             pass  # tracking database was reset: start a fresh run
     if parent_id is None:
         parent_id = tracking.parent_run(client, exp_id, params, spec.model, spec.sensor_set)
-    run = client.create_run(exp_id, run_name=f"{spec.model}-{spec.sensor_set}-fold{spec.fold}",
+    run = client.create_run(exp_id, run_name=spec.run_name,
                             tags={"mlflow.parentRunId": parent_id, **spec.tags, DATA_TAG: data,
+                                  "mlflow.note.content": run_description(params, spec),
+                                  **tracking.source_tags(f"glaciermap train {spec.cli_args}"),
                                   **tracking.reproducibility_tags(), **tracking.owner_tags()})
     write_text(id_file, run.info.run_id)
     return run.info.run_id, True
+
+
+def run_description(params: Params, spec: RunSpec) -> str:
+    """The fold run's description in the MLflow UI: what it is and what it was trained and tested on."""
+    fold = next((f for f in read_folds(params.folds.path) if f.index == spec.fold), None)
+    sizes = (f"{len(fold.train)} training, {len(fold.val)} validation and {len(fold.test)} held-out test glaciers"
+             if fold is not None else "the fold's glaciers")
+    return (f"{spec.model} ({params.models[spec.model].name}) on {spec.sensor_set} "
+            f"({', '.join(params.sensors.resolve(spec.sensor_set))}), fold {spec.fold} of {params.folds.k}: "
+            f"{sizes}. The best epoch by validation IoU is exported and registered; `glaciermap evaluate` "
+            "logs its test metrics here, and `infer` maps the test glaciers with it.")
 
 
 def train_run(params: Params, spec: RunSpec, *, progress: bool = True, callbacks: list[Callback] = (),
@@ -255,8 +269,7 @@ def _train_in(run_dir: Path, params: Params, spec: RunSpec, dm: GlacierDataModul
     prepare_run_dir(run_dir, inputs_key(params, spec, data), extra=(history_path,))
     run_id, new = _mlflow_run(client, exp_id, params, spec, run_dir, parent_run_id, data)
     if new:
-        for k, v in tracking.flatten(params.model_dump(mode="json")).items():
-            client.log_param(run_id, k, v)
+        client.log_batch(run_id, params=[Param(k, v) for k, v in tracking.run_params(params, spec).items()])
     logger = MLFlowLogger(experiment_name=params.tracking.experiment, tracking_uri=uri, run_id=run_id,
                           log_model=False)
     ckpt_dir = run_dir / "checkpoints"
@@ -315,8 +328,11 @@ def finish_run(client: MlflowClient, run_id: str, params: Params, spec: RunSpec,
         if p.exists():
             client.log_artifact(run_id, str(p))
     client.log_text(run_id, json.dumps(params.model_dump(mode="json"), indent=2, default=str), "params.json")
-    log_model(run_id, run_dir / MODEL_DIR)
+    log_model(run_id, run_dir / MODEL_DIR, spec.model_name)
     client.set_terminated(run_id, status="FINISHED")
+    parent = client.get_run(run_id).data.tags.get("mlflow.parentRunId")
+    if parent:
+        tracking.touch_parent(client, parent)
     (run_dir / FINISHED_FILE).touch()
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return {**metrics, "run_id": run_id, "run_dir": str(run_dir)}

@@ -25,7 +25,7 @@ class SegmentationTask(L.LightningModule):
     def __init__(self, model: dict[str, Any], groups: dict[str, int], loss: str = "bce", lr: float = 1e-3,
                  weight_decay: float = 1e-4, scheduler: str = "cosine", max_epochs: int = 20):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # in checkpoints; MLflow gets tracking.run_params once
         self.model = build_model(ModelConfig.model_validate(model), groups)
         self.loss_fn = LOSSES[loss]
         self.val_counts = ConfusionCounts()

@@ -20,8 +20,8 @@ snow and firn). For a surface class s in {debris, clean}, over valid pixels:
     fp_s = pred & ~G, attributed to the class of the nearest truth glacier pixel (Euclidean distance
            transform over the truth glacier pixels, valid or not: the truth is known under clouds)
 
-    recall_s = tp_s / (tp_s + fn_s)       (the area fraction of class-s ice detected: DL4GAM's debris
-                                           recall, CryoNet's and GlaViTU's per-surface recall)
+    recall_s = tp_s / (tp_s + fn_s)       (the area fraction of class-s ice detected; DL4GAM reports
+                                           it for debris, per glacier and overall)
     IoU_s    = tp_s / (tp_s + fp_s + fn_s)
 
 The classes partition the confusion: tp, fn and fp summed over the classes are the glacier's

@@ -482,7 +482,7 @@ def infer_cubes(cubes_dir: Path, model, *, stats_cubes: int = 4, res: float = 10
         cube = prepare_cube(path, groups, stats)
         prob = predict_cube(model, cube, groups, size=size, stride=stride, batch_size=batch)
         view = SimpleNamespace(grid=SimpleNamespace(res=res), mask_glacier=cube.glacier,
-                               mask_invalid=(~cube.valid).astype(np.uint8))
+                               mask_invalid=(~cube.valid).astype(np.uint8), mask_debris=cube.debris)
         g = glacier_stats(prob, view)
         long.append({"glacier_id": r.glacier_id, "epoch": r.epoch, "role": r.role, "year": r.year, "fold": 0,
                      "area_inventory_km2": r.area_km2, **g})

@@ -53,11 +53,26 @@ def folds(cube_index, cubes_dir):
     return make_folds(cube_index, cubes_dir, FOLDS, progress=False)
 
 
+def without_truth(*patterns: str):
+    """A `shutil.copytree` ignore: truth/ except the surface classes (region.yaml names them as the
+    debris source, which ingest reads into mask_debris), plus `patterns` anywhere."""
+    extra = shutil.ignore_patterns(*patterns)
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skip = set(extra(folder, names))
+        if Path(folder).name == "truth":
+            skip |= {n for n in names if not n.startswith("surface_")}
+        return skip
+
+    return ignore
+
+
 @pytest.fixture
 def raw_copy(raw_region, tmp_path) -> Path:
-    """A private, writable copy of the raw region (without truth/, which ingest never reads)."""
+    """A private, writable copy of the raw region (truth/ reduced to what ingest reads: the surface
+    classes that region.yaml names as the debris source)."""
     dst = tmp_path / "raw"
-    shutil.copytree(raw_region, dst, ignore=shutil.ignore_patterns("truth"))
+    shutil.copytree(raw_region, dst, ignore=without_truth())
     return dst
 
 

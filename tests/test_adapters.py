@@ -163,6 +163,8 @@ def test_dandb_cubes_keep_masks_bands_grid_and_areas(dandb_root, tmp_path):
         assert cube.mask_invalid[:, :3].all() and np.isnan(band["B3"]).any()
         assert row.area_km2 == pytest.approx((crt == 1).sum() * RES ** 2 / 1e6)
         assert cube.attrs["debris_fraction"] == pytest.approx(debris[crt == 1].mean())
+        # this glacier's debris; the neighbour's surface is unknown (mask_debris_crt_g describes only this one)
+        np.testing.assert_array_equal(cube.mask_debris, np.where((ids != -1) & (crt != 1), 2, debris == 1))
         # bands: the configured groups the dataset offers (no SAR in Sentinel-2 files), values as they were
         assert cube.bands == OPTICAL + DEM and not row.has_sar
         np.testing.assert_array_equal(cube.select(OPTICAL), np.stack([band[b] for b in OPTICAL]))

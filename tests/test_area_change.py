@@ -585,7 +585,8 @@ def test_glacier_stats_counts_the_one_sigma_bounds_inside_the_visible_outline():
                      [0.10, 0.90, 0.99]], np.float32)
     glacier = np.array([[1, 1, 1], [1, 1, 1], [1, 1, 0]], np.uint8)  # 0.99 lies outside the outline
     invalid = np.array([[0, 0, 0], [0, 0, 0], [0, 1, 0]], np.uint8)  # 0.90 is under a cloud
-    cube = SimpleNamespace(grid=SimpleNamespace(res=10.0), mask_glacier=glacier, mask_invalid=invalid)
+    cube = SimpleNamespace(grid=SimpleNamespace(res=10.0), mask_glacier=glacier, mask_invalid=invalid,
+                           mask_debris=None)  # no debris truth
     g = glacier_stats(prob, cube)
     px = 10.0**2 / 1e6  # km2 per pixel
     # visible outline pixels: .95 .85 .84 .50 .30 .16 .10 (7 of the outline's 8)
@@ -600,7 +601,8 @@ def test_glacier_stats_counts_the_one_sigma_bounds_inside_the_visible_outline():
 def test_per_glacier_table_passes_the_bounds_of_both_epochs():
     from glaciermap.inference.run import per_glacier_table
 
-    common = {"glacier_id": "G1", "fold": 0, "area_inventory_km2": 2.0, "masked_frac": 0.0, "recall": 0.9}
+    common = {"glacier_id": "G1", "fold": 0, "area_inventory_km2": 2.0, "masked_frac": 0.0, "recall": 0.9,
+              "debris_recall": float("nan")}  # as glacier_stats gives it without debris truth
     long = pd.DataFrame([
         {**common, "role": "inventory", "year": 2015, "pred_area_km2": 1.8, "pred_area_lo_km2": 1.7,
          "pred_area_hi_km2": 1.95},

@@ -18,7 +18,7 @@ from glaciermap.data.windows import window_starts
 from glaciermap.data.ingest import ingest_region
 from glaciermap.errors import ConfigError
 
-from conftest import DATA
+from conftest import DATA, without_truth
 
 SENSORS = SensorsConfig()
 SIZE = 64
@@ -43,7 +43,7 @@ def _cube(path):
 def sarless_cubes(raw_region, tmp_path_factory):
     """The same region without any sar.tif (SAR is optional in the raw format), ingested."""
     raw = tmp_path_factory.mktemp("nosar") / "raw"
-    shutil.copytree(raw_region, raw, ignore=shutil.ignore_patterns("truth", "sar.tif"))
+    shutil.copytree(raw_region, raw, ignore=without_truth("sar.tif"))
     out = raw.parent / "cubes"
     ingest_region(raw, out, DATA, SENSORS, progress=False)
     return out

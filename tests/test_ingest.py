@@ -28,7 +28,7 @@ from glaciermap.data.simulate import simulate_region
 from glaciermap.data.simulate.surface import GLACIER_CLASSES
 from glaciermap.errors import ConfigError, GlaciermapError, InputDataError
 
-from conftest import DATA, SIM
+from conftest import DATA, SIM, without_truth
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-alps"
 # band names as docs/data-format.md lists them (section 2, `data` variable), in that order
@@ -900,7 +900,7 @@ def _cloud_over(path: Path, geoms: gpd.GeoSeries | None = None) -> None:
 
 def test_an_all_cloud_alternate_is_left_out_not_fatal(multi_acq_region, tmp_path):
     raw = tmp_path / "raw"
-    shutil.copytree(multi_acq_region, raw, ignore=shutil.ignore_patterns("truth"))
+    shutil.copytree(multi_acq_region, raw, ignore=without_truth())
     _cloud_over(raw / "scenes" / "2023-alt1" / "cloud.tif")
     with pytest.warns(UserWarning, match=r"left out .*\['2023-alt1'\]"):
         index = _ingest(raw, tmp_path / "cubes")

@@ -60,6 +60,9 @@ def test_stage_outputs_exist(repro):
         expected = 0.0 if p_ != p_ or r_ == 0 else p_ * r_ / (p_ + r_ - p_ * r_)  # no positive: precision NaN
         assert r["iou"] == pytest.approx(expected, rel=1e-9, abs=1e-12), (name, r)
     assert ev["mean"]["iou_mean"] == pytest.approx(sum(r["iou"] for r in ev["folds"].values()) / 2)
+    # debris-covered and clean ice scored apart (the simulated cubes carry the truth debris mask)
+    assert all(r["n_glaciers_debris_mask"] == r["n_glaciers"] for r in ev["folds"].values())
+    assert {"debris_iou_mean", "debris_recall_mean", "clean_iou_mean", "clean_recall_mean"} <= set(ev["mean"])
 
 
 def test_mlflow_holds_parent_and_fold_runs(repro):
@@ -138,6 +141,7 @@ def test_inference_covers_every_glacier_and_outlines_match_rasters(repro):
     for ep in ("inv", "recent"):  # the 1-sigma bounds bracket the estimate
         assert (areas[f"area_lo_{ep}_km2"] <= areas[f"pred_area_{ep}_km2"]).all()
         assert (areas[f"pred_area_{ep}_km2"] <= areas[f"area_hi_{ep}_km2"]).all()
+    assert "debris_recall" in areas.columns  # NaN for glaciers without debris, as DL4GAM reports it
     long = pd.read_csv(work / "products/predictions/areas_long.csv", dtype={"glacier_id": str, "epoch": str})
     outlines = gpd.read_file(work / "products/predictions/outlines.gpkg")
     from glaciermap.data.cubes import read_cube

@@ -1,4 +1,6 @@
-"""Test-set evaluation per fold: the paper's Table 1 (per fold, and mean +- std across folds)."""
+"""Test-set evaluation per fold: the paper's Table 1 (per fold, and mean +- std across folds), plus
+IoU and recall on debris-covered and clean ice where the cubes carry a debris mask (NaN where
+none of a fold's test cubes does; definitions in `glaciermap.metrics`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from glaciermap.config import Params
 from glaciermap.data.cubes import read_index
 from glaciermap.data.folds import read_folds
 from glaciermap.data.windows import n_windows, predict_cube_file
-from glaciermap.metrics import METRICS, confusion, scores
+from glaciermap.metrics import (METRICS, SURFACE_METRICS, confusion, scores, surface_confusion,
+                                surface_scores)
 from glaciermap.tracking.registry import fold_models
 
 
@@ -21,15 +24,19 @@ def evaluate_fold(loaded, params: Params, glacier_ids: list[str], progress: bool
     index = read_index(params.data.cubes_dir)
     rows = index[(index.role == "inventory") & index.glacier_id.isin(glacier_ids)]
     total, n_patches = np.zeros(4, np.int64), 0
+    surface, n_surface = np.zeros((2, 3), np.int64), 0  # debris / clean counts, cubes with a debris mask
     infer = params.infer
     for path in tqdm(rows.path, desc=f"evaluate fold {bundle.fold}", disable=not progress, leave=False):
         prob, cube = predict_cube_file(model, bundle, params.data.cubes_dir / path, stride=params.patches.eval_stride,
                                        batch_size=infer.batch_size or params.patches.batch_size,
                                        device=infer.device, precision=infer.precision)
         total += confusion(prob, cube.target, cube.valid)
+        if cube.debris is not None:
+            surface += surface_confusion(prob, cube.target, cube.debris, cube.valid)
+            n_surface += 1
         n_patches += n_windows(*cube.target.shape, bundle.patch_size, params.patches.eval_stride)
-    return {**scores(total), "n_glaciers": len(rows), "n_patches": n_patches,
-            "n_pixels": int(total.sum())}
+    return {**scores(total), **surface_scores(surface if n_surface else None), "n_glaciers": len(rows),
+            "n_glaciers_debris_mask": n_surface, "n_patches": n_patches, "n_pixels": int(total.sum())}
 
 
 def evaluate(params: Params, model: str, sensor_set: str, progress: bool = True) -> dict[str, Any]:
@@ -38,20 +45,23 @@ def evaluate(params: Params, model: str, sensor_set: str, progress: bool = True)
     models = fold_models(params, model, sensor_set)
     per_fold = {f"fold{f}": evaluate_fold(models[f], params, folds[f].test, progress) for f in params.train.folds}
     summary = {}
-    for m in METRICS:
+    for m in (*METRICS, *SURFACE_METRICS):
         vals = np.array([r[m] for r in per_fold.values()], float)
-        summary[f"{m}_mean"] = float(np.nanmean(vals))
-        summary[f"{m}_std"] = float(np.nanstd(vals))
+        vals = vals[np.isfinite(vals)]  # a fold without the figure (no debris mask, 0 / 0) is left out
+        summary[f"{m}_mean"] = float(vals.mean()) if vals.size else float("nan")
+        summary[f"{m}_std"] = float(vals.std()) if vals.size else float("nan")
     return {"model": model, "sensor_set": sensor_set, "folds": per_fold, "mean": summary}
 
 
 def log_evaluation(params: Params, result: dict[str, Any]) -> None:
-    """Log the table's means to the (model, sensor set) parent run in MLflow, and each fold's test
-    scores to that fold's run (so the UI sorts fold runs by test IoU)."""
+    """Log the table's means (`test_<metric>_mean` / `_std`, debris and clean ice included) and the
+    per-fold IoU to the (model, sensor set) parent run in MLflow (NaN figures are not logged), and
+    each fold's test scores to that fold's run (so the UI sorts fold runs by test IoU)."""
     from glaciermap.tracking.runs import log_to_fold_runs, log_to_parent
 
     metrics = {f"test_{k}": v for k, v in result["mean"].items()}
     metrics.update({f"test_iou_{fold}": r["iou"] for fold, r in result["folds"].items()})
+    metrics.update({f"test_debris_iou_{fold}": r["debris_iou"] for fold, r in result["folds"].items()})
     log_to_parent(params, result["model"], result["sensor_set"], metrics, payloads={"evaluation.json": result})
     log_to_fold_runs(params, result["model"], result["sensor_set"],
                      {int(fold.removeprefix("fold")): {f"test_{m}": r[m] for m in METRICS}

@@ -23,6 +23,11 @@ SKIPPED_FILE = "skipped.csv"
 SKIPPED_COLUMNS = ("glacier_id", "scene", "reason")
 #: optional mask of pixels without a usable DEM value (invalid where a sensor set uses the dem group)
 DEM_VOID = "mask_dem_void"
+#: optional surface layer: 1 on debris-covered ice, 0 elsewhere (on a glacier: clean ice, snow or firn),
+#: DEBRIS_UNKNOWN where the source does not say (beyond its raster; neighbours' ice when it describes
+#: only this glacier). Absent when the region or dataset gives no debris information.
+DEBRIS = "mask_debris"
+DEBRIS_UNKNOWN = 2
 #: columns every stage after ingest relies on (ingest writes more)
 INDEX_COLUMNS = ("glacier_id", "epoch", "role", "year", "path", "lon", "area_km2")
 #: column order of every cube index (raw-region ingest and the dataset adapters); writers may add
@@ -37,6 +42,8 @@ class Cube:
 
     `mask_dem_void` (None when the cube has no DEM bands, or was written before it existed) marks
     pixels whose DEM bands hold no usable elevation (a masked void, beyond the DEM's edge).
+    `mask_debris` (None when the source has no debris information) is the `DEBRIS` layer: 1 on
+    debris-covered ice, 0 not debris, `DEBRIS_UNKNOWN` where the source does not say.
     """
 
     data: np.ndarray
@@ -47,6 +54,7 @@ class Cube:
     grid: Grid
     attrs: dict
     mask_dem_void: np.ndarray | None = None
+    mask_debris: np.ndarray | None = None
 
     def select(self, bands: list[str]) -> np.ndarray:
         """(len(bands), H, W) view in the given order; absent bands come back all-NaN."""
@@ -67,7 +75,8 @@ def write_cube(path: Path, cube: Cube) -> Path:
         "GeoTransform": " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
     })
     gm = {"grid_mapping": "spatial_ref"}
-    masks = [*MASKS, *([DEM_VOID] if cube.mask_dem_void is not None else [])]
+    optional = {DEM_VOID: cube.mask_dem_void, DEBRIS: cube.mask_debris}
+    masks = [*MASKS, *(m for m, v in optional.items() if v is not None)]
     ds = xr.Dataset(
         {
             "data": (("band", "y", "x"), cube.data.astype(np.float32), gm),
@@ -152,6 +161,7 @@ def read_cube(path: str | Path) -> Cube:
         grid=cube_grid(ds, path),
         attrs=dict(ds.attrs),
         mask_dem_void=ds[DEM_VOID].values if DEM_VOID in ds else None,
+        mask_debris=ds[DEBRIS].values if DEBRIS in ds else None,
     )
 
 

@@ -25,8 +25,8 @@ from shapely.geometry import box
 from tqdm.auto import tqdm
 
 from glaciermap.config import DataConfig, SensorsConfig
-from glaciermap.data.cubes import (INDEX_FILE, SKIPPED_COLUMNS, SKIPPED_FILE, Cube, glacier_location, index_row,
-                                   write_cube)
+from glaciermap.data.cubes import (DEBRIS_UNKNOWN, INDEX_FILE, SKIPPED_COLUMNS, SKIPPED_FILE, Cube,
+                                   glacier_location, index_row, write_cube)
 from glaciermap.data.dates import decimal_year
 from glaciermap.data.dem import check_dem_file, read_dem_on_grid
 from glaciermap.data.grid import Grid
@@ -84,7 +84,8 @@ class RegionCheck:
 
 
 def check_region(region: Region, sensors: SensorsConfig, cfg: DataConfig) -> RegionCheck:
-    """Check every scene up front (CRS, bands, cloud cover) and the DEM (not all void).
+    """Check every scene up front (CRS, bands, cloud cover), the DEM (not all void) and the debris
+    rasters (readable, with the named band).
 
     An acquisition that is all cloud or all no data is left out when its epoch has another usable
     one (ingest picks the clearest anyway); when none is usable, that is an error naming the
@@ -100,6 +101,11 @@ def check_region(region: Region, sensors: SensorsConfig, cfg: DataConfig) -> Reg
         raise InputDataError("sensors.groups has a 'dem' group but the region has no DEM (dem: null)",
                              path=region.root / "region.yaml",
                              hint="add a DEM to the region, or drop the dem group from sensors.groups")
+    debris = region.manifest.debris
+    for path in sorted({region.debris_path(e) for e in region.manifest.epochs} - {None}):
+        with open_raster(path) as ds:
+            if debris.band is not None:
+                band_indexes(ds, [debris.band], path)
     has_sar, usable, skipped = {}, {}, []
     for epoch in region.manifest.epochs:
         problems = {}
@@ -207,10 +213,25 @@ def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geo
         mask_all=rasterize_geoms(all_geoms, grid),
         mask_invalid=invalid.astype(np.uint8),
         mask_dem_void=None if dem is None else dem[1].astype(np.uint8),
+        mask_debris=debris_mask(region, epoch, grid),
         grid=grid,
         attrs={**attrs, "epoch": epoch, "scene": scene, "year": decimal_year(region.scenes[scene]),
                "invalid_fraction": float(invalid.mean())},
     )
+
+
+def debris_mask(region: Region, epoch: str, grid: Grid) -> np.ndarray | None:
+    """An epoch's `mask_debris` cube layer from the region's debris raster (None when region.yaml
+    names none): 1 where the raster holds one of its debris `values`, 0 elsewhere, DEBRIS_UNKNOWN
+    beyond the raster or on its no data. Nearest-neighbour resampling (classes are not averaged)."""
+    path = region.debris_path(epoch)
+    if path is None:
+        return None
+    src = region.manifest.debris
+    raw = read_on_grid(path, None if src.band is None else [src.band], grid, resampling=Resampling.nearest)[0]
+    out = np.isin(raw, src.values).astype(np.uint8)
+    out[np.isnan(raw)] = DEBRIS_UNKNOWN
+    return out
 
 
 def dem_features(region: Region, grid: Grid, names: list[str], policy: str) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -44,6 +44,20 @@ class EpochInfo(StrictModel):
     alternates: dict[str, dt.date] = {}
 
 
+class DebrisSource(StrictModel):
+    """Where a region says which ice is debris-covered (truth for the debris metrics, not an input).
+
+    `path`: a raster, static or one per epoch (`{epoch}` in the path is the epoch's name, e.g.
+    `truth/surface_{epoch}.tif`, the simulator's surface classes); `band`: its band description
+    (None: the first band); `values`: the raster values meaning debris-covered ice (1 for a 0/1
+    mask; 6 in the simulator's classes).
+    """
+
+    path: str
+    band: str | None = None
+    values: list[int] = [1]
+
+
 class RegionManifest(StrictModel):
     """The content of region.yaml."""
 
@@ -59,6 +73,7 @@ class RegionManifest(StrictModel):
     outlines_layer: str | None = None  # layer of the outlines file; required when it has several
     dem: str | None = "dem.tif"  # null: the region has no DEM (sensor sets must not use a dem group)
     cloud_masks: bool = True  # false: scenes have no cloud.tif (only optical no-data is invalid)
+    debris: DebrisSource | None = None  # optional debris-cover raster(s): cubes get a mask_debris layer
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,11 @@ class Region:
         """Decimal year of an epoch's main acquisition date."""
         return decimal_year(self.manifest.epochs[epoch].date)
 
+    def debris_path(self, epoch: str) -> Path | None:
+        """The debris-cover raster of an epoch, or None when region.yaml names none."""
+        d = self.manifest.debris
+        return None if d is None else self.root / d.path.replace("{epoch}", epoch)
+
     @property
     def recent_epochs(self) -> list[str]:
         return [e for e in self.manifest.epochs if e not in self.manifest.inventory_epochs]
@@ -145,7 +165,8 @@ def open_region(root: str | Path) -> Region:
                              path=manifest_path, hint="each acquisition needs its own folder under scenes/")
     region = Region(root, manifest)
     kinds = ("optical", "cloud") if region.has_cloud_masks else ("optical",)
-    for p in [region.outlines_path] + ([region.dem_path] if region.dem_path else []) + [
+    debris = sorted({region.debris_path(e) for e in manifest.epochs} - {None})
+    for p in [region.outlines_path] + ([region.dem_path] if region.dem_path else []) + debris + [
         region.scene_path(s, k) for s in region.scenes for k in kinds
     ]:
         if not p.exists():

@@ -47,6 +47,7 @@ class PreparedCube:
     valid: np.ndarray  # (H, W) bool
     location: np.ndarray  # (2,) lon, lat
     glacier_pixels: np.ndarray  # (N, 2) row/col of this glacier's pixels
+    debris: np.ndarray | None = None  # (H, W) uint8 cube layer mask_debris (None: no debris truth)
 
 
 def normalise(image: np.ndarray, bands: list[str], stats: dict[str, dict[str, float]]) -> np.ndarray:
@@ -74,7 +75,7 @@ def prepare_cube(path: Path, groups: dict[str, list[str]], stats: dict[str, dict
         image=normalise(cube.select(bands), bands, stats), target=cube.mask_all, glacier=cube.mask_glacier,
         valid=valid,
         location=np.array([cube.attrs.get("lon", 0.0), cube.attrs.get("lat", 0.0)], np.float32),
-        glacier_pixels=np.argwhere(cube.mask_glacier == 1),
+        glacier_pixels=np.argwhere(cube.mask_glacier == 1), debris=cube.mask_debris,
     )
 
 

@@ -30,7 +30,7 @@ from glaciermap.device import accelerator, resolve_device
 from glaciermap.errors import GlaciermapError
 from glaciermap.inference.distributed import map_cubes
 from glaciermap.io import atomic_path
-from glaciermap.metrics import THRESHOLD
+from glaciermap.metrics import THRESHOLD, glacier_debris_recall
 from glaciermap.tracking.registry import fold_models, registered_name
 
 
@@ -97,7 +97,8 @@ def polygons(mask: np.ndarray, grid: Grid) -> list:
 def glacier_stats(prob: np.ndarray, cube) -> dict[str, float]:
     """Inside the outline over visible pixels: predicted area (p >= 0.5) and its 1-sigma bounds
     ``pred_area_lo_km2`` (p >= P_LO = 0.8413) and ``pred_area_hi_km2`` (p >= P_HI = 0.1587);
-    masked fraction of the outline; recall (predicted share of the visible outline)."""
+    masked fraction of the outline; recall (predicted share of the visible outline); the recall of
+    its debris-covered ice (NaN where the cube has no debris mask or no debris)."""
     px = cube.grid.res ** 2 / 1e6
     inside = cube.mask_glacier == 1
     visible = inside & (cube.mask_invalid == 0)
@@ -106,7 +107,8 @@ def glacier_stats(prob: np.ndarray, cube) -> dict[str, float]:
             "pred_area_lo_km2": float(((prob >= P_LO) & visible).sum() * px),
             "pred_area_hi_km2": float(((prob >= P_HI) & visible).sum() * px),
             "masked_frac": float(1 - visible.sum() / max(inside.sum(), 1)),
-            "recall": float((pred & visible).sum() / max(visible.sum(), 1))}
+            "recall": float((pred & visible).sum() / max(visible.sum(), 1)),
+            "debris_recall": glacier_debris_recall(pred, inside, cube.mask_debris, visible)}
 
 
 def map_glacier(item: dict, device, *, models: dict, params: Params, name: str, tta: bool,
@@ -182,7 +184,7 @@ def per_glacier_table(long: pd.DataFrame) -> pd.DataFrame:
         "year_inv": inv.year, "year_recent": rec.year,
         "pred_area_inv_km2": inv.pred_area_km2, "pred_area_recent_km2": rec.pred_area_km2,
         "masked_frac_inv": inv.masked_frac, "masked_frac_recent": rec.masked_frac,
-        "recall_test": inv.recall,
+        "recall_test": inv.recall, "debris_recall": inv.debris_recall,
         "area_lo_inv_km2": inv.pred_area_lo_km2, "area_hi_inv_km2": inv.pred_area_hi_km2,
         "area_lo_recent_km2": rec.pred_area_lo_km2, "area_hi_recent_km2": rec.pred_area_hi_km2,
     }).rename_axis("glacier_id").reset_index()

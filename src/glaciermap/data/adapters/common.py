@@ -87,15 +87,16 @@ def metric_grid(crs: CRS | ProjCRS | str, transform: Affine, width: int, height:
 
 
 def finish_cube(data: np.ndarray, bands: list[str], mask_glacier: np.ndarray, mask_all: np.ndarray,
-                mask_invalid: np.ndarray, grid: Grid, attrs: dict) -> Cube:
-    """A Cube with the attributes ingest gives every cube (area, centroid, CRS, resolution...)."""
+                mask_invalid: np.ndarray, grid: Grid, attrs: dict, mask_debris: np.ndarray | None = None) -> Cube:
+    """A Cube with the attributes ingest gives every cube (area, centroid, CRS, resolution...);
+    `mask_debris`: the optional debris layer (`glaciermap.data.cubes.DEBRIS`)."""
     loc = glacier_location(mask_glacier, grid)
     invalid = mask_invalid.astype(bool)
     full = {**attrs, "area_km2": loc["area_km2"], "lon": loc["lon"], "lat": loc["lat"],
             "crs": grid.crs.to_string(), "res": float(grid.res), "invalid_fraction": float(invalid.mean())}
     return Cube(data=data.astype(np.float32), bands=list(bands), mask_glacier=mask_glacier.astype(np.uint8),
                 mask_all=mask_all.astype(np.uint8), mask_invalid=invalid.astype(np.uint8), grid=grid,
-                attrs=full)
+                attrs=full, mask_debris=None if mask_debris is None else mask_debris.astype(np.uint8))
 
 
 def write_cube_folder(out_dir: str | Path, cubes: Iterator[tuple[Cube, str, dict]], *, total: int | None = None,

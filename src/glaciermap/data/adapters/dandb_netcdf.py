@@ -3,7 +3,9 @@
 Layout (docs/data-format.md, section 3.1): `<root>/<epoch>/<rgi_id>/<glacier_nr>/<file>.nc` as
 published, or flattened `<root>/<epoch>/<glacier_id>.nc`, one folder per epoch; each file holds `band_data` (band, y, x) whose `long_name` lists the band names
 (Sentinel-2 bands plus FILL_MASK, CLOUD_MASK, SHADOW_MASK), `mask_crt_g`, `mask_all_g_id`,
-`dem` (and optionally `mask_debris_crt_g`), on a grid with a CF grid mapping.
+`dem` (and optionally a debris mask: `mask_debris`, debris of every glacier in the file, as DL4GAM
+writes it, or `mask_debris_crt_g`, this glacier's debris, as the 2023 code reads it), on a grid
+with a CF grid mapping.
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ from rasterio import Affine
 from glaciermap.config import DataConfig, SensorsConfig
 from glaciermap.data.adapters.common import (BandPlan, band_plan, decimal_year_of, dem_derived, finish_cube,
                                              metric_grid, safe_id, write_cube_folder)
-from glaciermap.data.cubes import Cube
+from glaciermap.data.cubes import DEBRIS_UNKNOWN, Cube
 from glaciermap.data.raw import Grid
 from glaciermap.errors import InputDataError
 
 FORMAT = "dandb-netcdf"
 MASK_BANDS = ("FILL_MASK", "CLOUD_MASK", "SHADOW_MASK")
 MASK_VARIABLES = ("mask_crt_g", "mask_all_g_id", "dem")
-DEBRIS = "mask_debris_crt_g"
+DEBRIS = "mask_debris_crt_g"  # debris of this glacier only
+DEBRIS_ALL = "mask_debris"  # debris of every glacier in the file (DL4GAM)
 DEM_BANDS = ("dem", "slope", "hillshade")
 HINT = "band names come from band_data's long_name; see sensors.groups in params.yaml"
 
@@ -128,7 +131,7 @@ def open_glacier(path: Path) -> xr.Dataset:
     if ds["band_data"].dims != ("band", "y", "x"):
         ds.close()
         raise InputDataError(f"band_data has dims {ds['band_data'].dims}, expected ('band', 'y', 'x')", path=path)
-    bad = [v for v in (*MASK_VARIABLES, DEBRIS) if v in ds.variables and ds[v].dims != ("y", "x")]
+    bad = [v for v in (*MASK_VARIABLES, DEBRIS, DEBRIS_ALL) if v in ds.variables and ds[v].dims != ("y", "x")]
     if bad:
         ds.close()
         raise InputDataError(f"variable(s) {bad} are not on the (y, x) grid of band_data", path=path)
@@ -149,7 +152,7 @@ def read_glacier(path: Path, glacier_id: str, epoch: str, plan: BandPlan) -> tup
         stack = ds["band_data"].values.astype(np.float32)
         dem = ds["dem"].values.astype(np.float32)
         crt, all_id = ds["mask_crt_g"].values, ds["mask_all_g_id"].values
-        debris = ds[DEBRIS].values if DEBRIS in ds.variables else None
+        debris = {v: ds[v].values for v in (DEBRIS_ALL, DEBRIS) if v in ds.variables}
         year = decimal_year_of(ds.attrs.get("year", ds.attrs.get("date")))
     if not np.isfinite(year) and re.fullmatch(r"\d{4}", epoch):
         year = float(epoch)
@@ -165,13 +168,34 @@ def read_glacier(path: Path, glacier_id: str, epoch: str, plan: BandPlan) -> tup
     if written:  # NaN reflectance counts as no data
         invalid |= ~np.isfinite(np.stack([layers[b] for b in written])).all(axis=0)
     glacier = crt == 1
+    all_glaciers = np.isfinite(all_id) & (all_id != -1)
     attrs = {"glacier_id": glacier_id, "epoch": epoch, "year": year, "source": FORMAT, "source_file": path.name}
-    if debris is not None:
-        attrs["debris_fraction"] = float((debris[glacier] == 1).mean()) if glacier.any() else 0.0
-    cube = finish_cube(np.stack([layers[b] for b in bands]), bands, glacier,
-                       np.isfinite(all_id) & (all_id != -1), invalid, grid, attrs)
+    mask_debris = debris_layer(debris, glacier, all_glaciers)
+    if mask_debris is not None:
+        attrs["debris_fraction"] = float((mask_debris[glacier] == 1).mean()) if glacier.any() else 0.0
+    cube = finish_cube(np.stack([layers[b] for b in bands]), bands, glacier, all_glaciers, invalid, grid, attrs,
+                       mask_debris=mask_debris)
     has_sar = "sar" in plan.groups and all(b in bands for b in plan.groups["sar"])
     return cube, has_sar
+
+
+def debris_layer(debris: dict[str, np.ndarray], glacier: np.ndarray, all_glaciers: np.ndarray) -> np.ndarray | None:
+    """The cube's mask_debris layer from a file's debris variable(s) (None when it has none).
+
+    `mask_debris` (every glacier's debris) is taken as it is: 1 where it is 1, DEBRIS_UNKNOWN
+    where it holds no data (NaN), else 0. With only `mask_debris_crt_g` the other glaciers' ice
+    is DEBRIS_UNKNOWN (their surface is not described), so it counts for neither surface class.
+    """
+    if DEBRIS_ALL in debris:
+        d = debris[DEBRIS_ALL]
+        out = (d == 1).astype(np.uint8)
+        out[~np.isfinite(d)] = DEBRIS_UNKNOWN
+        return out
+    if DEBRIS in debris:
+        out = ((debris[DEBRIS] == 1) & glacier).astype(np.uint8)
+        out[all_glaciers & ~glacier] = DEBRIS_UNKNOWN
+        return out
+    return None
 
 
 def ingest_dandb_netcdf(src: str | Path, out_dir: str | Path, cfg: DataConfig, sensors: SensorsConfig,

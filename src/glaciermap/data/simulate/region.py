@@ -321,6 +321,8 @@ def _write_manifest(out: Path, cfg: SimulateConfig, epochs) -> None:
         "date_column": "date",
         "inventory_epochs": [e.name for e in epochs if e.inventory],
         "epochs": {e.name: entry(e) for e in epochs},
+        # truth for the debris metrics (ingest puts it in the cubes as mask_debris; never a model input)
+        "debris": {"path": "truth/surface_{epoch}.tif", "band": "class", "values": [surface.DEBRIS]},
     }, out / "region.yaml")
 
 

@@ -259,6 +259,7 @@ def render(folder: Path) -> str:
         out.append(f"## {title}\n")
         out += section(d["result"]) + ["", _machine(d), ""] if d else ["_not run_\n"]
     out += _demo_stages(_load(folder, "demo_stages"))
+    out += validity_lines(_load(folder, "validity"))
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -275,6 +276,56 @@ def _demo_stages(d: dict | None) -> list[str]:
                 f"km²/s**. {d['method']}.", "",
             f"*demo_stages: {m['logical_cpus']} logical CPUs, {m['platform']}, {m['date']}, load average "
             f"{m['loadavg_1_5_15']} when the timestamps were read (not during the run)*", ""]
+    return out
+
+
+def _pm(x, s, nd=2) -> str:
+    return _f(x, nd) + ("" if s is None else f" ± {_f(s, nd)}")
+
+
+def _err(row: dict, key: str) -> float | None:
+    est, true = row.get(key), row.get("true_rate_pct_per_yr")
+    return None if est is None or true is None else est - true
+
+
+def validity_lines(d: dict | None) -> list[str]:
+    """Validity over regions (benchmarks/validity.py): one row per region, then the pooled targets."""
+    out = ["## Validity over regions (calibrated area change)\n"]
+    if not d:
+        return out + ["_not run_ (`.venv/bin/python benchmarks/validity.py`, about 45-60 min)\n"]
+    out += ["| region | seed | true %/yr | est ± σ %/yr | est - true | σ correlated | region-wide ± σ | "
+            "rw - true | kept / glaciers | cover 1σ | cover 2σ | r | test IoU | wall s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in d["regions"]:
+        if "skipped" in r or "error" in r:
+            why = str(r.get("skipped") or r.get("error")).replace("|", "/")
+            out.append(f"| {r['name']} | {r['seed']} | {'skipped' if 'skipped' in r else 'FAILED'}: {why} |"
+                       + " |" * 10 + f" {_f(r.get('wall_s'), 0)} |")
+            continue
+        out.append(
+            f"| {r['name']} | {r['seed']} | {_f(r['true_rate_pct_per_yr'])} | "
+            f"{_pm(r['est_rate_pct_per_yr'], r['sigma_pct_per_yr'])} | {_f(_err(r, 'est_rate_pct_per_yr'))} | "
+            f"{_f(r.get('sigma_correlated_pct_per_yr'))} | "
+            f"{_pm(r['regionwide_rate_pct_per_yr'], r['regionwide_sigma_pct_per_yr'])} | "
+            f"{_f(_err(r, 'regionwide_rate_pct_per_yr'))} | {r['n_kept']} / {r['n_glaciers']} | "
+            f"{_pct(r['glacier_cover_1sigma'])} | {_pct(r['glacier_cover_2sigma'])} | {_f(r['glacier_r'])} | "
+            f"{_f(r['test_iou_mean'], 3)} | {_f(r['wall_s'], 0)} |")
+    p = d["pooled"]
+    out += ["", f"Pooled over {p['n_regions']} region(s) and {p['n_glaciers_kept']} kept glaciers "
+                f"({p['n_glaciers_with_sigma']} with a sigma); fraction of regions within 2σ under fully "
+                f"correlated errors: {_pct(p['fraction_within_2sigma_correlated'])}.", "",
+            "| target | value | bound | pass |", "|---|---:|---|---|"]
+    verdict = {True: "yes", False: "**no**", None: "–"}
+    out += [f"| {t['what']} | {_f(t['value'])} | {t['target']} | {verdict[t['pass']]} |" for t in p["targets"]]
+    s = d["regions"][0].get("settings", {}) if d["regions"] else {}
+    m = d["machine"]
+    out += ["", f"Settings ({d['mode']}): {s.get('folds')} folds x {s.get('max_epochs')} epochs of "
+                f"{s.get('samples_per_epoch')} patches, seeds {s.get('seeds') or 'params.yaml'}, "
+                f"{s.get('model')} on {s.get('sensor_set')}; true = the simulator's all-glacier rate; "
+                f"σ = independent errors. {d['method']}.", "",
+            f"*validity ({d['mode']}): {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m['platform']}, "
+            f"torch {m['torch']}, jobs {m['jobs']}, {m['date']}, load average {m['loadavg_1_5_15']} at the end, "
+            f"took {d['wall_s']:.0f} s*", ""]
     return out
 
 

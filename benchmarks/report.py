@@ -15,6 +15,8 @@ Run from the repository root:
     .venv/bin/python benchmarks/run.py             # larger sizes / more iterations
     .venv/bin/python benchmarks/run.py --only models,loader
     .venv/bin/python benchmarks/run.py --readme-only   # rebuild this file from the JSON
+    .venv/bin/python benchmarks/validity.py            # validity over 7 regions, end to end (45-60 min)
+    .venv/bin/python benchmarks/validity.py --smoke    # its plumbing: one tiny region (about 2 min)
 
 Every benchmark writes `benchmarks/results/<name>.json` (figures plus the machine: platform,
 CPU model, torch version, threads, device, date). **Everything below this line is generated from
@@ -60,6 +62,28 @@ What is measured (all with `torch.set_num_threads(2)`, float32, CPU):
   the number of glaciers (below 1: a fixed per-region cost being amortised). `--quick` regions are
   tiny, so its ratios mostly show load noise; the full mode (1,050 glaciers, ~10 U-Net windows
   each) took 822 s on 2 idle cores (2026-11-25).
+* **validity** – whether the area-change uncertainty is calibrated (issue #16): 7 simulated
+  regions, each with its own seed and regime (the demo; debris-heavy, `debris_fraction` 0.6;
+  cloudy, `cloud_cover` 0.15; low sun, 25 deg; fast retreat, -3 %/yr; slow retreat, -0.5 %/yr;
+  real terrain and outlines: 12 x 12 km of `hef_srtm.tif` with `rgi7g_hef_complex.shp`, skipped
+  with the reason when `../shared/data` lacks them), each run end to end through the CLI
+  (simulate, ingest, folds, train per fold, evaluate, register, infer, area-change) in its own
+  work folder (`--work`, default /tmp/glaciermap-validity/<region>: params.yaml, data, runs,
+  `mlflow.db` + `mlruns/`, stage logs; never the project's) with the demo's params.yaml reduced
+  for 2 cores: **3 folds of 5 epochs** (`--folds`, `--max-epochs`; the demo trains 5 x 8), demo
+  region size (8 x 6 km, 20 glaciers); `--regions a,b` runs a subset and replaces only those
+  rows, `--seeds 0,1` sets `train.seeds` (ensemble members, x the training time). Per region:
+  the kept-glacier regional rate ± sigma (independent; the fully correlated sigma beside it) and
+  the region-wide rate with extrapolation ± sigma against the simulator's **all-glacier** truth
+  (`truth/regional.json`), the kept glaciers' own truth (`true_kept_rate_pct_per_yr`: the gap
+  to the all-glacier truth is selection, not model), per-glacier coverage (fraction of kept
+  glaciers whose true rate, `truth/rates.csv`, lies within 1 and 2 sigma of the estimate,
+  `area_change.csv` `rate_pct_per_yr` ± `rate_sigma_pct_per_yr`), r of the kept glaciers'
+  rates against the true ones, mean test IoU, wall time per stage. Pooled: coverage over every
+  region's kept glaciers, median and max |est - true|, the fraction of regions within 2 sigma,
+  the largest sigma and region-wide error, each against the issue's target with pass / fail.
+  Figures the pipeline does not write yet (sigma before #16's uncertainty work) are null, and so
+  is the verdict on their targets.
 * Timings are wall-clock on a shared 2-core machine where other work (training runs, tests) is
   often running: every result records the 1/5/15-minute load average when it was saved; a load
   above the thread count means other processes competed for the cores and the figures are lower

@@ -329,24 +329,29 @@ def _stage_env() -> dict[str, str]:
     return env
 
 
-def run_stage(work: Path, index: int, label: str, argv: list[str]) -> float:
-    """Run `python -m glaciermap.cli --params params.yaml -q <argv>` in `work`; seconds taken.
+def run_stage(work: Path, index: int, label: str, argv: list[str]) -> tuple[float, float]:
+    """Run `python -m glaciermap.cli --params params.yaml -q <argv>` in `work`; (wall s, CPU s).
 
-    Output goes to work/logs/<index>_<stage>.log; a failure raises StageFailed with the stage's
-    `error:` line (or its last line) and the log's path.
+    CPU s = user + system time of the stage's process (and the children it waited for): unlike
+    the wall time it hardly depends on what else runs on the machine. Output goes to
+    work/logs/<index>_<stage>.log; a failure raises StageFailed with the stage's `error:` line (or
+    its last line) and the log's path.
     """
     log = work / "logs" / f"{index:02d}_{label.replace(' ', '_')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with log.open("w") as fh:
-        rc = subprocess.run([sys.executable, "-m", "glaciermap.cli", "--params", "params.yaml", "-q", *argv],
-                            cwd=work, env=_stage_env(), stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+        proc = subprocess.Popen([sys.executable, "-m", "glaciermap.cli", "--params", "params.yaml", "-q", *argv],
+                                cwd=work, env=_stage_env(), stdout=fh, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        rc = proc.returncode = os.waitstatus_to_exitcode(status)
+    wall, cpu = time.perf_counter() - t0, usage.ru_utime + usage.ru_stime
     if rc != 0:
         lines = [x for x in log.read_text(errors="replace").splitlines() if x.strip()]
         errors = [x for x in lines if x.startswith("error:")]
         last = (errors or lines or ["(no output)"])[-1]
         raise StageFailed(f"{label} exited {rc}: {last} (log: {log})")
-    return time.perf_counter() - t0
+    return wall, cpu
 
 
 def run_region(region: Region, settings: Settings, work_root: Path, position: int = 0,
@@ -369,14 +374,16 @@ def run_region(region: Region, settings: Settings, work_root: Path, position: in
     stages = stage_commands(params)
     row: dict[str, Any] = {**head, "settings": _row_settings(raw, settings, region), "work_dir": str(work)}
     times: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     t0 = time.perf_counter()
     bar = tqdm(total=len(stages), desc=region.name, unit="stage", position=position, leave=True)
     try:
         for i, (label, argv) in enumerate(stages):
             bar.set_postfix_str(label)
-            times[label] = round(run_stage(work, i, label, argv), 1)
+            wall, cpu_s = run_stage(work, i, label, argv)
+            times[label], cpu[label] = round(wall, 1), round(cpu_s, 1)
             bar.update()
-            tqdm.write(f"[{region.name}] {label}: {times[label]:.0f} s")
+            tqdm.write(f"[{region.name}] {label}: {wall:.0f} s ({cpu_s:.0f} CPU s)")
         row.update(region_row(region, work, params))
     except StageFailed as err:
         row["error"] = str(err)
@@ -385,6 +392,7 @@ def run_region(region: Region, settings: Settings, work_root: Path, position: in
         bar.close()
     row["wall_s"] = round(time.perf_counter() - t0, 1)
     row["stage_wall_s"] = times
+    row["cpu_s"], row["stage_cpu_s"] = round(sum(cpu.values()), 1), cpu
     row["loadavg_1_5_15_after"] = [round(x, 2) for x in os.getloadavg()]
     if clean and "error" not in row:
         shutil.rmtree(work, ignore_errors=True)

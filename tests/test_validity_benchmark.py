@@ -6,6 +6,7 @@ The benchmark itself runs the whole pipeline per region (minutes each) and is ru
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 
@@ -123,6 +124,13 @@ def test_a_region_whose_input_is_absent_is_skipped_with_the_reason(validity, tmp
     assert row["skipped"] == f"input missing: {absent}" and "est_rate_pct_per_yr" not in row
     assert not (tmp_path / "work").exists()
     assert validity.pooled_statistics([row])["n_regions"] == 0
+
+
+def test_a_stage_runs_in_its_work_folder_and_reports_wall_and_cpu_time(validity, tmp_path):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    wall, cpu = validity.run_stage(tmp_path, 0, "config show", ["config", "show"])
+    assert wall > 0 and cpu > 0  # the child's own user + system time (os.wait4)
+    assert "name: demo-alps" in (tmp_path / "logs" / "00_config_show.log").read_text()
 
 
 def test_a_failed_stage_names_its_error_line_and_log(validity, tmp_path):

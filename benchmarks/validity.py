@@ -46,8 +46,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -329,6 +331,20 @@ def _stage_env() -> dict[str, str]:
     return env
 
 
+_LIVE: set[subprocess.Popen] = set()  # stage processes running now
+_STOP = threading.Event()  # set when the benchmark is interrupted: no further stage starts
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if the stage is still there after 30 s (training saves on SIGTERM)."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def run_stage(work: Path, index: int, label: str, argv: list[str]) -> tuple[float, float]:
     """Run `python -m glaciermap.cli --params params.yaml -q <argv>` in `work`; (wall s, CPU s).
 
@@ -340,10 +356,19 @@ def run_stage(work: Path, index: int, label: str, argv: list[str]) -> tuple[floa
     log = work / "logs" / f"{index:02d}_{label.replace(' ', '_')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if _STOP.is_set():
+        raise StageFailed(f"{label}: not started, the benchmark was interrupted")
     with log.open("w") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "glaciermap.cli", "--params", "params.yaml", "-q", *argv],
                                 cwd=work, env=_stage_env(), stdout=fh, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        _LIVE.add(proc)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # interrupted in this thread (Ctrl-C, SIGTERM): leave no orphan stage behind
+            _terminate(proc)
+            raise
+        finally:
+            _LIVE.discard(proc)
         rc = proc.returncode = os.waitstatus_to_exitcode(status)
     wall, cpu = time.perf_counter() - t0, usage.ru_utime + usage.ru_stime
     if rc != 0:
@@ -476,14 +501,29 @@ def main(argv: list[str] | None = None) -> int:
     old = _read_json(args.out).get("regions", []) if _read_json(args.out).get("mode") == settings.mode else []
     rows: list[dict] = []
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_region, r, settings, args.work, i if args.jobs > 1 else 0, args.clean)
-                   for i, r in enumerate(regions)]
-        for fut in as_completed(futures):
-            rows.append(fut.result())
-            doc = _document(_merge_rows(old, rows), settings, info, time.perf_counter() - t0)
-            write_json(args.out, doc)  # after every region: a run that dies keeps what it measured
-    print("\n".join(validity_lines(doc)))
+
+    def finished(row: dict) -> None:  # after every region: a run that dies keeps what it measured
+        rows.append(row)
+        write_json(args.out, _document(_merge_rows(old, rows), settings, info, time.perf_counter() - t0))
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # like Ctrl-C: stop the stages, keep the rows
+    try:
+        if args.jobs == 1:
+            for r in regions:
+                finished(run_region(r, settings, args.work, 0, args.clean))
+        else:
+            with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                futures = [pool.submit(run_region, r, settings, args.work, i, args.clean)
+                           for i, r in enumerate(regions)]
+                for fut in as_completed(futures):
+                    finished(fut.result())
+    except BaseException:
+        _STOP.set()
+        for proc in list(_LIVE):  # other threads' stages (this thread's stops itself in run_stage)
+            proc.terminate()
+        print(f"interrupted: {args.out} holds the {len(rows)} region(s) finished in this run", file=sys.stderr)
+        raise
+    print("\n".join(validity_lines(_read_json(args.out))))
     if args.out.resolve() == DEFAULT_OUT:
         write_readme(HERE / "results", HERE / "README.md")
     failed = [r["name"] for r in rows if "error" in r]

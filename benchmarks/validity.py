@@ -348,8 +348,9 @@ def _terminate(proc: subprocess.Popen) -> None:
 def run_stage(work: Path, index: int, label: str, argv: list[str]) -> tuple[float, float]:
     """Run `python -m glaciermap.cli --params params.yaml -q <argv>` in `work`; (wall s, CPU s).
 
-    CPU s = user + system time of the stage's process (and the children it waited for): unlike
-    the wall time it hardly depends on what else runs on the machine. Output goes to
+    CPU s = user + system time of the stage's process (and the children it waited for). Both
+    grow when other work competes for the cores (idle OpenMP threads spin), so each row also
+    records the load average. Output goes to
     work/logs/<index>_<stage>.log; a failure raises StageFailed with the stage's `error:` line (or
     its last line) and the log's path.
     """
@@ -397,7 +398,8 @@ def run_region(region: Region, settings: Settings, work_root: Path, position: in
     write_text(work / "params.yaml", yaml.safe_dump(raw, sort_keys=False))
     params = parse_params(raw)
     stages = stage_commands(params)
-    row: dict[str, Any] = {**head, "settings": _row_settings(raw, settings, region), "work_dir": str(work)}
+    row: dict[str, Any] = {**head, "settings": _row_settings(raw, settings, region), "work_dir": str(work),
+                           "loadavg_1_5_15_before": [round(x, 2) for x in os.getloadavg()]}
     times: dict[str, float] = {}
     cpu: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -499,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
           + (f", seeds {list(settings.seeds)}" if settings.seeds else "")
           + f"; work {args.work}; results {args.out}; {info['logical_cpus']} CPUs, jobs {args.jobs}", flush=True)
     old = _read_json(args.out).get("regions", []) if _read_json(args.out).get("mode") == settings.mode else []
+    for r in regions:  # every region's params checked before the first stage of an hour-long run
+        region_params(r, settings, args.work / r.name)
     rows: list[dict] = []
     t0 = time.perf_counter()
 

@@ -411,7 +411,10 @@ def run_region(region: Region, settings: Settings, work_root: Path, position: in
             times[label], cpu[label] = round(wall, 1), round(cpu_s, 1)
             bar.update()
             tqdm.write(f"[{region.name}] {label}: {wall:.0f} s ({cpu_s:.0f} CPU s)")
-        row.update(region_row(region, work, params))
+        try:
+            row.update(region_row(region, work, params))
+        except (OSError, ValueError, KeyError) as err:  # an output without the columns read: say which
+            raise StageFailed(f"reading the outputs: {type(err).__name__}: {err}") from err
     except StageFailed as err:
         row["error"] = str(err)
         tqdm.write(f"[{region.name}] FAILED: {err}")

@@ -159,3 +159,10 @@ def test_markdown_rows_keep_the_table_shape(validity):
     table = [x for x in lines if x.startswith("| ")][:3]  # header, region a, real-terrain
     assert len({x.count("|") for x in table}) == 1, table
     assert "-1.70 ± 0.10" in table[1] and "skipped: input missing: a/b" in table[2]
+
+
+def test_outputs_that_cannot_be_read_fail_the_region_not_the_run(validity, tmp_path, monkeypatch):
+    monkeypatch.setattr(validity, "stage_commands", lambda params: [])  # no stage: no area_change.csv
+    row = validity.run_region(validity.Region("demo", 42, "r"), settings(validity), tmp_path)
+    assert row["error"].startswith("reading the outputs: FileNotFoundError")
+    assert "area_change.csv" in row["error"] and "est_rate_pct_per_yr" not in row

@@ -116,7 +116,11 @@ class Size:
 
 
 SIZES = {
-    # demo-sized regions (8 x 6 km, 20 glaciers), 3 folds of 5 epochs: ~6-8 min a region on 2 cores
+    # demo-sized regions (8 x 6 km, 20 glaciers), 3 folds of 5 epochs: about 6.5 min a region on 2 idle
+    # cores (from the demo's stage times, benchmarks/results/demo_stages.json: 19 s per fold-epoch, ~95 s
+    # for the other stages), the real-terrain one ~10 min (3x the glacier area to ingest and map):
+    # ~50 min in all. Other work on the cores slows training far more than its share (at a load
+    # average of 8, one epoch took 510 s, not 19)
     "full": Size(folds=3, max_epochs=5, regions=REGION_NAMES),
     # plumbing only: the tests' tiny profile (4 x 4 km, 10 glaciers, 64 px patches, filters off)
     "smoke": Size(folds=2, max_epochs=1, regions=("demo",), profile=ROOT / "experiments" / "tiny.yaml"),

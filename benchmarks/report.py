@@ -15,6 +15,8 @@ Run from the repository root:
     .venv/bin/python benchmarks/run.py             # larger sizes / more iterations
     .venv/bin/python benchmarks/run.py --only models,loader
     .venv/bin/python benchmarks/run.py --readme-only   # rebuild this file from the JSON
+    .venv/bin/python benchmarks/validity.py            # validity over 7 regions, end to end (45-60 min)
+    .venv/bin/python benchmarks/validity.py --smoke    # its plumbing: one tiny region (about 2 min)
 
 Every benchmark writes `benchmarks/results/<name>.json` (figures plus the machine: platform,
 CPU model, torch version, threads, device, date). **Everything below this line is generated from
@@ -60,6 +62,28 @@ What is measured (all with `torch.set_num_threads(2)`, float32, CPU):
   the number of glaciers (below 1: a fixed per-region cost being amortised). `--quick` regions are
   tiny, so its ratios mostly show load noise; the full mode (1,050 glaciers, ~10 U-Net windows
   each) took 822 s on 2 idle cores (2026-11-25).
+* **validity** – whether the area-change uncertainty is calibrated (issue #16): 7 simulated
+  regions, each with its own seed and regime (the demo; debris-heavy, `debris_fraction` 0.6;
+  cloudy, `cloud_cover` 0.15; low sun, 25 deg; fast retreat, -3 %/yr; slow retreat, -0.5 %/yr;
+  real terrain and outlines: 12 x 12 km of `hef_srtm.tif` with `rgi7g_hef_complex.shp`, skipped
+  with the reason when `../shared/data` lacks them), each run end to end through the CLI
+  (simulate, ingest, folds, train per fold, evaluate, register, infer, area-change) in its own
+  work folder (`--work`, default /tmp/glaciermap-validity/<region>: params.yaml, data, runs,
+  `mlflow.db` + `mlruns/`, stage logs; never the project's) with the demo's params.yaml reduced
+  for 2 cores: **3 folds of 5 epochs** (`--folds`, `--max-epochs`; the demo trains 5 x 8), demo
+  region size (8 x 6 km, 20 glaciers); `--regions a,b` runs a subset and replaces only those
+  rows, `--seeds 0,1` sets `train.seeds` (ensemble members, x the training time). Per region:
+  the kept-glacier regional rate ± sigma (independent; the fully correlated sigma beside it) and
+  the region-wide rate with extrapolation ± sigma against the simulator's **all-glacier** truth
+  (`truth/regional.json`), the kept glaciers' own truth (`true_kept_rate_pct_per_yr`: the gap
+  to the all-glacier truth is selection, not model), per-glacier coverage (fraction of kept
+  glaciers whose true rate, `truth/rates.csv`, lies within 1 and 2 sigma of the estimate,
+  `area_change.csv` `rate_pct_per_yr` ± `rate_sigma_pct_per_yr`), r of the kept glaciers'
+  rates against the true ones, mean test IoU, wall time per stage. Pooled: coverage over every
+  region's kept glaciers, median and max |est - true|, the fraction of regions within 2 sigma,
+  the largest sigma and region-wide error, each against the issue's target with pass / fail.
+  Figures the pipeline does not write yet (sigma before #16's uncertainty work) are null, and so
+  is the verdict on their targets.
 * Timings are wall-clock on a shared 2-core machine where other work (training runs, tests) is
   often running: every result records the 1/5/15-minute load average when it was saved; a load
   above the thread count means other processes competed for the cores and the figures are lower
@@ -259,6 +283,7 @@ def render(folder: Path) -> str:
         out.append(f"## {title}\n")
         out += section(d["result"]) + ["", _machine(d), ""] if d else ["_not run_\n"]
     out += _demo_stages(_load(folder, "demo_stages"))
+    out += validity_lines(_load(folder, "validity"))
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -275,6 +300,56 @@ def _demo_stages(d: dict | None) -> list[str]:
                 f"km²/s**. {d['method']}.", "",
             f"*demo_stages: {m['logical_cpus']} logical CPUs, {m['platform']}, {m['date']}, load average "
             f"{m['loadavg_1_5_15']} when the timestamps were read (not during the run)*", ""]
+    return out
+
+
+def _pm(x, s, nd=2) -> str:
+    return _f(x, nd) + ("" if s is None else f" ± {_f(s, nd)}")
+
+
+def _err(row: dict, key: str) -> float | None:
+    est, true = row.get(key), row.get("true_rate_pct_per_yr")
+    return None if est is None or true is None else est - true
+
+
+def validity_lines(d: dict | None) -> list[str]:
+    """Validity over regions (benchmarks/validity.py): one row per region, then the pooled targets."""
+    out = ["## Validity over regions (calibrated area change)\n"]
+    if not d:
+        return out + ["_not run_ (`.venv/bin/python benchmarks/validity.py`, about 45-60 min)\n"]
+    out += ["| region | seed | true %/yr | est ± σ %/yr | est - true | σ correlated | region-wide ± σ | "
+            "rw - true | kept / glaciers | cover 1σ | cover 2σ | r | test IoU | wall s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in d["regions"]:
+        if "skipped" in r or "error" in r:
+            why = str(r.get("skipped") or r.get("error")).replace("|", "/")
+            out.append(f"| {r['name']} | {r['seed']} | {'skipped' if 'skipped' in r else 'FAILED'}: {why} |"
+                       + " |" * 10 + f" {_f(r.get('wall_s'), 0)} |")
+            continue
+        out.append(
+            f"| {r['name']} | {r['seed']} | {_f(r['true_rate_pct_per_yr'])} | "
+            f"{_pm(r['est_rate_pct_per_yr'], r['sigma_pct_per_yr'])} | {_f(_err(r, 'est_rate_pct_per_yr'))} | "
+            f"{_f(r.get('sigma_correlated_pct_per_yr'))} | "
+            f"{_pm(r['regionwide_rate_pct_per_yr'], r['regionwide_sigma_pct_per_yr'])} | "
+            f"{_f(_err(r, 'regionwide_rate_pct_per_yr'))} | {r['n_kept']} / {r['n_glaciers']} | "
+            f"{_pct(r['glacier_cover_1sigma'])} | {_pct(r['glacier_cover_2sigma'])} | {_f(r['glacier_r'])} | "
+            f"{_f(r['test_iou_mean'], 3)} | {_f(r['wall_s'], 0)} |")
+    p = d["pooled"]
+    out += ["", f"Pooled over {p['n_regions']} region(s) and {p['n_glaciers_kept']} kept glaciers "
+                f"({p['n_glaciers_with_sigma']} with a sigma); fraction of regions within 2σ under fully "
+                f"correlated errors: {_pct(p['fraction_within_2sigma_correlated'])}.", "",
+            "| target | value | bound | pass |", "|---|---:|---|---|"]
+    verdict = {True: "yes", False: "**no**", None: "–"}
+    out += [f"| {t['what']} | {_f(t['value'])} | {t['target']} | {verdict[t['pass']]} |" for t in p["targets"]]
+    s = d["regions"][0].get("settings", {}) if d["regions"] else {}
+    m = d["machine"]
+    out += ["", f"Settings ({d['mode']}): {s.get('folds')} folds x {s.get('max_epochs')} epochs of "
+                f"{s.get('samples_per_epoch')} patches, seeds {s.get('seeds') or 'params.yaml'}, "
+                f"{s.get('model')} on {s.get('sensor_set')}; true = the simulator's all-glacier rate; "
+                f"σ = independent errors. {d['method']}.", "",
+            f"*validity ({d['mode']}): {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m['platform']}, "
+            f"torch {m['torch']}, jobs {m['jobs']}, {m['date']}, load average {m['loadavg_1_5_15']} at the end, "
+            f"took {d['wall_s']:.0f} s*", ""]
     return out
 
 

@@ -13,11 +13,9 @@ machine they were measured on; the tables in benchmarks/README.md are regenerate
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -36,6 +34,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from machine import cpu_model, machine  # noqa: E402
 from report import write_readme  # noqa: E402
 
 from glaciermap.io import write_json  # noqa: E402
@@ -47,32 +46,6 @@ SENSOR_SET = "optical_dem"
 
 
 # ------------------------------------------------------------------------------------ helpers
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "cpu_model": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device": "cpu",
-        "mkldnn": bool(torch.backends.mkldnn.is_available()),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        # other processes compete for the cores: figures taken at a load above `threads` are low
-        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())

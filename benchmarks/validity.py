@@ -1,0 +1,545 @@
+"""Validity benchmark (issue #16, item 6): is the area-change uncertainty calibrated, region after region?
+
+Every region below is a simulated region with its own seed and regime (the demo; debris-heavy;
+cloudy; low sun; fast and slow retreat; real terrain with real outlines). Each runs end to end in
+its own work folder `<work>/<name>/` (default work: /tmp/glaciermap-validity), with its own
+params.yaml (the repository's, plus the region's `simulate:` overrides and this run's size
+reductions) and its own MLflow store (`mlflow.db` and `mlruns/` in that folder; never the
+project's), through the package's CLI, stage by stage as `dvc repro` runs them:
+
+    simulate, ingest, folds, train (every fold [x every train.seeds member]), evaluate,
+    register, infer, area-change
+
+Then it reads what the stages wrote and compares with the simulator's truth:
+
+- per region (a row of `regions`): the kept-glacier regional rate and its sigma
+  (metrics/area_change.json: rate_pct_per_yr, rate_sigma_pct_per_yr, and
+  rate_sigma_correlated_pct_per_yr, the fully correlated variant), the region-wide rate with
+  extrapolation and its sigma, against the simulator's all-glacier truth (data/truth/regional.json
+  rate_pct_per_yr: every simulated glacier); the kept glaciers' own truth beside it
+  (true_kept_rate_pct_per_yr: the difference to the all-glacier truth is selection, not model);
+  per-glacier coverage: the fraction of kept glaciers whose true rate (data/truth/rates.csv) lies
+  within 1 and 2 sigma of the estimate (products/area_change/area_change.csv: rate_pct_per_yr,
+  rate_sigma_pct_per_yr); the correlation of kept glaciers' rates with the true ones (glacier_r)
+  and the mean test IoU over the folds (metrics/evaluate);
+- pooled over the regions (`pooled`): coverage over every region's kept glaciers, median and max
+  |est - true| of the regional rate, the fraction of regions with |est - true| <= 2 sigma, the
+  largest regional sigma and region-wide error, each against the issue's target with pass / fail.
+
+Keys the pipeline does not write yet (before the uncertainty work lands: sigma, region-wide rate)
+are null, and so are the figures and targets computed from them.
+
+    .venv/bin/python benchmarks/validity.py                      # every region (about 45-60 min on 2 cores)
+    .venv/bin/python benchmarks/validity.py --regions demo,cloudy
+    .venv/bin/python benchmarks/validity.py --smoke              # one tiny region, 2 folds, 1 epoch (plumbing)
+
+Results: benchmarks/results/validity.json (--smoke: <work>/validity-smoke.json), written atomically
+after every region, so a run that dies keeps what it measured; a run of some regions replaces those
+rows of an existing file and keeps the others. The markdown table goes to stdout and, for the
+default output, into benchmarks/README.md (benchmarks/report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "src"))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+from report import validity_lines, write_readme  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from glaciermap.config import Params, deep_merge, load_yaml, parse_params  # noqa: E402
+from glaciermap.config.training import TrainConfig  # noqa: E402
+from glaciermap.io import write_json, write_text  # noqa: E402
+
+REAL_ALPS = ROOT.parent / "shared" / "data" / "real-alps"  # ../shared/data, as the tests find it
+DEFAULT_OUT = HERE / "results" / "validity.json"
+
+
+@dataclass(frozen=True)
+class Region:
+    """One benchmark region: params.yaml's `simulate:` section with these overrides and this seed."""
+
+    name: str
+    seed: int
+    regime: str  # what the region tests, one line
+    simulate: dict[str, Any] = field(default_factory=dict)
+    needs: tuple[Path, ...] = ()  # input files: the region is skipped, with the reason, when one is absent
+
+
+REGIONS: tuple[Region, ...] = (
+    Region("demo", 42, "params.yaml as committed (the demo region)"),
+    Region("debris-heavy", 101, "60 % of glaciers debris-covered", {"debris_fraction": 0.6}),
+    Region("cloudy", 202, "mean cloud cover 0.15 per scene", {"cloud_cover": 0.15}),
+    Region("low-sun", 303, "sun elevation 25 deg (long shadows)", {"sun_elevation_deg": 25.0}),
+    Region("fast-retreat", 404, "regional retreat -3.0 %/yr", {"regional_rate_pct_per_yr": -3.0}),
+    Region("slow-retreat", 505, "regional retreat -0.5 %/yr", {"regional_rate_pct_per_yr": -0.5}),
+    # 12 x 12 km of the SRTM DEM around Hintereisferner (the whole DEM is 24 x 26 km: 13x the demo's
+    # pixels); it holds about 12 of the 23 RGI 7 outlines, 0.25-17 km2 (the others are left out, with
+    # a warning in the simulate log)
+    Region("real-terrain", 606, "real DEM (SRTM, Oetztal) and real RGI 7 outlines",
+           {"dem_path": str(REAL_ALPS / "hef_srtm.tif"), "outlines_path": str(REAL_ALPS / "rgi7g_hef_complex.shp"),
+            "center_lon": 10.7704, "center_lat": 46.8381, "width_km": 12.0, "height_km": 12.0},
+           needs=(REAL_ALPS / "hef_srtm.tif", REAL_ALPS / "rgi7g_hef_complex.shp")),
+)
+REGION_NAMES = tuple(r.name for r in REGIONS)
+
+
+@dataclass(frozen=True)
+class Size:
+    """The reductions of one benchmark size (the machine has 2 CPU cores, the demo trains 5 x 8 epochs)."""
+
+    folds: int
+    max_epochs: int
+    regions: tuple[str, ...]
+    profile: Path | None = None  # YAML merged over params.yaml before the region's overrides
+
+
+SIZES = {
+    # demo-sized regions (8 x 6 km, 20 glaciers), 3 folds of 5 epochs: about 6.5 min a region on 2 idle
+    # cores (from the demo's stage times, benchmarks/results/demo_stages.json: 19 s per fold-epoch, ~95 s
+    # for the other stages), the real-terrain one ~10 min (3x the glacier area to ingest and map):
+    # ~50 min in all. Other work on the cores slows training far more than its share (at a load
+    # average of 8, one epoch took 510 s, not 19)
+    "full": Size(folds=3, max_epochs=5, regions=REGION_NAMES),
+    # plumbing only: the tests' tiny profile (4 x 4 km, 10 glaciers, 64 px patches, filters off)
+    "smoke": Size(folds=2, max_epochs=1, regions=("demo",), profile=ROOT / "experiments" / "tiny.yaml"),
+}
+
+#: the issue's targets: (key of `pooled`, comparison, bound(s), what it means)
+TARGETS = (
+    ("glacier_cover_1sigma", "between", (0.55, 0.80), "kept glaciers with the true rate within 1 sigma"),
+    ("glacier_cover_2sigma", ">=", 0.90, "kept glaciers with the true rate within 2 sigma"),
+    ("fraction_within_2sigma", ">=", 1.0, "regions with abs(est - true) <= 2 sigma (every region)"),
+    ("median_abs_error_pct_per_yr", "<=", 0.2, "median abs(est - true) of the regional rate, %/yr"),
+    ("max_abs_error_pct_per_yr", "<=", 0.5, "max abs(est - true) of the regional rate, %/yr"),
+    ("max_sigma_pct_per_yr", "<=", 0.5, "largest regional sigma, %/yr"),
+    ("max_regionwide_abs_error_pct_per_yr", "<=", 0.3,
+     "max abs(region-wide rate - all-glacier truth), %/yr"),
+)
+
+
+# ------------------------------------------------------------------------------ pure statistics
+def _finite(x: Any) -> float | None:
+    """`x` as a float, or None when it is missing or not finite (JSON has no NaN)."""
+    if x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def glacier_coverage(glaciers: Iterable[dict]) -> dict[str, Any]:
+    """Fraction of glaciers whose true rate lies within 1 and 2 sigma of the estimate.
+
+    Each glacier is {"est", "sigma", "true"} (%/yr); it counts as covered at k sigma when
+    |est - true| <= k * sigma. Glaciers without an estimate, a sigma or a truth are left out
+    (`n` counts those that remain); no such glacier: coverage None.
+    """
+    rows = [(g.get("est"), g.get("sigma"), g.get("true")) for g in glaciers]
+    ok = np.array([(e, s, t) for e, s, t in ((_finite(a), _finite(b), _finite(c)) for a, b, c in rows)
+                   if e is not None and s is not None and t is not None], dtype=float).reshape(-1, 3)
+    n = len(ok)
+    if n == 0:
+        return {"n": 0, "cover_1sigma": None, "cover_2sigma": None}
+    err, sigma = np.abs(ok[:, 0] - ok[:, 2]), ok[:, 1]
+    return {"n": n, "cover_1sigma": float(np.mean(err <= sigma)), "cover_2sigma": float(np.mean(err <= 2 * sigma))}
+
+
+def _check(value: float | None, op: str, bound) -> bool | None:
+    if value is None:
+        return None
+    if op == "between":
+        return bool(bound[0] <= value <= bound[1])
+    return bool(value >= bound) if op == ">=" else bool(value <= bound)
+
+
+def pooled_statistics(rows: list[dict]) -> dict[str, Any]:
+    """The issue's targets over the measured regions (rows without an estimate are left out).
+
+    - glacier coverage over every region's kept glaciers pooled (`glacier_coverage` of the rows'
+      `kept_glaciers`);
+    - regional error e = est_rate - true_rate per region: median and max |e|; the fraction of
+      regions (with a sigma) where |e| <= 2 sigma, under the independent sigma and the fully
+      correlated one; the largest sigma;
+    - region-wide error |regionwide_rate - true_rate|: median and max;
+    - `targets`: each figure against the issue's bound, pass True / False, or None when the
+      figure could not be computed; `all_pass` is False if any fails, None if any is unknown.
+    """
+    measured = [r for r in rows if _finite(r.get("est_rate_pct_per_yr")) is not None
+                and _finite(r.get("true_rate_pct_per_yr")) is not None]
+    cover = glacier_coverage(g for r in measured for g in r.get("kept_glaciers", []))
+
+    def err(r: dict, key: str) -> float | None:
+        est = _finite(r.get(key))
+        return None if est is None else abs(est - r["true_rate_pct_per_yr"])
+
+    def within(sigma_key: str) -> float | None:
+        pairs = [(err(r, "est_rate_pct_per_yr"), _finite(r.get(sigma_key))) for r in measured]
+        pairs = [(e, s) for e, s in pairs if s is not None]
+        return float(np.mean([e <= 2 * s for e, s in pairs])) if pairs else None
+
+    errors = [err(r, "est_rate_pct_per_yr") for r in measured]
+    sigmas = [s for s in (_finite(r.get("sigma_pct_per_yr")) for r in measured) if s is not None]
+    rw = [e for e in (err(r, "regionwide_rate_pct_per_yr") for r in measured) if e is not None]
+    out: dict[str, Any] = {
+        "n_regions": len(measured),
+        "n_glaciers_kept": sum(len(r.get("kept_glaciers", [])) for r in measured),
+        "n_glaciers_with_sigma": cover["n"],
+        "glacier_cover_1sigma": cover["cover_1sigma"],
+        "glacier_cover_2sigma": cover["cover_2sigma"],
+        "median_abs_error_pct_per_yr": float(np.median(errors)) if errors else None,
+        "max_abs_error_pct_per_yr": max(errors) if errors else None,
+        "fraction_within_2sigma": within("sigma_pct_per_yr"),
+        "fraction_within_2sigma_correlated": within("sigma_correlated_pct_per_yr"),
+        "max_sigma_pct_per_yr": max(sigmas) if sigmas else None,
+        "median_regionwide_abs_error_pct_per_yr": float(np.median(rw)) if rw else None,
+        "max_regionwide_abs_error_pct_per_yr": max(rw) if rw else None,
+    }
+    out["targets"] = [{"key": key, "what": what, "value": out[key], "target": f"{op} {bound}",
+                       "pass": _check(out[key], op, bound)} for key, op, bound, what in TARGETS]
+    passes = [t["pass"] for t in out["targets"]]
+    out["all_pass"] = False if False in passes else (None if None in passes else True)
+    return out
+
+
+# -------------------------------------------------------------------------- reading the outputs
+def kept_glaciers(table_csv: Path, truth_csv: Path) -> list[dict]:
+    """Kept glaciers of an area-change table with their true rate: [{glacier_id, est, sigma, true}].
+
+    est = rate_pct_per_yr, sigma = rate_sigma_pct_per_yr (None where the table has no such column),
+    true = the simulator's rate of that glacier (truth/rates.csv rate_pct_per_yr).
+    """
+    table = pd.read_csv(table_csv, dtype={"glacier_id": str})
+    truth = pd.read_csv(truth_csv, dtype={"glacier_id": str}).set_index("glacier_id")["rate_pct_per_yr"]
+    kept = table[table["kept"].astype(str).str.lower() == "true"]
+    sigma = kept["rate_sigma_pct_per_yr"] if "rate_sigma_pct_per_yr" in kept else pd.Series(None, index=kept.index)
+    return [{"glacier_id": gid, "est": _finite(est), "sigma": _finite(s), "true": _finite(truth.get(gid))}
+            for gid, est, s in zip(kept["glacier_id"], kept["rate_pct_per_yr"], sigma, strict=True)]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def region_row(region: Region, work: Path, params: Params) -> dict[str, Any]:
+    """The region's row of validity.json from the stage outputs in its work folder."""
+    summary = _read_json(work / "metrics" / "area_change.json")
+    truth = summary.get("truth") or {}
+    raw = work / params.data.raw_dir
+    true_rate = _read_json(raw / "truth" / "regional.json").get("rate_pct_per_yr")
+    evaluation = _read_json(work / "metrics" / "evaluate" / f"{params.infer.model}_{params.infer.sensor_set}.json")
+    glaciers = kept_glaciers(work / "products" / "area_change" / "area_change.csv", raw / "truth" / "rates.csv")
+    cover = glacier_coverage(glaciers)
+    return {
+        "true_rate_pct_per_yr": _finite(true_rate),
+        "est_rate_pct_per_yr": _finite(summary.get("rate_pct_per_yr")),
+        "sigma_pct_per_yr": _finite(summary.get("rate_sigma_pct_per_yr")),
+        "sigma_correlated_pct_per_yr": _finite(summary.get("rate_sigma_correlated_pct_per_yr")),
+        "regionwide_rate_pct_per_yr": _finite(summary.get("regionwide_rate_pct_per_yr")),
+        "regionwide_sigma_pct_per_yr": _finite(summary.get("regionwide_sigma_pct_per_yr")),
+        "n_glaciers": summary.get("n_total"),
+        "n_kept": summary.get("n_kept"),
+        "glacier_cover_1sigma": cover["cover_1sigma"],
+        "glacier_cover_2sigma": cover["cover_2sigma"],
+        "glacier_r": _finite(truth.get("pearson_r")),
+        "test_iou_mean": _finite((evaluation.get("mean") or {}).get("iou_mean")),
+        "true_kept_rate_pct_per_yr": _finite(truth.get("kept_true_rate_pct_per_yr")),
+        "n_extrapolated": summary.get("n_extrapolated"),
+        "kept_glaciers": glaciers,
+    }
+
+
+# ------------------------------------------------------------------------------ running a region
+@dataclass(frozen=True)
+class Settings:
+    """This run's reductions, the same for every region."""
+
+    mode: str
+    folds: int
+    max_epochs: int
+    seeds: tuple[int, ...] | None  # train.seeds (ensemble members per fold); None: params' own / not supported
+    profile: Path | None
+    base_params: Path
+
+
+class StageFailed(RuntimeError):
+    """A pipeline stage exited non-zero; the message names the stage, its last error line and its log."""
+
+
+def region_params(region: Region, settings: Settings, work: Path) -> dict[str, Any]:
+    """params.yaml of a region: the base file, the size profile, the region's simulate overrides,
+    the fold / epoch / seed reductions and the work folder's own MLflow store (validated)."""
+    raw = load_yaml(settings.base_params)
+    if settings.profile is not None:
+        raw = deep_merge(raw, load_yaml(settings.profile))
+    train: dict[str, Any] = {"folds": list(range(settings.folds)), "max_epochs": settings.max_epochs}
+    if settings.seeds is not None:
+        train["seeds"] = list(settings.seeds)
+    raw = deep_merge(raw, {
+        "simulate": {**region.simulate, "seed": region.seed, "name": f"validity-{region.name}"},
+        "folds": {"k": settings.folds},
+        "train": train,
+        "tracking": {"tracking_uri": f"sqlite:///{(work / 'mlflow.db').resolve()}"},
+    })
+    parse_params(raw, source=work / "params.yaml")  # a bad override fails here, before any stage runs
+    return raw
+
+
+def stage_commands(params: Params) -> list[tuple[str, list[str]]]:
+    """(stage label, glaciermap arguments) in pipeline order; training covers infer's model and
+    sensor set, every fold and (where the config has train.seeds) every seed."""
+    model, sensors = params.infer.model, params.infer.sensor_set
+    seeds = getattr(params.train, "seeds", None)
+    train = []
+    for fold in params.train.folds:
+        for seed in seeds or [None]:
+            label = f"train fold{fold}" + (f" seed{seed}" if seed is not None and len(seeds) > 1 else "")
+            argv = ["train", "--model", model, "--sensors", sensors, "--fold", str(fold)]
+            train.append((label, argv + (["--seed", str(seed)] if seed is not None else [])))
+    return [("simulate", ["simulate"]), ("ingest", ["ingest"]), ("folds", ["folds"]), *train,
+            ("evaluate", ["evaluate", "--model", model, "--sensors", sensors]),
+            ("register", ["register"]), ("infer", ["infer"]), ("area-change", ["area-change"])]
+
+
+def _stage_env() -> dict[str, str]:
+    """This checkout's package first; no inherited MLflow URI (the work folder's own store wins)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    for var in ("MLFLOW_TRACKING_URI", "GLACIERMAP_TRACKING_URI_FROM_PARAMS"):
+        env.pop(var, None)
+    return env
+
+
+_LIVE: set[subprocess.Popen] = set()  # stage processes running now
+_STOP = threading.Event()  # set when the benchmark is interrupted: no further stage starts
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if the stage is still there after 30 s (training saves on SIGTERM)."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_stage(work: Path, index: int, label: str, argv: list[str]) -> tuple[float, float]:
+    """Run `python -m glaciermap.cli --params params.yaml -q <argv>` in `work`; (wall s, CPU s).
+
+    CPU s = user + system time of the stage's process (and the children it waited for). Both
+    grow when other work competes for the cores (idle OpenMP threads spin), so each row also
+    records the load average. Output goes to
+    work/logs/<index>_<stage>.log; a failure raises StageFailed with the stage's `error:` line (or
+    its last line) and the log's path.
+    """
+    log = work / "logs" / f"{index:02d}_{label.replace(' ', '_')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if _STOP.is_set():
+        raise StageFailed(f"{label}: not started, the benchmark was interrupted")
+    with log.open("w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "glaciermap.cli", "--params", "params.yaml", "-q", *argv],
+                                cwd=work, env=_stage_env(), stdout=fh, stderr=subprocess.STDOUT)
+        _LIVE.add(proc)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # interrupted in this thread (Ctrl-C, SIGTERM): leave no orphan stage behind
+            _terminate(proc)
+            raise
+        finally:
+            _LIVE.discard(proc)
+        rc = proc.returncode = os.waitstatus_to_exitcode(status)
+    wall, cpu = time.perf_counter() - t0, usage.ru_utime + usage.ru_stime
+    if rc != 0:
+        lines = [x for x in log.read_text(errors="replace").splitlines() if x.strip()]
+        errors = [x for x in lines if x.startswith("error:")]
+        last = (errors or lines or ["(no output)"])[-1]
+        raise StageFailed(f"{label} exited {rc}: {last} (log: {log})")
+    return wall, cpu
+
+
+def run_region(region: Region, settings: Settings, work_root: Path, position: int = 0,
+               clean: bool = False) -> dict[str, Any]:
+    """Run one region end to end in a fresh `work_root/<name>`; its validity.json row.
+
+    The row holds `skipped` (a needed input is absent) or `error` (a stage failed) instead of the
+    figures when the region could not be measured; the other regions go on either way.
+    """
+    head = {"name": region.name, "seed": region.seed, "regime": region.regime}
+    missing = [str(p) for p in region.needs if not p.exists()]
+    if missing:
+        return {**head, "skipped": f"input missing: {', '.join(missing)}"}
+    work = work_root / region.name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    raw = region_params(region, settings, work)
+    write_text(work / "params.yaml", yaml.safe_dump(raw, sort_keys=False))
+    params = parse_params(raw)
+    stages = stage_commands(params)
+    row: dict[str, Any] = {**head, "settings": _row_settings(raw, settings, region), "work_dir": str(work),
+                           "loadavg_1_5_15_before": [round(x, 2) for x in os.getloadavg()]}
+    times: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(stages), desc=region.name, unit="stage", position=position, leave=True)
+    try:
+        for i, (label, argv) in enumerate(stages):
+            bar.set_postfix_str(label)
+            wall, cpu_s = run_stage(work, i, label, argv)
+            times[label], cpu[label] = round(wall, 1), round(cpu_s, 1)
+            bar.update()
+            tqdm.write(f"[{region.name}] {label}: {wall:.0f} s ({cpu_s:.0f} CPU s)")
+        try:
+            row.update(region_row(region, work, params))
+        except (OSError, ValueError, KeyError) as err:  # an output without the columns read: say which
+            raise StageFailed(f"reading the outputs: {type(err).__name__}: {err}") from err
+    except StageFailed as err:
+        row["error"] = str(err)
+        tqdm.write(f"[{region.name}] FAILED: {err}")
+    finally:
+        bar.close()
+    row["wall_s"] = round(time.perf_counter() - t0, 1)
+    row["stage_wall_s"] = times
+    row["cpu_s"], row["stage_cpu_s"] = round(sum(cpu.values()), 1), cpu
+    row["loadavg_1_5_15_after"] = [round(x, 2) for x in os.getloadavg()]
+    if clean and "error" not in row:
+        shutil.rmtree(work, ignore_errors=True)
+    return row
+
+
+def _row_settings(raw: dict[str, Any], settings: Settings, region: Region) -> dict[str, Any]:
+    """What a region ran with: its simulate overrides and the size reductions (from its params.yaml)."""
+    sim, patches, train = raw["simulate"], raw.get("patches", {}), raw["train"]
+    return {
+        "simulate_overrides": {**region.simulate, "seed": region.seed},
+        "region_km": [sim.get("width_km"), sim.get("height_km")],
+        "n_glaciers_requested": None if sim.get("outlines_path") else sim.get("n_glaciers"),
+        "folds": settings.folds, "max_epochs": train["max_epochs"], "seeds": train.get("seeds"),
+        "model": raw["infer"]["model"], "sensor_set": raw["infer"]["sensor_set"],
+        "samples_per_epoch": patches.get("samples_per_epoch"), "patch_size": patches.get("size"),
+        "profile": str(settings.profile.relative_to(ROOT)) if settings.profile else None,
+    }
+
+
+# ------------------------------------------------------------------------------------- the run
+def _merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """New rows replace old ones of the same region; rows in REGIONS order, unknown names last."""
+    by_name = {r["name"]: r for r in old} | {r["name"]: r for r in new}
+    order = {n: i for i, n in enumerate(REGION_NAMES)}
+    return sorted(by_name.values(), key=lambda r: order.get(r["name"], len(order)))
+
+
+def _document(rows: list[dict], settings: Settings, machine: dict, wall_s: float) -> dict[str, Any]:
+    return {"benchmark": "validity", "mode": settings.mode, "regions": rows, "pooled": pooled_statistics(rows),
+            "machine": {**machine, "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]},
+            "wall_s": round(wall_s, 1),
+            "method": "each region end to end through the glaciermap CLI in its own work folder and MLflow "
+                      "store; true_rate = the simulator's all-glacier rate (truth/regional.json); coverage "
+                      "from area_change.csv (kept glaciers: rate_pct_per_yr, rate_sigma_pct_per_yr) against "
+                      "truth/rates.csv"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="plumbing check: one tiny region, 2 folds, 1 epoch")
+    ap.add_argument("--regions", help=f"comma-separated subset of {','.join(REGION_NAMES)} (default: the size's)")
+    ap.add_argument("--folds", type=int, help="folds.k (default: 3, --smoke 2)")
+    ap.add_argument("--max-epochs", type=int, help="train.max_epochs (default: 5, --smoke 1)")
+    ap.add_argument("--seeds", help="train.seeds, comma-separated (default: params.yaml's; needs train.seeds)")
+    ap.add_argument("--jobs", type=int, default=1, help="regions run at once (default 1; each stage uses every core)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/glaciermap-validity"), help="work folder")
+    ap.add_argument("--out", type=Path, help=f"results JSON (default {DEFAULT_OUT.relative_to(ROOT)}; "
+                                             "--smoke: <work>/validity-smoke.json)")
+    ap.add_argument("--params", type=Path, default=ROOT / "params.yaml", help="base params file")
+    ap.add_argument("--clean", action="store_true", help="remove a region's work folder once it is measured")
+    args = ap.parse_args(argv)
+    size = SIZES["smoke" if args.smoke else "full"]
+    args.region_list = args.regions.split(",") if args.regions else list(size.regions)
+    unknown = sorted(set(args.region_list) - set(REGION_NAMES))
+    if unknown:
+        ap.error(f"unknown region(s) {', '.join(unknown)}; choose from {', '.join(REGION_NAMES)}")
+    if args.seeds and "seeds" not in TrainConfig.model_fields:
+        ap.error("--seeds needs train.seeds (seed ensembles), which this checkout's config does not have")
+    if args.jobs < 1:
+        ap.error("--jobs must be >= 1")
+    args.settings = Settings(
+        mode="smoke" if args.smoke else "full", folds=args.folds or size.folds,
+        max_epochs=args.max_epochs or size.max_epochs,
+        seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
+        profile=size.profile, base_params=args.params.resolve())
+    args.out = args.out or (args.work / "validity-smoke.json" if args.smoke else DEFAULT_OUT)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from machine import machine  # imports torch: only for a run
+
+    settings, regions = args.settings, [r for r in REGIONS if r.name in args.region_list]
+    info = {**machine(), "jobs": args.jobs}
+    print(f"validity ({settings.mode}): {len(regions)} region(s) {', '.join(r.name for r in regions)}; "
+          f"{settings.folds} folds x {settings.max_epochs} epochs"
+          + (f", seeds {list(settings.seeds)}" if settings.seeds else "")
+          + f"; work {args.work}; results {args.out}; {info['logical_cpus']} CPUs, jobs {args.jobs}", flush=True)
+    old = _read_json(args.out).get("regions", []) if _read_json(args.out).get("mode") == settings.mode else []
+    for r in regions:  # every region's params checked before the first stage of an hour-long run
+        region_params(r, settings, args.work / r.name)
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+
+    def finished(row: dict) -> None:  # after every region: a run that dies keeps what it measured
+        rows.append(row)
+        write_json(args.out, _document(_merge_rows(old, rows), settings, info, time.perf_counter() - t0))
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # like Ctrl-C: stop the stages, keep the rows
+    try:
+        if args.jobs == 1:
+            for r in regions:
+                finished(run_region(r, settings, args.work, 0, args.clean))
+        else:
+            with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                futures = [pool.submit(run_region, r, settings, args.work, i, args.clean)
+                           for i, r in enumerate(regions)]
+                for fut in as_completed(futures):
+                    finished(fut.result())
+    except BaseException:
+        _STOP.set()
+        for proc in list(_LIVE):  # other threads' stages (this thread's stops itself in run_stage)
+            proc.terminate()
+        print(f"interrupted: {args.out} holds the {len(rows)} region(s) finished in this run", file=sys.stderr)
+        raise
+    print("\n".join(validity_lines(_read_json(args.out))))
+    if args.out.resolve() == DEFAULT_OUT:
+        write_readme(HERE / "results", HERE / "README.md")
+    failed = [r["name"] for r in rows if "error" in r]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -84,6 +84,14 @@ def test_calibrate_uses_valid_validation_pixels_only(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_fold_without_valid_validation_pixels_is_a_clear_error():
+    batch = {"image": torch.zeros(2, 2, 8, 8), "target": torch.ones(2, 1, 8, 8),
+             "valid": torch.zeros(2, 1, 8, 8, dtype=torch.bool)}  # all cloud
+    dm = SimpleNamespace(val_set=[batch], val_dataloader=lambda: [batch])
+    with pytest.raises(GlaciermapError, match="no valid validation pixels to calibrate"):
+        calibrate(ScaledInput(), dm)
+
+
 # --------------------------------------------------------------------- uncalibrated bundles
 def _bundle(folder, fold):
     """A random-weight U-Net bundle, as training writes it before calibrating."""

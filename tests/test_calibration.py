@@ -92,6 +92,17 @@ def test_a_fold_without_valid_validation_pixels_is_a_clear_error():
         calibrate(ScaledInput(), dm)
 
 
+def test_an_uninformative_model_reaches_the_temperature_bound_with_a_warning():
+    g = torch.Generator().manual_seed(4)
+    x = 2.0 * torch.randn(4, 1, 32, 32, generator=g)
+    batch = {"image": x, "target": torch.bernoulli(torch.full_like(x, 0.5), generator=g),  # labels ignore x
+             "valid": torch.ones_like(x, dtype=torch.bool)}
+    dm = SimpleNamespace(val_set=[batch], val_dataloader=lambda: [batch])
+    with pytest.warns(UserWarning, match="temperature reached its bound .*carry almost no information"):
+        result = calibrate(ScaledInput(), dm)
+    assert result["temperature"] == pytest.approx(100.0)
+
+
 # --------------------------------------------------------------------- uncalibrated bundles
 def _bundle(folder, fold):
     """A random-weight U-Net bundle, as training writes it before calibrating."""

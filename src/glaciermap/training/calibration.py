@@ -24,6 +24,7 @@ calibrated model has freq_b = conf_b. The expected calibration error is
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -116,6 +117,13 @@ def calibrate(model: torch.nn.Module, dm, *, device: str | torch.device = "cpu",
         raise GlaciermapError("no valid validation pixels to calibrate the model on",
                               hint="the fold's validation glaciers are missing or fully masked: check the folds")
     t = fit_temperature(z, y, max_pixels=max_pixels)
+    if abs(math.log(t)) >= LOG_T_BOUND - 1e-6:
+        why = ("the model's validation probabilities carry almost no information (scaled to about 0.5 "
+               "everywhere): train longer or check the data" if t > 1 else
+               "the validation pixels are perfectly separated (e.g. all one class), so T is not identified: "
+               "use more validation glaciers")
+        warnings.warn(f"calibration temperature reached its bound ({t:.3g}; allowed 0.01 to 100): {why}",
+                      stacklevel=2)
     out: dict[str, Any] = {"temperature": t}
     bins = {}
     for when, scale in (("before", 1.0), ("after", t)):

@@ -35,7 +35,6 @@ import torch
 from glaciermap.data.cubes import read_cube
 from glaciermap.device import autocast, autocast_dtype, resolve_device
 from glaciermap.errors import ConfigError
-from glaciermap.models.serialize import require_calibrated
 
 
 @dataclass
@@ -263,7 +262,7 @@ def predict_cube_file(model: torch.nn.Module, bundle, path, *, stride: int, batc
     """Calibrated probability map of a cube file with a trained model bundle (inputs normalised with
     the bundle's fold statistics, windows of its patch size, logits divided by its temperature),
     and the prepared cube. An uncalibrated bundle is an error naming its calibration.json or alias."""
-    temperature = require_calibrated(bundle)
+    temperature = bundle.calibrated_temperature()
     cube = prepare_cube(path, bundle.groups, bundle.stats)
     prob = predict_cube(model, cube, bundle.groups, size=bundle.patch_size, stride=stride,
                         batch_size=batch_size, tta=tta, temperature=temperature, device=device,

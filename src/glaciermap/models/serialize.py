@@ -43,6 +43,10 @@ class ModelBundle:
     def channels(self) -> dict[str, int]:
         return {g: len(b) for g, b in self.groups.items()}
 
+    def calibrated_temperature(self) -> float:
+        """`require_calibrated(self)`, for layers that may not import this module (data.windows)."""
+        return require_calibrated(self)
+
 
 def save_bundle(folder: str | Path, model: torch.nn.Module, bundle: ModelBundle) -> Path:
     """Write weights and config into `folder` (each file atomically)."""

@@ -74,8 +74,12 @@ def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, n_bins: int = N
     count = torch.bincount(idx, minlength=n_bins)
     sum_p = torch.bincount(idx, weights=p, minlength=n_bins)
     sum_y = torch.bincount(idx, weights=y, minlength=n_bins)
-    mean = lambda s: [float(a / n) if n else None for a, n in zip(s.tolist(), count.tolist())]  # noqa: E731
-    return {"edges": [k / n_bins for k in range(n_bins + 1)], "count": count.tolist(),
+    n = count.tolist()
+
+    def mean(total: torch.Tensor) -> list[float | None]:
+        return [a / c if c else None for a, c in zip(total.tolist(), n)]
+
+    return {"edges": [k / n_bins for k in range(n_bins + 1)], "count": n,
             "confidence": mean(sum_p), "frequency": mean(sum_y)}
 
 

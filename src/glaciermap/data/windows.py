@@ -12,10 +12,11 @@ Training, evaluation, inference, the served model and the benchmarks all go thro
         P(p) = sum_w  b(p - o_w) * sigmoid(f(x_w) / T)(p - o_w)  /  sum_w b(p - o_w)
 
     over windows w at offsets o_w, with the model's calibration temperature T (1: raw logits;
-    `predict_cube_file` takes it from the bundle and refuses an uncalibrated one). The cube moves to the device once per strip of window rows (on a
-    GPU the next strip is copied while the current one is predicted); a batch of windows is cut
-    with one gather, the forward pass runs under bf16 autocast where supported, and blending is one
-    `index_add_` per batch on the device: one host transfer per strip each way. Strips bound the
+    `predict_cube_file` takes it from the bundle and refuses an uncalibrated one). The cube moves
+    to the device once per strip of window rows (on a GPU the next strip is copied while the
+    current one is predicted); a batch of windows is cut with one gather, the forward pass runs
+    under bf16 autocast where supported, and blending is one `index_add_` per batch on the device:
+    one host transfer per strip each way. Strips bound the
     device memory for cubes larger than the GPU (`max_strip_bytes`); rows no later strip touches
     are final.
 
@@ -199,8 +200,8 @@ class _StripLoader:
 @torch.inference_mode()
 def predict_cube(model: torch.nn.Module, cube: PreparedCube, groups: dict[str, list[str]], *,
                  size: int = 256, stride: int = 192, batch_size: int = 8, tta: bool = False,
-                 temperature: float = 1.0, device: str | torch.device = "cpu", precision: str = "auto", channels_last: bool | None = None,
-                 max_strip_bytes: int = 2 << 30) -> np.ndarray:
+                 temperature: float = 1.0, device: str | torch.device = "cpu", precision: str = "auto",
+                 channels_last: bool | None = None, max_strip_bytes: int = 2 << 30) -> np.ndarray:
     """Glacier probability (H, W) in [0, 1] for one cube (see the module docstring for the blending).
 
     `temperature` T divides the logits before the sigmoid (calibration; 1 leaves them as they are).

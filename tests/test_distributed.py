@@ -34,7 +34,8 @@ def test_map_cubes_deals_each_item_to_exactly_one_rank(tmp_path):
 
 
 def _bundles(cubes_dir: Path, folds) -> dict:
-    """A small random-weight U-Net per fold, with the fold's statistics (what the registry returns)."""
+    """A small random-weight U-Net per fold, with the fold's statistics and a temperature (what the
+    registry returns for a calibrated model)."""
     from glaciermap.config import ModelConfig, SensorsConfig
     from glaciermap.models import build_model
     from glaciermap.models.serialize import ModelBundle
@@ -46,7 +47,7 @@ def _bundles(cubes_dir: Path, folds) -> dict:
         cfg = ModelConfig(name="unet", encoder="resnet18")
         model = build_model(cfg, {g: len(b) for g, b in groups.items()}).eval()
         out[f.index] = (model, ModelBundle(model=cfg.model_dump(mode="json"), groups=groups, stats=f.stats,
-                                           patch_size=64, sensor_set="optical", fold=f.index))
+                                           patch_size=64, sensor_set="optical", fold=f.index, temperature=1.5))
     return out
 
 
@@ -108,5 +109,6 @@ def test_a_fold_trains_on_two_ranks_like_on_one(tmp_path, cubes_dir, folds, monk
         assert client.get_run(r["run_id"]).info.status == "FINISHED"
         model, bundle = load_bundle(tmp_path / name / "model")
         assert bundle.fold == 0 and sum(bundle.channels.values()) == 6
+        assert bundle.temperature == r["temperature"] > 0  # calibrated in this process after the ranks' fit
     val = {n: client.get_metric_history(r["run_id"], "val_pixels") for n, r in results.items()}
     assert val["one"] and val["one"][-1].value == val["two"][-1].value  # every val pixel counted once

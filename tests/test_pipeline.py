@@ -51,6 +51,11 @@ def test_stage_outputs_exist(repro):
         assert not (run_dir / "checkpoints").exists()  # a finished run keeps its bundle, not its checkpoints
         history = (work / f"metrics/train/unet_optical_dem_fold{f}_history.csv").read_text().splitlines()
         assert len(history) == 2 and history[1].split(",")[1]  # epoch 0, with its own train_loss
+        calib = json.loads((run_dir / "model/calibration.json").read_text())  # in the bundle: it travels with it
+        train = json.loads((work / f"metrics/train/unet_optical_dem_fold{f}.json").read_text())
+        assert calib["temperature"] > 0 and calib["n_pixels"] > 0 and (run_dir / "reliability.png").exists()
+        assert {k: train[k] for k in ("temperature", "ece_before", "ece_after")} == \
+            {k: calib[k] for k in ("temperature", "ece_before", "ece_after")}
     ev = json.loads((work / "metrics/evaluate/unet_optical_dem.json").read_text())
     assert set(ev["folds"]) == {"fold0", "fold1"}
     test_glaciers = {f"fold{k}": len(fold["test"]) for k, fold in enumerate(folds)}
@@ -80,6 +85,8 @@ def test_mlflow_holds_parent_and_fold_runs(repro):
         assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert r.info.status == "FINISHED"
         assert "best_val_iou" in r.data.metrics and "val_iou" in r.data.metrics
+        assert {"temperature", "ece_before", "ece_after"} <= set(r.data.metrics)
+        assert "reliability.png" in {a.path for a in client.list_artifacts(r.info.run_id)}
         assert r.data.tags["glaciermap.model"] == "unet"
         assert r.data.tags["glaciermap.sensor_set"] == "optical_dem"
         assert "dvc_data_md5" in r.data.tags and "git_commit" in r.data.tags
@@ -172,7 +179,9 @@ def test_registry_alias_gives_the_in_memory_model_probabilities(repro):
 
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
     reg_model, bundle = load_registered("glaciermap-unet-optical_dem", "fold-1")
-    local_model, _ = load_bundle(work / "runs/unet/optical_dem/fold1/model")
+    local_model, local = load_bundle(work / "runs/unet/optical_dem/fold1/model")
+    assert bundle.temperature == local.temperature is not None  # calibration.json travelled with the model
+    assert bundle.source == "models:/glaciermap-unet-optical_dem@fold-1"  # what an error would name
     folds = json.loads((work / "products/folds.json").read_text())["folds"]
     cube = prepare_cube(work / "products/cubes" / _inventory_path(work, folds[1]["test"][0]),
                         bundle.groups, bundle.stats)

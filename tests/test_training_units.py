@@ -74,6 +74,14 @@ def test_sliding_window_blends_to_the_model_output_everywhere(shape):
     np.testing.assert_allclose(prob, 1 / (1 + np.exp(-0.7)), rtol=1e-5)
 
 
+@pytest.mark.parametrize("tta", [False, True])
+@pytest.mark.parametrize("temperature", [2.5, 0.6])
+def test_temperature_divides_the_logits_before_the_sigmoid(temperature, tta):
+    prob = predict_cube(ConstantModel(1.2), _cube(40, 50), {"optical": ["a", "b"]}, size=32, stride=20,
+                        tta=tta, temperature=temperature)
+    np.testing.assert_allclose(prob, 1 / (1 + np.exp(-1.2 / temperature)), rtol=1e-5)
+
+
 def test_channels_last_inference_gives_the_same_probabilities():
     """U-Net runs channels_last by default (faster on CPU): the map must not change."""
     from glaciermap.models import build_model

@@ -9,12 +9,14 @@ Training, evaluation, inference, the served model and the benchmarks all go thro
     blend_window(size)                   weights sin^2 falling to ~0 at the window edge
     predict_cube(model, cube, ...)       the whole cube's glacier probability:
 
-        P(p) = sum_w  b(p - o_w) * sigmoid(f(x_w))(p - o_w)  /  sum_w b(p - o_w)
+        P(p) = sum_w  b(p - o_w) * sigmoid(f(x_w) / T)(p - o_w)  /  sum_w b(p - o_w)
 
-    over windows w at offsets o_w. The cube moves to the device once per strip of window rows (on a
-    GPU the next strip is copied while the current one is predicted); a batch of windows is cut
-    with one gather, the forward pass runs under bf16 autocast where supported, and blending is one
-    `index_add_` per batch on the device: one host transfer per strip each way. Strips bound the
+    over windows w at offsets o_w, with the model's calibration temperature T (1: raw logits;
+    `predict_cube_file` takes it from the bundle and refuses an uncalibrated one). The cube moves
+    to the device once per strip of window rows (on a GPU the next strip is copied while the
+    current one is predicted); a batch of windows is cut with one gather, the forward pass runs
+    under bf16 autocast where supported, and blending is one `index_add_` per batch on the device:
+    one host transfer per strip each way. Strips bound the
     device memory for cubes larger than the GPU (`max_strip_bytes`); rows no later strip touches
     are final.
 
@@ -132,12 +134,13 @@ def blend_window(size: int) -> np.ndarray:
     return np.maximum(np.outer(w1, w1), 1e-4).astype(np.float32)
 
 
-def _forward(model: torch.nn.Module, x: torch.Tensor, loc, present, tta: bool) -> torch.Tensor:
-    p = torch.sigmoid(model(x, loc, present).float())
+def _forward(model: torch.nn.Module, x: torch.Tensor, loc, present, tta: bool, temperature: float) -> torch.Tensor:
+    """sigmoid(logits / T); with `tta` the mean of that over the identity and three flips."""
+    p = torch.sigmoid(model(x, loc, present).float() / temperature)
     if not tta:
         return p
     for dims in ((-1,), (-2,), (-2, -1)):
-        p = p + torch.flip(torch.sigmoid(model(torch.flip(x, dims), loc, present).float()), dims)
+        p = p + torch.flip(torch.sigmoid(model(torch.flip(x, dims), loc, present).float() / temperature), dims)
     return p / 4
 
 
@@ -198,10 +201,11 @@ class _StripLoader:
 @torch.inference_mode()
 def predict_cube(model: torch.nn.Module, cube: PreparedCube, groups: dict[str, list[str]], *,
                  size: int = 256, stride: int = 192, batch_size: int = 8, tta: bool = False,
-                 device: str | torch.device = "cpu", precision: str = "auto", channels_last: bool | None = None,
-                 max_strip_bytes: int = 2 << 30) -> np.ndarray:
+                 temperature: float = 1.0, device: str | torch.device = "cpu", precision: str = "auto",
+                 channels_last: bool | None = None, max_strip_bytes: int = 2 << 30) -> np.ndarray:
     """Glacier probability (H, W) in [0, 1] for one cube (see the module docstring for the blending).
 
+    `temperature` T divides the logits before the sigmoid (calibration; 1 leaves them as they are).
     `device` is a torch device or "auto"; `precision` "auto" runs bf16 autocast where supported.
     `channels_last` (None: the model's `prefers_channels_last`) converts the model's weights in
     place and feeds it channels_last batches: same values, faster convolutions on CPU and GPU.
@@ -242,7 +246,7 @@ def predict_cube(model: torch.nn.Module, cube: PreparedCube, groups: dict[str, l
             x = flat_img[:, idx].transpose(0, 1).reshape(n, c, size, size).contiguous(memory_format=fmt)
             present = flat_finite[:, idx].any(-1).T  # (B, G): groups with any data in the window
             with autocast(dev, dtype):
-                prob = _forward(model, x, loc.expand(n, 2), present, tta)[:, 0]
+                prob = _forward(model, x, loc.expand(n, 2), present, tta, temperature)[:, 0]
             acc.view(-1).index_add_(0, idx.flatten(), (prob * win).flatten())
             wsum.view(-1).index_add_(0, idx.flatten(), win.flatten().repeat(n))
         final = (strips[k + 1][0] if k + 1 < len(strips) else r1) - r0  # rows no later strip touches
@@ -257,9 +261,12 @@ def predict_cube(model: torch.nn.Module, cube: PreparedCube, groups: dict[str, l
 def predict_cube_file(model: torch.nn.Module, bundle, path, *, stride: int, batch_size: int,
                       tta: bool = False, device: str | torch.device = "cpu", precision: str = "auto"
                       ) -> tuple[np.ndarray, PreparedCube]:
-    """Probability map of a cube file with a trained model bundle (inputs normalised with the
-    bundle's fold statistics, windows of its patch size), and the prepared cube."""
+    """Calibrated probability map of a cube file with a trained model bundle (inputs normalised with
+    the bundle's fold statistics, windows of its patch size, logits divided by its temperature),
+    and the prepared cube. An uncalibrated bundle is an error naming its calibration.json or alias."""
+    temperature = bundle.calibrated_temperature()
     cube = prepare_cube(path, bundle.groups, bundle.stats)
     prob = predict_cube(model, cube, bundle.groups, size=bundle.patch_size, stride=stride,
-                        batch_size=batch_size, tta=tta, device=device, precision=precision)
+                        batch_size=batch_size, tta=tta, temperature=temperature, device=device,
+                        precision=precision)
     return prob, cube

@@ -3,7 +3,9 @@
 The served model maps what `glaciermap infer` maps: the input is a normalised cube (or a batch of
 them) of any size, predicted window by window with the bundle's patch size and blended
 (`glaciermap.data.windows.predict_cube`), on the accelerator when one is present. NaN marks no
-data, so a sensor group without data in a window is absent for the model, as in infer.
+data, so a sensor group without data in a window is absent for the model, as in infer. The
+probabilities are calibrated with the bundle's temperature; a bundle without calibration.json is
+refused when the model loads.
 
 Input: (B, C, H, W) or (C, H, W) float32, bands normalised with the bundle's statistics, in the
 sensor set's order. Params (optional): lon, lat (degrees; GlaViTU's location encoding), stride,
@@ -21,9 +23,10 @@ class GlacierModel(PythonModel):
     """Normalised cube(s) -> glacier probability, through the same windowing as `glaciermap infer`."""
 
     def load_context(self, context) -> None:
-        from glaciermap.models.serialize import load_bundle
+        from glaciermap.models.serialize import load_bundle, require_calibrated
 
         self.model, self.bundle = load_bundle(context.artifacts["bundle"])
+        self.temperature = require_calibrated(self.bundle)
 
     def predict(self, context, model_input, params=None):
         from glaciermap.data.windows import PreparedCube, predict_cube
@@ -40,7 +43,7 @@ class GlacierModel(PythonModel):
                                 valid=np.ones((h, w), bool), location=location,
                                 glacier_pixels=np.zeros((0, 2), np.int64))
             out.append(predict_cube(self.model, cube, self.bundle.groups, size=size,
-                                    stride=int(params.get("stride", size * 3 // 4)),
+                                    stride=int(params.get("stride", size * 3 // 4)), temperature=self.temperature,
                                     device=params.get("device", "auto"))[None])
         return np.stack(out)
 

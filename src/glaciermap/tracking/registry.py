@@ -54,7 +54,9 @@ def load_model_uri(model_uri: str):
         if meta is None:
             raise GlaciermapError(f"{model_uri} holds no glaciermap bundle",
                                   hint="register models trained by `glaciermap train`")
-        return load_bundle(meta.parent)
+        model, bundle = load_bundle(meta.parent)
+        bundle.source = model_uri  # errors name the URI (alias), not a temporary download folder
+        return model, bundle
 
 
 def registered_name(model: str, sensor_set: str) -> str:

@@ -1,4 +1,5 @@
-"""The training run's figure: predictions vs truth on a few validation patches (logged to MLflow)."""
+"""The training run's figures (logged to MLflow): predictions vs truth on a few validation patches, and
+the reliability diagram of its calibration."""
 
 from __future__ import annotations
 
@@ -46,5 +47,32 @@ def sample_predictions_figure(model: torch.nn.Module, dm, path: Path, n: int = 4
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+    return path
+
+
+def reliability_figure(calibration: dict, path: Path) -> Path:
+    """Reliability diagram of a calibration result (`training.calibration.calibrate`): glacier
+    frequency against mean probability per bin, before and after temperature scaling (ECE in the
+    legend), over the pixel count per bin."""
+    bins = calibration["bins"]
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="calibrated")
+    edges = np.asarray(bins["before"]["edges"])
+    for when, label, colour in (("before", "raw logits", "tab:red"),
+                                ("after", f"T = {calibration['temperature']:.3g}", "tab:blue")):
+        b = bins[when]
+        conf = np.array([np.nan if v is None else v for v in b["confidence"]])
+        freq = np.array([np.nan if v is None else v for v in b["frequency"]])
+        ax.plot(conf, freq, "o-", ms=3, color=colour,
+                label=f"{label} (ECE {calibration[f'ece_{when}']:.3f})")
+        hist.stairs(b["count"], edges, color=colour)
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="glacier fraction", aspect="equal",
+           title=f"validation pixels: {calibration['n_pixels']:,}")
+    ax.legend(fontsize=8, loc="upper left")
+    hist.set(yscale="log", xlabel="predicted glacier probability", ylabel="pixels")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return path

@@ -29,15 +29,17 @@ from mlflow.tracking import MlflowClient
 from glaciermap.config import Params
 from glaciermap.data.datamodule import GlacierDataModule
 from glaciermap.data.folds import read_folds
+from glaciermap.device import resolve_device
 from glaciermap.errors import ConfigError, GlaciermapError
 from glaciermap.io import atomic_path, write_json, write_text
-from glaciermap.models.serialize import ModelBundle, save_bundle
+from glaciermap.models.serialize import CALIBRATION, ModelBundle, save_bundle
 from glaciermap.testhooks import hang_at
 from glaciermap.tracking import runs as tracking
 from glaciermap.tracking.registry import log_model
 from glaciermap.tracking.runs import (DATA_TAG, FINISHED_FILE, INPUTS_FILE, MODEL_DIR, RUN_ID_FILE, RunSpec,
                                       data_key)
-from glaciermap.training.figures import sample_predictions_figure
+from glaciermap.training.calibration import calibrate
+from glaciermap.training.figures import reliability_figure, sample_predictions_figure
 from glaciermap.training.task import SegmentationTask
 
 
@@ -299,7 +301,11 @@ def _train_in(run_dir: Path, params: Params, spec: RunSpec, dm: GlacierDataModul
 def finish_run(client: MlflowClient, run_id: str, params: Params, spec: RunSpec, run_dir: Path,
                task: SegmentationTask, dm: GlacierDataModule, checkpoint: ModelCheckpoint,
                trainer: L.Trainer, metrics_path: Path, history_path: Path) -> dict[str, Any]:
-    """Export the best weights, write metrics, log artifacts and the registrable model.
+    """Export the best weights, calibrate them, write metrics, log artifacts and the registrable model.
+
+    Calibration (`training.calibration`): the temperature fitted on the fold's validation pixels
+    goes into the bundle (`model/calibration.json`, so it travels with the logged model), its
+    reliability diagram into `reliability.png`; temperature and ECE before/after into the metrics.
 
     Then the checkpoints (weights and optimiser state, about 300 MB each for the demo's U-Net) are
     deleted: a finished run never resumes (`prepare_run_dir`) and inference reads the exported
@@ -314,17 +320,22 @@ def finish_run(client: MlflowClient, run_id: str, params: Params, spec: RunSpec,
                          patch_size=params.patches.size, sensor_set=spec.sensor_set, fold=spec.fold,
                          extra={"model_key": spec.model, "mlflow_run_id": run_id})
     save_bundle(run_dir / MODEL_DIR, task.model, bundle)
+    calib = calibrate(task.model, dm, device=resolve_device("cpu" if params.train.accelerator == "cpu" else "auto"))
+    write_json(run_dir / MODEL_DIR / CALIBRATION, calib)
+    reliability = reliability_figure(calib, run_dir / "reliability.png")
     score = checkpoint.best_model_score
     if score is None:  # trained in spawned ranks: the score is in the checkpoint's callback state
         score = next((v.get("best_model_score") for k, v in ckpt.get("callbacks", {}).items()
                       if k.startswith("ModelCheckpoint")), None)
     best_iou = float(score) if score is not None else float("nan")
-    metrics = {"best_val_iou": best_iou, "epochs": trainer.current_epoch,
+    calib_metrics = {k: calib[k] for k in ("temperature", "ece_before", "ece_after")}
+    metrics = {"best_val_iou": best_iou, "epochs": trainer.current_epoch, **calib_metrics,
                "fold": spec.fold, "model": spec.model, "sensor_set": spec.sensor_set}
     write_json(metrics_path, metrics)
-    client.log_metric(run_id, "best_val_iou", best_iou)
+    for k, v in {"best_val_iou": best_iou, **calib_metrics}.items():
+        client.log_metric(run_id, k, v)
     fig_path = sample_predictions_figure(task.model, dm, run_dir / "samples.png")
-    for p in (metrics_path, history_path, fig_path):
+    for p in (metrics_path, history_path, fig_path, reliability):
         if p.exists():
             client.log_artifact(run_id, str(p))
     client.log_text(run_id, json.dumps(params.model_dump(mode="json"), indent=2, default=str), "params.json")

@@ -34,7 +34,8 @@ def test_map_cubes_deals_each_item_to_exactly_one_rank(tmp_path):
 
 
 def _bundles(cubes_dir: Path, folds) -> dict:
-    """A small random-weight U-Net per fold, with the fold's statistics (what the registry returns)."""
+    """One member per fold: a small random-weight U-Net with the fold's statistics (what the registry
+    returns for train.seeds [0])."""
     from glaciermap.config import ModelConfig, SensorsConfig
     from glaciermap.models import build_model
     from glaciermap.models.serialize import ModelBundle
@@ -45,8 +46,8 @@ def _bundles(cubes_dir: Path, folds) -> dict:
         torch.manual_seed(f.index)
         cfg = ModelConfig(name="unet", encoder="resnet18")
         model = build_model(cfg, {g: len(b) for g, b in groups.items()}).eval()
-        out[f.index] = (model, ModelBundle(model=cfg.model_dump(mode="json"), groups=groups, stats=f.stats,
-                                           patch_size=64, sensor_set="optical", fold=f.index))
+        out[f.index] = [(model, ModelBundle(model=cfg.model_dump(mode="json"), groups=groups, stats=f.stats,
+                                            patch_size=64, sensor_set="optical", fold=f.index))]
     return out
 
 

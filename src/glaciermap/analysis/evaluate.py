@@ -1,4 +1,7 @@
-"""Test-set evaluation per fold: the paper's Table 1 (per fold, and mean +- std across folds)."""
+"""Test-set evaluation per fold: the paper's Table 1 (per fold, and mean +- std across folds).
+
+A fold's prediction is the mean probability of its members (one per seed of `train.seeds`), as in
+`glaciermap infer`."""
 
 from __future__ import annotations
 
@@ -10,23 +13,22 @@ from tqdm.auto import tqdm
 from glaciermap.config import Params
 from glaciermap.data.cubes import read_index
 from glaciermap.data.folds import read_folds
-from glaciermap.data.windows import n_windows, predict_cube_file
+from glaciermap.data.windows import n_windows
+from glaciermap.inference.run import member_probabilities
 from glaciermap.metrics import METRICS, confusion, scores
 from glaciermap.tracking.registry import fold_models
 
 
-def evaluate_fold(loaded, params: Params, glacier_ids: list[str], progress: bool = False) -> dict[str, Any]:
-    """Predict each test glacier's inventory cube with the fold's (model, bundle); pool the pixels."""
-    model, bundle = loaded
+def evaluate_fold(members: list, params: Params, glacier_ids: list[str], progress: bool = False) -> dict[str, Any]:
+    """Predict each test glacier's inventory cube with the mean probability of the fold's members
+    [(model, bundle), ...]; pool the pixels."""
+    bundle = members[0][1]
     index = read_index(params.data.cubes_dir)
     rows = index[(index.role == "inventory") & index.glacier_id.isin(glacier_ids)]
     total, n_patches = np.zeros(4, np.int64), 0
-    infer = params.infer
     for path in tqdm(rows.path, desc=f"evaluate fold {bundle.fold}", disable=not progress, leave=False):
-        prob, cube = predict_cube_file(model, bundle, params.data.cubes_dir / path, stride=params.patches.eval_stride,
-                                       batch_size=infer.batch_size or params.patches.batch_size,
-                                       device=infer.device, precision=infer.precision)
-        total += confusion(prob, cube.target, cube.valid)
+        probs, cube = member_probabilities(members, params.data.cubes_dir / path, params, device=params.infer.device)
+        total += confusion(probs.mean(axis=0), cube.target, cube.valid)
         n_patches += n_windows(*cube.target.shape, bundle.patch_size, params.patches.eval_stride)
     return {**scores(total), "n_glaciers": len(rows), "n_patches": n_patches,
             "n_pixels": int(total.sum())}

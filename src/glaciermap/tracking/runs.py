@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from glaciermap.config import Params, TrackingConfig
 from glaciermap.data.cubes import INDEX_FILE
-from glaciermap.errors import GlaciermapError
+from glaciermap.errors import ConfigError, GlaciermapError
 from glaciermap.io import check_writable, pid_alive
 
 RUN_ID_FILE = "mlflow_run_id"  # in a run folder: the MLflow run that trained it
@@ -40,27 +40,45 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One cell of the training matrix, and where its run folder lives: the one definition of
-    runs/<model>/<sensor set>/fold<k> (training writes it; evaluate, register and infer read it)."""
+    """One cell of the training matrix (an ensemble member: a fold and a seed), and where its run
+    folder lives: the one definition of runs/<model>/<sensor set>/fold<k>-seed<s> (training writes
+    it; evaluate, register and infer read it). The seed is in every member's folder and file names,
+    seed 0 included, because DVC's matrix can only join values (dvc.yaml declares the same paths)."""
 
     model: str
     sensor_set: str
     fold: int
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:  # Lightning's seed 1000 * seed + fold must be >= 0
+            raise ConfigError(f"seed {self.seed} is negative", hint="seeds are integers >= 0 (train.seeds)")
+
+    @property
+    def member(self) -> str:
+        """fold<k>-seed<s>: the run folder's name."""
+        return f"fold{self.fold}-seed{self.seed}"
+
+    @property
+    def rng_seed(self) -> int:
+        """Lightning's seed (initial weights, patch sampling): 1000 * seed + fold, distinct per member."""
+        return 1000 * self.seed + self.fold
 
     def run_dir(self, params: Params) -> Path:
-        return params.train.runs_dir / self.model / self.sensor_set / f"fold{self.fold}"
+        return params.train.runs_dir / self.model / self.sensor_set / self.member
 
     def model_dir(self, params: Params) -> Path:
         return self.run_dir(params) / MODEL_DIR
 
     @property
     def name(self) -> str:
-        return f"{self.model}_{self.sensor_set}_fold{self.fold}"
+        """<model>_<sensor set>_fold<k>_seed<s>: the member's metrics and history file names."""
+        return f"{self.model}_{self.sensor_set}_fold{self.fold}_seed{self.seed}"
 
     @property
     def tags(self) -> dict[str, str]:
         return {"glaciermap.model": self.model, "glaciermap.sensor_set": self.sensor_set,
-                "glaciermap.fold": str(self.fold)}
+                "glaciermap.fold": str(self.fold), "glaciermap.seed": str(self.seed)}
 
 
 def data_key(params: Params) -> str:

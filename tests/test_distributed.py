@@ -64,9 +64,11 @@ def test_infer_on_two_ranks_writes_what_one_process_writes(tmp_path, cubes_dir, 
     monkeypatch.setattr(run, "fold_models", lambda *a, **k: bundles)
     one = run.infer(params, "unet", "optical", tmp_path / "one", progress=False)
 
+    import glaciermap.data.windows as windows
+
     calls = []
-    real = run.predict_cube_file
-    monkeypatch.setattr(run, "predict_cube_file", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = windows.predict_cube_file
+    monkeypatch.setattr(windows, "predict_cube_file", lambda *a, **k: calls.append(a) or real(*a, **k))
     ddp = updated(params, infer=updated(params.infer, devices=2))
     two = run.infer(ddp, "unet", "optical", tmp_path / "two", progress=False)
     assert calls == []  # every raster came from the two ranks; this process only made the tables

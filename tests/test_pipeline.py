@@ -46,16 +46,16 @@ def test_stage_outputs_exist(repro):
     folds = json.loads((work / "products/folds.json").read_text())["folds"]
     assert len(folds) == 2
     for f in (0, 1):
-        run_dir = work / f"runs/unet/optical_dem/fold{f}"
+        run_dir = work / f"runs/unet/optical_dem/fold{f}-seed0"
         assert (run_dir / "model/model.safetensors").exists() and (run_dir / "finished").exists()
         assert not (run_dir / "checkpoints").exists()  # a finished run keeps its bundle, not its checkpoints
-        history = (work / f"metrics/train/unet_optical_dem_fold{f}_history.csv").read_text().splitlines()
+        history = (work / f"metrics/train/unet_optical_dem_fold{f}_seed0_history.csv").read_text().splitlines()
         assert len(history) == 2 and history[1].split(",")[1]  # epoch 0, with its own train_loss
     ev = json.loads((work / "metrics/evaluate/unet_optical_dem.json").read_text())
     assert set(ev["folds"]) == {"fold0", "fold1"}
     test_glaciers = {f"fold{k}": len(fold["test"]) for k, fold in enumerate(folds)}
     for name, r in ev["folds"].items():
-        assert r["n_glaciers"] == test_glaciers[name] and r["n_patches"] > 0
+        assert r["n_glaciers"] == test_glaciers[name] and r["n_patches"] > 0 and r["n_members"] == 1
         p_, r_ = r["precision"], r["recall"]  # IoU = TP/(TP+FP+FN) = p*r / (p + r - p*r)
         expected = 0.0 if p_ != p_ or r_ == 0 else p_ * r_ / (p_ + r_ - p_ * r_)  # no positive: precision NaN
         assert r["iou"] == pytest.approx(expected, rel=1e-9, abs=1e-12), (name, r)
@@ -77,7 +77,7 @@ def test_mlflow_holds_parent_and_fold_runs(repro):
         assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert r.info.status == "FINISHED"
         assert "best_val_iou" in r.data.metrics and "val_iou" in r.data.metrics
-        assert r.data.tags["glaciermap.model"] == "unet"
+        assert r.data.tags["glaciermap.model"] == "unet" and r.data.tags["glaciermap.seed"] == "0"
         assert r.data.tags["glaciermap.sensor_set"] == "optical_dem"
         assert "dvc_data_md5" in r.data.tags and "git_commit" in r.data.tags
         assert r.data.params["train.max_epochs"] == "1"
@@ -144,7 +144,7 @@ def test_registry_alias_gives_the_in_memory_model_probabilities(repro):
 
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
     reg_model, bundle = load_registered("glaciermap-unet-optical_dem", "fold-1")
-    local_model, _ = load_bundle(work / "runs/unet/optical_dem/fold1/model")
+    local_model, _ = load_bundle(work / "runs/unet/optical_dem/fold1-seed0/model")
     folds = json.loads((work / "products/folds.json").read_text())["folds"]
     cube = prepare_cube(work / "products/cubes" / _inventory_path(work, folds[1]["test"][0]),
                         bundle.groups, bundle.stats)
@@ -224,7 +224,7 @@ def test_new_training_params_map_with_the_runs_they_trained(repro):
     after = {a: v["run_id"] for a, v in json.loads((work / "products/registry.json").read_text())["aliases"].items()}
     assert set(after) == set(before) and not set(after.values()) & set(before.values())
     for alias, run_id in after.items():  # exactly the runs in the run folders of this configuration
-        assert (work / f"runs/unet/optical_dem/fold{alias.split('-')[1]}/mlflow_run_id").read_text() == run_id
+        assert (work / f"runs/unet/optical_dem/fold{alias.split('-')[1]}-seed0/mlflow_run_id").read_text() == run_id
     assert rasters[0].read_bytes() != old_raster  # infer mapped with the new models
 
 
@@ -237,7 +237,7 @@ def test_killed_training_resumes_from_last_checkpoint_in_the_same_mlflow_run(rep
     (work / "resume.yaml").write_text("train: {max_epochs: 3, runs_dir: runs_resume}\n")
     run(["glaciermap", "config", "apply", "resume.yaml"], work, env)
     cmd = ["glaciermap", "-q", "train", "--model", "unet", "--sensors", "optical_dem", "--fold", "0"]
-    run_dir, ready = work / "runs_resume/unet/optical_dem/fold0", work / "ready"
+    run_dir, ready = work / "runs_resume/unet/optical_dem/fold0-seed0", work / "ready"
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**env, "GLACIERMAP_TEST_HANG_AT": "epoch1", "GLACIERMAP_TEST_READY": str(ready)})
     while not ready.exists():  # the trainer writes it as epoch 1 starts, then sleeps
@@ -252,7 +252,7 @@ def test_killed_training_resumes_from_last_checkpoint_in_the_same_mlflow_run(rep
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     assert client.get_run(killed).info.status == "RUNNING"  # the killed trainer could not close it
     run_id = (run_dir / "mlflow_run_id").read_text()
-    history = work / "metrics/train/unet_optical_dem_fold0_history.csv"
+    history = work / "metrics/train/unet_optical_dem_fold0_seed0_history.csv"
     first = history.read_text().splitlines()
     run(cmd, work, env)
     rows = history.read_text().splitlines()

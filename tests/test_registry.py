@@ -128,7 +128,7 @@ def members(tmp_path, monkeypatch):
 def test_register_registers_every_member_and_names_the_champion_among_them(members):
     from glaciermap.tracking.registry import fold_models, register_runs
 
-    raw, params, client = members
+    _, params, client = members
     result = register_runs(params, "unet", "optical_dem")
     assert set(result["aliases"]) == {"fold-0", "fold-0-seed-1", "fold-1", "fold-1-seed-1"}
     for alias, v in result["aliases"].items():  # each alias is the run of its member's run folder

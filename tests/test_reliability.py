@@ -672,6 +672,7 @@ class Fakes:
 
 def install_fake_models(fakes: Fakes, monkeypatch=None) -> None:
     """fold_models gives fake members (fold, seed) of every fold and seed; predictions are recorded."""
+    import glaciermap.data.windows as windows
     import glaciermap.inference.run as run
 
     def bundle(fold: int, seed: int) -> SimpleNamespace:
@@ -679,14 +680,14 @@ def install_fake_models(fakes: Fakes, monkeypatch=None) -> None:
         return SimpleNamespace(groups={}, stats={}, patch_size=64, fold=fold, seed=seed,
                                extra={"mlflow_run_id": run_id})
 
-    patches = {"fold_models": lambda params, model, sensor_set, registry: {
+    patches = {(run, "fold_models"): lambda params, model, sensor_set, registry: {
                    f: [(None, bundle(f, s)) for s in params.train.seeds] for f in params.train.folds},
-               "predict_cube_file": lambda net, bundle, path, **kw: (fakes.predict(path, bundle), None)}
-    for name, fn in patches.items():
+               (windows, "predict_cube_file"): lambda net, bundle, path, **kw: (fakes.predict(path, bundle), None)}
+    for (module, name), fn in patches.items():
         if monkeypatch is None:
-            setattr(run, name, fn)
+            setattr(module, name, fn)
         else:
-            monkeypatch.setattr(run, name, fn)
+            monkeypatch.setattr(module, name, fn)
 
 
 @pytest.fixture
@@ -798,6 +799,26 @@ def test_a_glacier_is_mapped_only_by_the_members_of_the_fold_that_held_it_out(in
         prob, std = read_probability(tmp_path / "predictions" / r.epoch / f"{r.glacier_id}.tif", cube.grid)
         np.testing.assert_allclose(prob, 0.2 + 0.6 * cube.mask_glacier, atol=1e-6)
         np.testing.assert_allclose(std, 0.1, atol=1e-6)
+
+
+def test_evaluate_scores_the_mean_probability_of_the_folds_members(infer_setup, folds, monkeypatch):
+    """Member 0 says 0.6 everywhere (alone: every pixel glacier), member 1 says 0.45 on the glacier and
+    0.2 off it (alone: no glacier); their mean, 0.525 on and 0.4 off, is exactly the glacier (IoU 1)."""
+    import glaciermap.data.windows as windows
+    from glaciermap.analysis.evaluate import evaluate_fold
+
+    params = infer_setup[0]
+
+    def predict(net, bundle, path, **kw):
+        mask = read_cube(path).mask_glacier.astype(np.float32)
+        prob = np.full_like(mask, 0.6) if bundle.seed == 0 else 0.2 + 0.25 * mask
+        return prob, SimpleNamespace(target=mask.astype(np.uint8), valid=np.ones(mask.shape, bool))
+
+    monkeypatch.setattr(windows, "predict_cube_file", predict)
+    member = [(None, SimpleNamespace(fold=0, seed=s, patch_size=64)) for s in (0, 1)]
+    scores = {name: evaluate_fold(m, params, folds[0].test)["iou"]
+              for name, m in {"mean": member, "seed0": member[:1], "seed1": member[1:]}.items()}
+    assert scores["mean"] == 1.0 and scores["seed0"] < 1.0 and scores["seed1"] == 0.0
 
 
 def test_a_member_that_predicts_nan_is_named_by_its_alias(infer_setup, tmp_path):

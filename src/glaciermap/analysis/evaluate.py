@@ -13,8 +13,7 @@ from tqdm.auto import tqdm
 from glaciermap.config import Params
 from glaciermap.data.cubes import read_index
 from glaciermap.data.folds import read_folds
-from glaciermap.data.windows import n_windows
-from glaciermap.inference.run import member_probabilities
+from glaciermap.data.windows import n_windows, predict_members
 from glaciermap.metrics import METRICS, confusion, scores
 from glaciermap.tracking.registry import fold_models
 
@@ -26,11 +25,14 @@ def evaluate_fold(members: list, params: Params, glacier_ids: list[str], progres
     index = read_index(params.data.cubes_dir)
     rows = index[(index.role == "inventory") & index.glacier_id.isin(glacier_ids)]
     total, n_patches = np.zeros(4, np.int64), 0
+    infer = params.infer
     for path in tqdm(rows.path, desc=f"evaluate fold {bundle.fold}", disable=not progress, leave=False):
-        probs, cube = member_probabilities(members, params.data.cubes_dir / path, params, device=params.infer.device)
+        probs, cube = predict_members(members, params.data.cubes_dir / path, stride=params.patches.eval_stride,
+                                      batch_size=infer.batch_size or params.patches.batch_size,
+                                      device=infer.device, precision=infer.precision)
         total += confusion(probs.mean(axis=0), cube.target, cube.valid)
         n_patches += n_windows(*cube.target.shape, bundle.patch_size, params.patches.eval_stride)
-    return {**scores(total), "n_glaciers": len(rows), "n_patches": n_patches,
+    return {**scores(total), "n_glaciers": len(rows), "n_members": len(members), "n_patches": n_patches,
             "n_pixels": int(total.sum())}
 
 

@@ -25,7 +25,7 @@ from glaciermap.config import Params
 from glaciermap.data.cubes import read_cube, read_index
 from glaciermap.data.folds import read_folds
 from glaciermap.data.grid import Grid
-from glaciermap.data.windows import predict_cube_file
+from glaciermap.data.windows import predict_members
 from glaciermap.device import accelerator, resolve_device
 from glaciermap.errors import GlaciermapError
 from glaciermap.inference.distributed import map_cubes
@@ -98,21 +98,14 @@ def glacier_stats(prob: np.ndarray, std: np.ndarray, cube) -> dict[str, float]:
             "recall": float((pred & visible).sum() / max(visible.sum(), 1))}
 
 
-def member_probabilities(members: list, cube_path: Path, params: Params, *, device, tta: bool = False):
-    """Each member's glacier probability of one cube, stacked (members, H, W), and the prepared cube
-    (target, valid pixels). The one place infer, evaluate and benchmark predict with a fold's members."""
-    out = [predict_cube_file(model, bundle, cube_path, stride=params.patches.eval_stride,
-                             batch_size=params.infer.batch_size or params.patches.batch_size, tta=tta,
-                             device=device, precision=params.infer.precision) for model, bundle in members]
-    return np.stack([prob for prob, _ in out]), out[0][1]
-
-
 def map_glacier(item: dict, device, *, models: dict, params: Params, name: str, tta: bool,
                 grid: Grid | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Predict one cube with the members of its fold (`item["fold"]`): p = mean of their
     probabilities, spread = their standard deviation (0 with one member); write the probability
     raster, return (p, spread). Module-level, so DDP ranks can run it."""
-    probs, _ = member_probabilities(models[item["fold"]], item["cube"], params, device=device, tta=tta)
+    probs, _ = predict_members(models[item["fold"]], item["cube"], stride=params.patches.eval_stride,
+                               batch_size=params.infer.batch_size or params.patches.batch_size, tta=tta,
+                               device=device, precision=params.infer.precision)
     for seed, member in zip(params.train.seeds, probs):
         if not is_probability(member):
             raise GlaciermapError(f"model {name}@{member_alias(item['fold'], seed)} predicted values outside [0, 1] "

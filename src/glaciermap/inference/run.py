@@ -2,8 +2,9 @@
 
 Each glacier is predicted only by the members (one per seed of `train.seeds`) of the fold whose
 test set holds it, never by a model that trained or validated on it: the probability is the
-members' mean, the ensemble spread their standard deviation. Rasters already written (by an interrupted run, or an earlier `dvc repro`: products/predictions persists)
-are validated and reused when they were made from the same inputs (`raster_key`), else recomputed.
+members' mean, the ensemble spread their standard deviation. Rasters already written (by an
+interrupted run, or an earlier `dvc repro`: products/predictions persists) are validated and
+reused when they were made from the same inputs (`raster_key`), else recomputed.
 """
 
 from __future__ import annotations

@@ -116,9 +116,9 @@ def register_runs(params: Params, model: str, sensor_set: str) -> dict[str, Any]
                                "best_val_iou": iou}
             if best is None or iou > best[1]:
                 best = (mv.version, iou, alias)
-    n_seeds = len(params.train.seeds)
+    n_folds, n_seeds = len(params.train.folds), len(params.train.seeds)
     reason = (f"highest validation IoU ({best[1]:.4f}, {best[2]}) among the {len(versions)} members "
-              f"({len(params.train.folds)} folds x {n_seeds} seed{'s' if n_seeds > 1 else ''}); infer still maps "
+              f"({n_folds} fold{'s' * (n_folds > 1)} x {n_seeds} seed{'s' * (n_seeds > 1)}); infer still maps "
               "each glacier with the members of the fold that held it out, never with the champion")
     client.set_registered_model_alias(name, "champion", best[0])
     client.set_model_version_tag(name, best[0], "champion_reason", reason)

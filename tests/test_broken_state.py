@@ -192,11 +192,16 @@ def test_server_with_a_failing_api_gives_one_line_after_bounded_retries(stage_pa
 
 
 # ------------------------------------------------------------------ train: refused, held, damaged, orphans
-def test_refused_train_creates_nothing(stage_params, tmp_path, capsys, monkeypatch, mlflow_restored):
+@pytest.mark.parametrize("member, message", [
+    (["--fold", "7"], "error: fold 7 does not exist (folds: 0..2)"),
+    (["--fold", "0", "--seed", "-1"], "error: seed -1 is negative (seeds are integers >= 0 (train.seeds))"),
+])
+def test_refused_train_creates_nothing(member, message, stage_params, tmp_path, capsys, monkeypatch,
+                                       mlflow_restored):
     before = sorted(p.name for p in tmp_path.iterdir())
     code, lines = _run_cli(["--params", str(stage_params), "-q", "train", "--model", "unet", "--sensors",
-                            "optical", "--fold", "7"], capsys, monkeypatch)
-    assert _one_error(code, lines) == "error: fold 7 does not exist (folds: 0..2)"
+                            "optical", *member], capsys, monkeypatch)
+    assert _one_error(code, lines) == message
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no runs/, no mlflow.db
 
 
@@ -204,9 +209,9 @@ def test_a_second_trainer_on_one_run_folder_is_refused(stage_params, tmp_path, c
                                                        mlflow_restored):
     from filelock import FileLock
 
-    run_dir = tmp_path / "runs" / "unet" / "optical" / "fold0"
+    run_dir = tmp_path / "runs" / "unet" / "optical" / "fold0-seed0"
     run_dir.mkdir(parents=True)
-    with FileLock(run_dir.with_name(".fold0.lock")):  # the first trainer holds it
+    with FileLock(run_dir.with_name(".fold0-seed0.lock")):  # the first trainer holds it
         code, lines = _run_cli(["--params", str(stage_params), "-q", "train", "--model", "unet", "--sensors",
                                 "optical", "--fold", "0"], capsys, monkeypatch)
     assert _one_error(code, lines) == (f"error: {run_dir}: another trainer is using this run folder "
@@ -312,7 +317,7 @@ def test_quiet_train_prints_no_library_chatter(tiny_train):
 
 def test_finished_run_keeps_its_bundle_not_its_checkpoints(tiny_train):
     root, _ = tiny_train
-    run_dir = root / "runs/unet/optical/fold0"
+    run_dir = root / "runs/unet/optical/fold0-seed0"
     assert (run_dir / "model/model.safetensors").exists() and (run_dir / "finished").exists()
     assert not (run_dir / "checkpoints").exists()
 
@@ -324,8 +329,8 @@ def test_history_has_each_epochs_own_train_loss(tiny_train):
     from mlflow.tracking import MlflowClient
 
     root, _ = tiny_train
-    rows = list(csv.DictReader((root / "metrics/train/unet_optical_fold0_history.csv").open()))
-    run_id = (root / "runs/unet/optical/fold0/mlflow_run_id").read_text().strip()
+    rows = list(csv.DictReader((root / "metrics/train/unet_optical_fold0_seed0_history.csv").open()))
+    run_id = (root / "runs/unet/optical/fold0-seed0/mlflow_run_id").read_text().strip()
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     logged = [m.value for m in sorted(client.get_metric_history(run_id, "train_loss"), key=lambda m: m.step)]
     assert [r["epoch"] for r in rows] == ["0", "1"]
@@ -345,7 +350,7 @@ def test_infer_keeps_rasters_of_unchanged_inputs_and_redoes_the_rest(infer_setup
     fakes.calls.clear()
     assert infer(params, "unet", "optical", out, progress=False).equals(first)
     assert fakes.calls == []  # nothing changed: every raster kept
-    fakes.run_ids[1] = "retrained"  # fold 1's model is a new MLflow run
+    fakes.run_ids[1, 0] = "retrained"  # fold 1's member is a new MLflow run
     infer(params, "unet", "optical", out, progress=False)
     fold1 = set(json.loads(params.folds.path.read_text())["folds"][1]["test"])
     redone = {c.split(".nc@")[0] for c in fakes.calls}

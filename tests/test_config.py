@@ -48,6 +48,8 @@ def test_empty_file_gives_defaults(tmp_path):
 
 @pytest.mark.parametrize("raw, key", [
     ({"train": {"lrr": 0.1}}, "train.lrr"),
+    ({"train": {"seed": 1}}, "train.seed"),  # replaced by train.seeds (ensemble members)
+    ({"infer": {"ensemble": True}}, "infer.ensemble"),  # removed: it mapped glaciers with models trained on them
     ({"trian": {"lr": 0.1}}, "trian"),
     ({"data": {"resolution": 10}}, "data.resolution"),
     ({"models": {"unet": {"name": "unet", "encodr": "resnet18"}}}, "models.unet.encodr"),
@@ -64,6 +66,9 @@ def test_unknown_key_is_named(raw, key):
     ({"folds": {"k": 1}}, "folds.k"),
     ({"patches": {"size": 100}}, "patches.size"),
     ({"train": {"loss": "hinge"}}, "train.loss"),
+    ({"train": {"seeds": []}}, "train.seeds"),
+    ({"train": {"seeds": [0, 0]}}, "train.seeds"),
+    ({"train": {"seeds": [-1]}}, "train.seeds"),
     ({"sensors": {"groups": {"optical": "B4"}}}, "sensors.groups.optical"),
 ])
 def test_wrong_type_or_value_names_the_key(raw, key):

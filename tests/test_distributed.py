@@ -34,8 +34,8 @@ def test_map_cubes_deals_each_item_to_exactly_one_rank(tmp_path):
 
 
 def _bundles(cubes_dir: Path, folds) -> dict:
-    """A small random-weight U-Net per fold, with the fold's statistics and a temperature (what the
-    registry returns for a calibrated model)."""
+    """One member per fold: a small random-weight U-Net with the fold's statistics and a temperature
+    (what the registry returns for a calibrated model and train.seeds [0])."""
     from glaciermap.config import ModelConfig, SensorsConfig
     from glaciermap.models import build_model
     from glaciermap.models.serialize import ModelBundle
@@ -46,8 +46,8 @@ def _bundles(cubes_dir: Path, folds) -> dict:
         torch.manual_seed(f.index)
         cfg = ModelConfig(name="unet", encoder="resnet18")
         model = build_model(cfg, {g: len(b) for g, b in groups.items()}).eval()
-        out[f.index] = (model, ModelBundle(model=cfg.model_dump(mode="json"), groups=groups, stats=f.stats,
-                                           patch_size=64, sensor_set="optical", fold=f.index, temperature=1.5))
+        out[f.index] = [(model, ModelBundle(model=cfg.model_dump(mode="json"), groups=groups, stats=f.stats,
+                                            patch_size=64, sensor_set="optical", fold=f.index, temperature=1.5))]
     return out
 
 
@@ -64,9 +64,11 @@ def test_infer_on_two_ranks_writes_what_one_process_writes(tmp_path, cubes_dir, 
     monkeypatch.setattr(run, "fold_models", lambda *a, **k: bundles)
     one = run.infer(params, "unet", "optical", tmp_path / "one", progress=False)
 
+    import glaciermap.data.windows as windows
+
     calls = []
-    real = run.predict_cube_file
-    monkeypatch.setattr(run, "predict_cube_file", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = windows.predict_cube_file
+    monkeypatch.setattr(windows, "predict_cube_file", lambda *a, **k: calls.append(a) or real(*a, **k))
     ddp = updated(params, infer=updated(params.infer, devices=2))
     two = run.infer(ddp, "unet", "optical", tmp_path / "two", progress=False)
     assert calls == []  # every raster came from the two ranks; this process only made the tables

@@ -46,10 +46,10 @@ def test_stage_outputs_exist(repro):
     folds = json.loads((work / "products/folds.json").read_text())["folds"]
     assert len(folds) == 2
     for f in (0, 1):
-        run_dir = work / f"runs/unet/optical_dem/fold{f}"
+        run_dir = work / f"runs/unet/optical_dem/fold{f}-seed0"
         assert (run_dir / "model/model.safetensors").exists() and (run_dir / "finished").exists()
         assert not (run_dir / "checkpoints").exists()  # a finished run keeps its bundle, not its checkpoints
-        history = (work / f"metrics/train/unet_optical_dem_fold{f}_history.csv").read_text().splitlines()
+        history = (work / f"metrics/train/unet_optical_dem_fold{f}_seed0_history.csv").read_text().splitlines()
         assert len(history) == 2 and history[1].split(",")[1]  # epoch 0, with its own train_loss
         calib = json.loads((run_dir / "model/calibration.json").read_text())  # in the bundle: it travels with it
         train = json.loads((work / f"metrics/train/unet_optical_dem_fold{f}.json").read_text())
@@ -60,7 +60,7 @@ def test_stage_outputs_exist(repro):
     assert set(ev["folds"]) == {"fold0", "fold1"}
     test_glaciers = {f"fold{k}": len(fold["test"]) for k, fold in enumerate(folds)}
     for name, r in ev["folds"].items():
-        assert r["n_glaciers"] == test_glaciers[name] and r["n_patches"] > 0
+        assert r["n_glaciers"] == test_glaciers[name] and r["n_patches"] > 0 and r["n_members"] == 1
         p_, r_ = r["precision"], r["recall"]  # IoU = TP/(TP+FP+FN) = p*r / (p + r - p*r)
         expected = 0.0 if p_ != p_ or r_ == 0 else p_ * r_ / (p_ + r_ - p_ * r_)  # no positive: precision NaN
         assert r["iou"] == pytest.approx(expected, rel=1e-9, abs=1e-12), (name, r)
@@ -87,7 +87,7 @@ def test_mlflow_holds_parent_and_fold_runs(repro):
         assert "best_val_iou" in r.data.metrics and "val_iou" in r.data.metrics
         assert {"temperature", "ece_before", "ece_after"} <= set(r.data.metrics)
         assert "reliability.png" in {a.path for a in client.list_artifacts(r.info.run_id)}
-        assert r.data.tags["glaciermap.model"] == "unet"
+        assert r.data.tags["glaciermap.model"] == "unet" and r.data.tags["glaciermap.seed"] == "0"
         assert r.data.tags["glaciermap.sensor_set"] == "optical_dem"
         assert "dvc_data_md5" in r.data.tags and "git_commit" in r.data.tags
         assert r.data.params["train.max_epochs"] == "1"
@@ -102,8 +102,8 @@ def test_mlflow_holds_parent_and_fold_runs(repro):
     assert parent.info.end_time >= latest_child_end  # spans its stages, not "Finished, 8 ms"
     for r in children:
         fold = r.data.tags["glaciermap.fold"]
-        assert r.info.run_name == f"fold{fold} unet optical_dem"  # the fold first: names differ at a glance
-        assert r.data.tags["mlflow.source.name"] == f"glaciermap train --model unet --sensors optical_dem --fold {fold}"
+        assert r.info.run_name == f"fold{fold} seed0 unet optical_dem"  # the fold first: names differ at a glance
+        assert r.data.tags["mlflow.source.name"] == f"glaciermap train --model unet --sensors optical_dem --fold {fold} --seed 0"
         assert f"fold {fold} of 2" in r.data.tags["mlflow.note.content"]
         assert r.data.metrics["test_iou"] >= 0  # evaluate's score of the fold, sortable in the runs table
         keys = set(r.data.params)
@@ -112,7 +112,7 @@ def test_mlflow_holds_parent_and_fold_runs(repro):
         assert "lr" not in keys and "train.lr" in keys and len(keys) < 30  # each setting once
         models = client.search_logged_models([exp.experiment_id],
                                              filter_string=f"source_run_id = '{r.info.run_id}'")
-        assert [m.name for m in models] == [f"unet-optical_dem-fold{fold}"]
+        assert [m.name for m in models] == [f"unet-optical_dem-fold{fold}-seed0"]
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"rate_by_size_class.png", "area_change_summary.json", "evaluation.json"} <= artifacts
 
@@ -179,7 +179,7 @@ def test_registry_alias_gives_the_in_memory_model_probabilities(repro):
 
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
     reg_model, bundle = load_registered("glaciermap-unet-optical_dem", "fold-1")
-    local_model, local = load_bundle(work / "runs/unet/optical_dem/fold1/model")
+    local_model, local = load_bundle(work / "runs/unet/optical_dem/fold1-seed0/model")
     assert bundle.temperature == local.temperature is not None  # calibration.json travelled with the model
     assert bundle.source == "models:/glaciermap-unet-optical_dem@fold-1"  # what an error would name
     folds = json.loads((work / "products/folds.json").read_text())["folds"]
@@ -268,7 +268,7 @@ def test_new_training_params_map_with_the_runs_they_trained(repro):
     after = {a: v["run_id"] for a, v in json.loads((work / "products/registry.json").read_text())["aliases"].items()}
     assert set(after) == set(before) and not set(after.values()) & set(before.values())
     for alias, run_id in after.items():  # exactly the runs in the run folders of this configuration
-        assert (work / f"runs/unet/optical_dem/fold{alias.split('-')[1]}/mlflow_run_id").read_text() == run_id
+        assert (work / f"runs/unet/optical_dem/fold{alias.split('-')[1]}-seed0/mlflow_run_id").read_text() == run_id
     assert rasters[0].read_bytes() != old_raster  # infer mapped with the new models
 
 
@@ -281,7 +281,7 @@ def test_killed_training_resumes_from_last_checkpoint_in_the_same_mlflow_run(rep
     (work / "resume.yaml").write_text("train: {max_epochs: 3, runs_dir: runs_resume}\n")
     run(["glaciermap", "config", "apply", "resume.yaml"], work, env)
     cmd = ["glaciermap", "-q", "train", "--model", "unet", "--sensors", "optical_dem", "--fold", "0"]
-    run_dir, ready = work / "runs_resume/unet/optical_dem/fold0", work / "ready"
+    run_dir, ready = work / "runs_resume/unet/optical_dem/fold0-seed0", work / "ready"
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**env, "GLACIERMAP_TEST_HANG_AT": "epoch1", "GLACIERMAP_TEST_READY": str(ready)})
     while not ready.exists():  # the trainer writes it as epoch 1 starts, then sleeps
@@ -296,7 +296,7 @@ def test_killed_training_resumes_from_last_checkpoint_in_the_same_mlflow_run(rep
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     assert client.get_run(killed).info.status == "RUNNING"  # the killed trainer could not close it
     run_id = (run_dir / "mlflow_run_id").read_text()
-    history = work / "metrics/train/unet_optical_dem_fold0_history.csv"
+    history = work / "metrics/train/unet_optical_dem_fold0_seed0_history.csv"
     first = history.read_text().splitlines()
     run(cmd, work, env)
     rows = history.read_text().splitlines()

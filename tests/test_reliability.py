@@ -654,33 +654,40 @@ class Fakes:
     def __init__(self, value: float | None = None, stop_after: int | None = None, stop=None):
         self.value, self.calls = value, []
         self.stop_after, self.stop = stop_after, stop  # call `stop` instead of predicting after N cubes
-        self.run_ids = {f: f"run-of-fold{f}" for f in range(FOLDS.k)}  # each fold model's MLflow run
+        self.run_ids = {}  # (fold, seed) -> the member's MLflow run (default: run-of-fold<k>-seed<s>)
+        self.members = []  # (glacier id, the member's fold, its seed) of every prediction
 
-    def predict(self, net, prepared, groups, **kwargs):
+    def predict(self, prepared, bundle):
         cube = read_cube(prepared)
         if len(self.calls) == self.stop_after:
             self.stop()
         self.calls.append(Path(prepared).name + "@" + Path(prepared).parent.name)
+        self.members.append((Path(prepared).stem, bundle.fold, bundle.seed))
         if self.value is not None:
             return np.full(cube.mask_glacier.shape, self.value, np.float32)
+        if bundle.seed == 1:  # a second member, less sure: 0.3 off the glacier, 0.7 on it
+            return (0.3 + 0.4 * cube.mask_glacier).astype(np.float32)
         return (0.1 + 0.8 * cube.mask_glacier).astype(np.float32)
 
 
 def install_fake_models(fakes: Fakes, monkeypatch=None) -> None:
+    """fold_models gives fake members (fold, seed) of every fold and seed; predictions are recorded."""
+    import glaciermap.data.windows as windows
     import glaciermap.inference.run as run
 
-    def bundle(fold: int) -> SimpleNamespace:
-        return SimpleNamespace(groups={}, stats={}, patch_size=64, extra={"mlflow_run_id": fakes.run_ids[fold]})
+    def bundle(fold: int, seed: int) -> SimpleNamespace:
+        run_id = fakes.run_ids.get((fold, seed), f"run-of-fold{fold}-seed{seed}")
+        return SimpleNamespace(groups={}, stats={}, patch_size=64, fold=fold, seed=seed,
+                               extra={"mlflow_run_id": run_id})
 
-    patches = {"fold_models": lambda params, model, sensor_set, registry: {f: (None, bundle(f))
-                                                                           for f in params.train.folds},
-               "predict_cube_file": lambda net, bundle, path, **kw: (fakes.predict(net, path, bundle.groups, **kw),
-                                                                     None)}
-    for name, fn in patches.items():
+    patches = {(run, "fold_models"): lambda params, model, sensor_set, registry: {
+                   f: [(None, bundle(f, s)) for s in params.train.seeds] for f in params.train.folds},
+               (windows, "predict_cube_file"): lambda net, bundle, path, **kw: (fakes.predict(path, bundle), None)}
+    for (module, name), fn in patches.items():
         if monkeypatch is None:
-            setattr(run, name, fn)
+            setattr(module, name, fn)
         else:
-            monkeypatch.setattr(run, name, fn)
+            monkeypatch.setattr(module, name, fn)
 
 
 @pytest.fixture
@@ -766,6 +773,67 @@ def test_read_probability_rejects_a_raster_on_another_grid(tmp_path):
     prob = np.full((40, 60), 0.7, np.float32)
     write_probability(tmp_path / "G1.tif", prob, np.zeros_like(prob), shifted)
     assert read_probability(tmp_path / "G1.tif", grid) is None
+
+
+def test_a_glacier_is_mapped_only_by_the_members_of_the_fold_that_held_it_out(infer_setup, folds, cube_index,
+                                                                               tmp_path):
+    """Two folds' worth of members (seeds 0 and 1 per fold): every cube is predicted by exactly the two
+    members of the fold whose test set holds its glacier, none of which trained or validated on it; the
+    raster is their mean (0.1/0.9 and 0.3/0.7 off/on the glacier -> 0.2/0.8) and spread (0.1 everywhere)."""
+    from glaciermap.config import updated
+    from glaciermap.inference.run import infer, read_probability
+
+    params, _, fakes = infer_setup
+    params = updated(params, train=updated(params.train, seeds=[0, 1]))
+    table = infer(params, "unet", "optical", tmp_path / "predictions", progress=False)
+    test_fold = {g: f.index for f in folds for g in f.test}
+    assert len(fakes.members) == 2 * len(cube_index)
+    for glacier, fold, seed in fakes.members:
+        assert fold == test_fold[glacier] and glacier not in folds[fold].train + folds[fold].val
+    by_cube = {}
+    for call, member in zip(fakes.calls, fakes.members):
+        by_cube.setdefault(call, []).append(member[1:])
+    assert all(sorted(m) == [(test_fold[c.split(".nc@")[0]], 0), (test_fold[c.split(".nc@")[0]], 1)]
+               for c, m in by_cube.items()) and len(by_cube) == len(cube_index)
+    assert dict(zip(table.glacier_id, table.fold)) == {g: test_fold[g] for g in table.glacier_id}
+    for _, r in cube_index.iterrows():
+        cube = read_cube(params.data.cubes_dir / r.path)
+        prob, std = read_probability(tmp_path / "predictions" / r.epoch / f"{r.glacier_id}.tif", cube.grid)
+        np.testing.assert_allclose(prob, 0.2 + 0.6 * cube.mask_glacier, atol=1e-6)
+        np.testing.assert_allclose(std, 0.1, atol=1e-6)
+
+
+def test_evaluate_scores_the_mean_probability_of_the_folds_members(infer_setup, folds, monkeypatch):
+    """Member 0 says 0.6 everywhere (alone: every pixel glacier), member 1 says 0.45 on the glacier and
+    0.2 off it (alone: no glacier); their mean, 0.525 on and 0.4 off, is exactly the glacier (IoU 1)."""
+    import glaciermap.data.windows as windows
+    from glaciermap.analysis.evaluate import evaluate_fold
+
+    params = infer_setup[0]
+
+    def predict(net, bundle, path, **kw):
+        mask = read_cube(path).mask_glacier.astype(np.float32)
+        prob = np.full_like(mask, 0.6) if bundle.seed == 0 else 0.2 + 0.25 * mask
+        return prob, SimpleNamespace(target=mask.astype(np.uint8), valid=np.ones(mask.shape, bool))
+
+    monkeypatch.setattr(windows, "predict_cube_file", predict)
+    member = [(None, SimpleNamespace(fold=0, seed=s, patch_size=64)) for s in (0, 1)]
+    scores = {name: evaluate_fold(m, params, folds[0].test)["iou"]
+              for name, m in {"mean": member, "seed0": member[:1], "seed1": member[1:]}.items()}
+    assert scores["mean"] == 1.0 and scores["seed0"] < 1.0 and scores["seed1"] == 0.0
+
+
+def test_a_member_that_predicts_nan_is_named_by_its_alias(infer_setup, tmp_path):
+    from glaciermap.config import updated
+    from glaciermap.inference.run import infer
+
+    params, _, fakes = infer_setup
+    params = updated(params, train=updated(params.train, seeds=[0, 3]))
+    good = fakes.predict
+    fakes.predict = lambda path, bundle: good(path, bundle) * (np.nan if bundle.seed == 3 else 1)
+    with pytest.raises(GlaciermapError, match=r"model glaciermap-unet-optical@fold-\d-seed-3 predicted values "
+                                              r"outside \[0, 1\] or NaN for glacier"):
+        infer(params, "unet", "optical", tmp_path / "predictions", progress=False)
 
 
 @pytest.mark.parametrize("value", [np.nan, 1.5])

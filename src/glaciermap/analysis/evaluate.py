@@ -1,6 +1,9 @@
 """Test-set evaluation per fold: the paper's Table 1 (per fold, and mean +- std across folds), plus
 IoU and recall on debris-covered and clean ice where the cubes carry a debris mask (NaN where
-none of a fold's test cubes does; definitions in `glaciermap.metrics`)."""
+none of a fold's test cubes does; definitions in `glaciermap.metrics`).
+
+A fold's prediction is the mean probability of its members (one per seed of `train.seeds`), as in
+`glaciermap infer`."""
 
 from __future__ import annotations
 
@@ -12,31 +15,34 @@ from tqdm.auto import tqdm
 from glaciermap.config import Params
 from glaciermap.data.cubes import read_index
 from glaciermap.data.folds import read_folds
-from glaciermap.data.windows import n_windows, predict_cube_file
+from glaciermap.data.windows import n_windows, predict_members
 from glaciermap.metrics import (METRICS, SURFACE_METRICS, confusion, scores, surface_confusion,
                                 surface_scores)
 from glaciermap.tracking.registry import fold_models
 
 
-def evaluate_fold(loaded, params: Params, glacier_ids: list[str], progress: bool = False) -> dict[str, Any]:
-    """Predict each test glacier's inventory cube with the fold's (model, bundle); pool the pixels."""
-    model, bundle = loaded
+def evaluate_fold(members: list, params: Params, glacier_ids: list[str], progress: bool = False) -> dict[str, Any]:
+    """Predict each test glacier's inventory cube with the mean probability of the fold's members
+    [(model, bundle), ...]; pool the pixels."""
+    bundle = members[0][1]
     index = read_index(params.data.cubes_dir)
     rows = index[(index.role == "inventory") & index.glacier_id.isin(glacier_ids)]
     total, n_patches = np.zeros(4, np.int64), 0
     surface, n_surface = np.zeros((2, 3), np.int64), 0  # debris / clean counts, cubes with a debris mask
     infer = params.infer
     for path in tqdm(rows.path, desc=f"evaluate fold {bundle.fold}", disable=not progress, leave=False):
-        prob, cube = predict_cube_file(model, bundle, params.data.cubes_dir / path, stride=params.patches.eval_stride,
-                                       batch_size=infer.batch_size or params.patches.batch_size,
-                                       device=infer.device, precision=infer.precision)
+        probs, cube = predict_members(members, params.data.cubes_dir / path, stride=params.patches.eval_stride,
+                                      batch_size=infer.batch_size or params.patches.batch_size,
+                                      device=infer.device, precision=infer.precision)
+        prob = probs.mean(axis=0)
         total += confusion(prob, cube.target, cube.valid)
         if cube.debris is not None:
             surface += surface_confusion(prob, cube.target, cube.debris, cube.valid)
             n_surface += 1
         n_patches += n_windows(*cube.target.shape, bundle.patch_size, params.patches.eval_stride)
     return {**scores(total), **surface_scores(surface if n_surface else None), "n_glaciers": len(rows),
-            "n_glaciers_debris_mask": n_surface, "n_patches": n_patches, "n_pixels": int(total.sum())}
+            "n_glaciers_debris_mask": n_surface, "n_members": len(members), "n_patches": n_patches,
+            "n_pixels": int(total.sum())}
 
 
 def evaluate(params: Params, model: str, sensor_set: str, progress: bool = True) -> dict[str, Any]:

@@ -27,9 +27,17 @@ class TrainConfig(StrictModel):
     devices: int | str = "auto"
     num_nodes: int = Field(1, ge=1)
     strategy: str = "auto"
-    seed: int = 0
+    # ensemble members per fold: one run per (fold, seed), Lightning seed 1000 * seed + fold
+    seeds: list[int] = Field([0], min_length=1)
     runs_dir: Path = Path("runs")
     limit_train_batches: int | float | None = None  # for smoke tests
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError(f"seeds must be distinct non-negative integers, got {v}")
+        return v
 
 
 class TrackingConfig(StrictModel):
@@ -42,11 +50,11 @@ class TrackingConfig(StrictModel):
 
 class InferConfig(StrictModel):
     """Which registered model predicts, and how (register -> infer -> area change; evaluate and the
-    served model run on the same device settings)."""
+    served model run on the same device settings). A glacier is always mapped by the members
+    (`train.seeds`) of the fold that held it out, never by a model that trained on it."""
 
     model: str = "unet"
     sensor_set: str = "optical_dem"
-    ensemble: bool = False
     tta: bool = False
     device: str = "auto"  # auto (a CUDA GPU when torch sees one), cpu, cuda, cuda:1, ...
     precision: Literal["auto", "bf16", "32"] = "auto"  # auto: bf16 autocast where the device supports it

@@ -7,7 +7,8 @@ Training, evaluation, inference, the served model and the benchmarks all go thro
     window_starts(length, size, stride)  window offsets along one axis: every `stride`, last one flush
     crop(cube, groups, y0, x0, size)     one window as tensors (padded as no data outside the cube)
     blend_window(size)                   weights sin^2 falling to ~0 at the window edge
-    predict_cube(model, cube, ...)       the whole cube's glacier probability:
+    predict_cube(model, cube, ...)       the whole cube's glacier probability (predict_cube_file: of a
+                                         cube file; predict_members: of a fold's ensemble members):
 
         P(p) = sum_w  b(p - o_w) * sigmoid(f(x_w) / T)(p - o_w)  /  sum_w b(p - o_w)
 
@@ -270,3 +271,11 @@ def predict_cube_file(model: torch.nn.Module, bundle, path, *, stride: int, batc
                         batch_size=batch_size, tta=tta, temperature=temperature, device=device,
                         precision=precision)
     return prob, cube
+
+
+def predict_members(members: list, path, **settings) -> tuple[np.ndarray, PreparedCube]:
+    """A fold's ensemble members [(model, bundle), ...] on one cube file: their probabilities stacked
+    (members, H, W), each from `predict_cube_file(model, bundle, path, **settings)`, and the prepared
+    cube. The fold's probability is their mean (infer, evaluate and the benchmark use this)."""
+    out = [predict_cube_file(model, bundle, path, **settings) for model, bundle in members]
+    return np.stack([prob for prob, _ in out]), out[0][1]

@@ -1,9 +1,10 @@
 """`glaciermap infer`: registry models -> probability rasters, outlines and per-glacier areas.
 
-Each glacier is predicted by the model of the fold whose test set holds it (out-of-sample, as in
-the paper) or, with `ensemble`, by every fold's model with the spread as uncertainty. Rasters
-already written (by an interrupted run, or an earlier `dvc repro`: products/predictions persists)
-are validated and reused when they were made from the same inputs (`raster_key`), else recomputed.
+Each glacier is predicted only by the members (one per seed of `train.seeds`) of the fold whose
+test set holds it, never by a model that trained or validated on it: the probability is the
+members' mean, the ensemble spread their standard deviation. Rasters already written (by an
+interrupted run, or an earlier `dvc repro`: products/predictions persists) are validated and
+reused when they were made from the same inputs (`raster_key`), else recomputed.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from glaciermap.config import Params
 from glaciermap.data.cubes import read_cube, read_index
 from glaciermap.data.folds import read_folds
 from glaciermap.data.grid import Grid
-from glaciermap.data.windows import predict_cube_file
+from glaciermap.data.windows import predict_members
 from glaciermap.device import accelerator, resolve_device
 from glaciermap.errors import GlaciermapError
 from glaciermap.inference.distributed import map_cubes
 from glaciermap.io import atomic_path
 from glaciermap.metrics import THRESHOLD, glacier_debris_recall
-from glaciermap.tracking.registry import fold_models, registered_name
+from glaciermap.tracking.registry import fold_models, member_alias, registered_name
 
 
 #: GeoTIFF tag of a probability raster: the `raster_key` of the inputs it was predicted from
@@ -45,7 +46,7 @@ P_LO, P_HI = 0.8413, 0.1587
 
 def raster_key(cube_file: Path, model_ids: list[str], *, stride: int, tta: bool) -> str:
     """Fingerprint of what a glacier's raster is predicted from: the cube file's bytes, the MLflow
-    runs of the models used (a retrained or re-registered fold model has a new run) and the
+    runs of the members used (a retrained or re-registered member has a new run) and the
     prediction settings. A raster whose tag differs is stale and is predicted again."""
     h = hashlib.sha256(Path(cube_file).read_bytes())
     h.update(json.dumps({"models": model_ids, "stride": stride, "tta": tta}, sort_keys=True).encode())
@@ -113,23 +114,26 @@ def glacier_stats(prob: np.ndarray, cube) -> dict[str, float]:
 
 def map_glacier(item: dict, device, *, models: dict, params: Params, name: str, tta: bool,
                 grid: Grid | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Predict one cube with its fold model(s) (several: ensemble mean and spread), write the
-    probability raster, return (probability, spread). Module-level, so DDP ranks can run it."""
-    probs = [predict_cube_file(*models[f], item["cube"], stride=params.patches.eval_stride,
+    """Predict one cube with the members of its fold (`item["fold"]`): p = mean of their
+    probabilities, spread = their standard deviation (0 with one member); write the probability
+    raster, return (p, spread). Module-level, so DDP ranks can run it."""
+    probs, _ = predict_members(models[item["fold"]], item["cube"], stride=params.patches.eval_stride,
                                batch_size=params.infer.batch_size or params.patches.batch_size, tta=tta,
-                               device=device, precision=params.infer.precision)[0] for f in item["folds"]]
-    prob, std = np.mean(probs, axis=0), np.std(probs, axis=0)
-    if not is_probability(prob):
-        raise GlaciermapError(f"model {name}@fold-{item['folds'][0]} predicted values outside [0, 1] or NaN for "
-                              f"glacier {item['glacier_id']}, epoch {item['epoch']}", path=item["cube"],
-                              hint="check the cube for extreme or NaN inputs and the model's weights")
+                               device=device, precision=params.infer.precision)
+    for seed, member in zip(params.train.seeds, probs):
+        if not is_probability(member):
+            raise GlaciermapError(f"model {name}@{member_alias(item['fold'], seed)} predicted values outside [0, 1] "
+                                  f"or NaN for glacier {item['glacier_id']}, epoch {item['epoch']}", path=item["cube"],
+                                  hint="check the cube for extreme or NaN inputs and the model's weights")
+    prob, std = probs.mean(axis=0), probs.std(axis=0)
     write_probability(item["raster"], prob, std, grid or read_cube(item["cube"]).grid, item["key"])
     return prob, std
 
 
-def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, ensemble: bool = False,
-          tta: bool = False, progress: bool = True) -> pd.DataFrame:
-    """Predict every test glacier at every epoch; write rasters, outlines and an area table."""
+def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, tta: bool = False,
+          progress: bool = True) -> pd.DataFrame:
+    """Predict every test glacier at every epoch with its fold's members; write rasters, outlines
+    and an area table."""
     name = registered_name(model, sensor_set)
     folds = {f.index: f for f in read_folds(params.folds.path)}
     models = fold_models(params, model, sensor_set, registry=True)
@@ -140,11 +144,11 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, ensembl
     job = partial(map_glacier, models=models, params=params, name=name, tta=tta)
     items = []
     for _, r in todo.iterrows():
-        use = list(models) if ensemble else [fold_of[r.glacier_id]]
-        key = raster_key(params.data.cubes_dir / r.path, [models[f][1].extra.get("mlflow_run_id") for f in use],
+        fold = fold_of[r.glacier_id]
+        key = raster_key(params.data.cubes_dir / r.path, [b.extra.get("mlflow_run_id") for _, b in models[fold]],
                          stride=params.patches.eval_stride, tta=tta)
         items.append({"cube": params.data.cubes_dir / r.path, "raster": out_dir / r.epoch / f"{r.glacier_id}.tif",
-                      "folds": use, "key": key, "glacier_id": r.glacier_id, "epoch": r.epoch})
+                      "fold": fold, "key": key, "glacier_id": r.glacier_id, "epoch": r.epoch})
     if params.infer.devices != 1:  # the rasters on many devices (Lightning DDP), the tables below
         stale = [it for it in items if read_probability(it["raster"], read_cube(it["cube"]).grid, it["key"]) is None]
         if not map_cubes(job, stale, accelerator=accelerator(params.infer.device), devices=params.infer.devices,

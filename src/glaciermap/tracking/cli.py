@@ -1,4 +1,4 @@
-"""`glaciermap register`: this configuration's fold runs into the MLflow Model Registry."""
+"""`glaciermap register`: this configuration's member runs (every fold and seed) into the MLflow Model Registry."""
 
 from __future__ import annotations
 
@@ -28,5 +28,5 @@ def _register(args, params):
           + f"; champion v{result['champion']}")
 
 
-COMMANDS = [Command("register", "register this configuration's fold runs in the MLflow Model Registry "
-                                "(aliases fold-<k>, champion)", _register, _register_args)]
+COMMANDS = [Command("register", "register this configuration's member runs in the MLflow Model Registry "
+                                "(aliases fold-<k>[-seed-<s>], champion)", _register, _register_args)]

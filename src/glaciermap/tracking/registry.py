@@ -1,11 +1,12 @@
-"""Fold models: log a trained bundle to MLflow, register this configuration's fold runs, load them.
+"""Fold members: log a trained bundle to MLflow, register this configuration's runs, load them.
 
-"The fold's model" has one source of truth: the run folder `runs/<model>/<sensor set>/fold<k>`
-that training wrote for the current params (`RunSpec`). `register` puts exactly those runs in the
-Model Registry (aliases `fold-<k>`, `champion`); `evaluate` reads the same bundles from the run
-folders, `infer` through the registry. A run that is unfinished, or that trained on other cubes
-or folds, is an error: never an older run that happens to score higher (a `dvc exp run` that
-retrains must map with the models it trained).
+Each fold has an ensemble of members, one per seed of `train.seeds`. "A fold's member" has one
+source of truth: the run folder `runs/<model>/<sensor set>/fold<k>-seed<s>` that training wrote
+for the current params (`RunSpec`). `register` puts exactly those runs in the Model Registry
+(aliases `member_alias`: fold-<k> for seed 0, fold-<k>-seed-<s> otherwise; `champion`);
+`evaluate` reads the same bundles from the run folders, `infer` through the registry. A run that
+is unfinished, or that trained on other cubes or folds, is an error: never an older run that
+happens to score higher (a `dvc exp run` that retrains must map with the models it trained).
 """
 
 from __future__ import annotations
@@ -64,12 +65,19 @@ def registered_name(model: str, sensor_set: str) -> str:
     return f"glaciermap-{model}-{sensor_set}"
 
 
+def member_alias(fold: int, seed: int) -> str:
+    """The registry alias of a fold's member: fold-<k> for seed 0 (the single-model alias of
+    old), fold-<k>-seed-<s> otherwise."""
+    return f"fold-{fold}" if seed == 0 else f"fold-{fold}-seed-{seed}"
+
+
 def pipeline_run_id(params: Params, spec: RunSpec, client) -> str:
     """The MLflow run that trained `spec`'s run folder for the current cubes and folds, or an error."""
     run_dir = spec.run_dir(params)
     id_file = run_dir / RUN_ID_FILE
     if not (run_dir / FINISHED_FILE).exists() or not id_file.exists():
-        raise GlaciermapError(f"no finished training run for {spec.model}/{spec.sensor_set} fold {spec.fold}",
+        raise GlaciermapError(f"no finished training run for {spec.model}/{spec.sensor_set} fold {spec.fold} "
+                              f"seed {spec.seed}",
                               path=run_dir, hint="run `dvc repro` (the train stages) first")
     run_id = id_file.read_text().strip()
     try:
@@ -78,8 +86,8 @@ def pipeline_run_id(params: Params, spec: RunSpec, client) -> str:
         raise GlaciermapError(f"MLflow run {run_id} of this run folder is not in the tracking store",
                               path=id_file, hint="the tracking database was reset: re-train this fold") from None
     if run.data.tags.get(DATA_TAG) != data_key(params):
-        raise GlaciermapError(f"the run of {spec.model}/{spec.sensor_set} fold {spec.fold} trained on other cubes "
-                              "or folds than the current ones", path=run_dir,
+        raise GlaciermapError(f"the run of {spec.model}/{spec.sensor_set} fold {spec.fold} seed {spec.seed} trained on "
+                              "other cubes or folds than the current ones", path=run_dir,
                               hint="re-run `dvc repro` so that training sees the current data")
     if run.info.status != "FINISHED":
         raise GlaciermapError(f"MLflow run {run_id} is {run.info.status}, not FINISHED", path=id_file,
@@ -88,26 +96,33 @@ def pipeline_run_id(params: Params, spec: RunSpec, client) -> str:
 
 
 def register_runs(params: Params, model: str, sensor_set: str) -> dict[str, Any]:
-    """Register each fold's pipeline run (the one in its run folder) and set aliases fold-<k> and
-    champion. The champion is the fold model with the best validation IoU, and says so (its
-    version's description and tag `champion_reason`)."""
+    """Register every member's pipeline run (the one in its run folder: each fold of `train.folds`
+    times each seed of `train.seeds`) and set its alias (`member_alias`) and `champion`. The
+    champion is the member with the best validation IoU, and says so (its version's description
+    and tag `champion_reason`); it serves single-model use (the pyfunc model), never infer."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(runs.resolve_tracking_uri(params.tracking))
     name = registered_name(model, sensor_set)
     versions, best = {}, None
     for fold in params.train.folds:
-        spec = RunSpec(model, sensor_set, fold)
-        run_id = pipeline_run_id(params, spec, client)
-        iou = client.get_run(run_id).data.metrics.get("best_val_iou", float("nan"))
-        mv = mlflow.register_model(f"runs:/{run_id}/{spec.model_name}", name,
-                                   tags={"fold": str(fold), "run_id": run_id, "best_val_iou": f"{iou:.4f}"})
-        client.set_registered_model_alias(name, f"fold-{fold}", mv.version)
-        versions[f"fold-{fold}"] = {"version": int(mv.version), "run_id": run_id, "best_val_iou": iou}
-        if best is None or iou > best[1]:
-            best = (mv.version, iou, fold)
-    reason = (f"highest validation IoU ({best[1]:.4f}, fold {best[2]}) among the {len(versions)} fold models; "
-              "each glacier is still mapped by the fold model that held it out (alias fold-<k>)")
+        for seed in params.train.seeds:
+            spec = RunSpec(model, sensor_set, fold, seed)
+            run_id = pipeline_run_id(params, spec, client)
+            iou = client.get_run(run_id).data.metrics.get("best_val_iou", float("nan"))
+            alias = member_alias(fold, seed)
+            mv = mlflow.register_model(f"runs:/{run_id}/{spec.model_name}", name,
+                                       tags={"fold": str(fold), "seed": str(seed), "run_id": run_id,
+                                             "best_val_iou": f"{iou:.4f}"})
+            client.set_registered_model_alias(name, alias, mv.version)
+            versions[alias] = {"version": int(mv.version), "run_id": run_id, "fold": fold, "seed": seed,
+                               "best_val_iou": iou}
+            if best is None or iou > best[1]:
+                best = (mv.version, iou, alias)
+    n_folds, n_seeds = len(params.train.folds), len(params.train.seeds)
+    reason = (f"highest validation IoU ({best[1]:.4f}, {best[2]}) among the {len(versions)} members "
+              f"({n_folds} fold{'s' * (n_folds > 1)} x {n_seeds} seed{'s' * (n_seeds > 1)}); infer still maps "
+              "each glacier with the members of the fold that held it out, never with the champion")
     client.set_registered_model_alias(name, "champion", best[0])
     client.set_model_version_tag(name, best[0], "champion_reason", reason)
     client.update_model_version(name, best[0], description=f"Champion: {reason}.")
@@ -128,11 +143,23 @@ def load_registered(name: str, alias: str):
 
 
 def fold_models(params: Params, model: str, sensor_set: str, *, registry: bool = False
-                ) -> dict[int, tuple[Any, ModelBundle]]:
-    """{fold: (model, bundle)} for every fold of `train.folds`: the bundles of this configuration's
-    run folders, or (`registry`) the registered versions (aliases fold-<k>, set by `register`)."""
+                ) -> dict[int, list[tuple[Any, ModelBundle]]]:
+    """{fold: [(model, bundle) per member, in `train.seeds` order]} for every fold of `train.folds`:
+    the bundles of this configuration's run folders, or (`registry`) the registered versions
+    (aliases `member_alias`, set by `register`). A missing member is an error naming its alias or
+    run folder."""
     if registry:
         runs.resolve_tracking_uri(params.tracking)
         name = registered_name(model, sensor_set)
-        return {f: load_registered(name, f"fold-{f}") for f in params.train.folds}
-    return {f: load_bundle(RunSpec(model, sensor_set, f).model_dir(params)) for f in params.train.folds}
+        return {f: [load_registered(name, member_alias(f, s)) for s in params.train.seeds] for f in params.train.folds}
+    return {f: [member_bundle(params, RunSpec(model, sensor_set, f, s)) for s in params.train.seeds]
+            for f in params.train.folds}
+
+
+def member_bundle(params: Params, spec: RunSpec) -> tuple[Any, ModelBundle]:
+    """(model, bundle) of a member's run folder, or an error naming the folder."""
+    if not spec.model_dir(params).is_dir():
+        raise GlaciermapError(f"no trained model for {spec.model}/{spec.sensor_set} fold {spec.fold} seed "
+                              f"{spec.seed}", path=spec.run_dir(params),
+                              hint="train every seed of train.seeds for every fold (`dvc repro`)")
+    return load_bundle(spec.model_dir(params))

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from glaciermap.config import Params, TrackingConfig
 from glaciermap.data.cubes import INDEX_FILE
-from glaciermap.errors import GlaciermapError
+from glaciermap.errors import ConfigError, GlaciermapError
 from glaciermap.io import check_writable, pid_alive
 
 RUN_ID_FILE = "mlflow_run_id"  # in a run folder: the MLflow run that trained it
@@ -40,41 +40,59 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One cell of the training matrix, and where its run folder lives: the one definition of
-    runs/<model>/<sensor set>/fold<k> (training writes it; evaluate, register and infer read it)."""
+    """One cell of the training matrix (an ensemble member: a fold and a seed), and where its run
+    folder lives: the one definition of runs/<model>/<sensor set>/fold<k>-seed<s> (training writes
+    it; evaluate, register and infer read it). The seed is in every member's folder and file names,
+    seed 0 included, because DVC's matrix can only join values (dvc.yaml declares the same paths)."""
 
     model: str
     sensor_set: str
     fold: int
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:  # Lightning's seed 1000 * seed + fold must be >= 0
+            raise ConfigError(f"seed {self.seed} is negative", hint="seeds are integers >= 0 (train.seeds)")
+
+    @property
+    def member(self) -> str:
+        """fold<k>-seed<s>: the run folder's name."""
+        return f"fold{self.fold}-seed{self.seed}"
+
+    @property
+    def rng_seed(self) -> int:
+        """Lightning's seed (initial weights, patch sampling): 1000 * seed + fold, distinct per member."""
+        return 1000 * self.seed + self.fold
 
     def run_dir(self, params: Params) -> Path:
-        return params.train.runs_dir / self.model / self.sensor_set / f"fold{self.fold}"
+        return params.train.runs_dir / self.model / self.sensor_set / self.member
 
     def model_dir(self, params: Params) -> Path:
         return self.run_dir(params) / MODEL_DIR
 
     @property
     def name(self) -> str:
-        return f"{self.model}_{self.sensor_set}_fold{self.fold}"
+        """<model>_<sensor set>_fold<k>_seed<s>: the member's metrics and history file names."""
+        return f"{self.model}_{self.sensor_set}_fold{self.fold}_seed{self.seed}"
 
     @property
     def run_name(self) -> str:
         """The MLflow run name: the fold first, so that the UI's narrow name column tells runs apart."""
-        return f"fold{self.fold} {self.model} {self.sensor_set}"
+        return f"fold{self.fold} seed{self.seed} {self.model} {self.sensor_set}"
 
     @property
     def model_name(self) -> str:
         """The name of the run's logged MLflow model (registered from runs:/<run id>/<model_name>)."""
-        return f"{self.model}-{self.sensor_set}-fold{self.fold}"
+        return f"{self.model}-{self.sensor_set}-{self.member}"
 
     @property
     def cli_args(self) -> str:
-        return f"--model {self.model} --sensors {self.sensor_set} --fold {self.fold}"
+        return f"--model {self.model} --sensors {self.sensor_set} --fold {self.fold} --seed {self.seed}"
 
     @property
     def tags(self) -> dict[str, str]:
         return {"glaciermap.model": self.model, "glaciermap.sensor_set": self.sensor_set,
-                "glaciermap.fold": str(self.fold)}
+                "glaciermap.fold": str(self.fold), "glaciermap.seed": str(self.seed)}
 
 
 #: the params.yaml settings a fold run logs as MLflow params (the whole file is its params.json artifact)
@@ -89,7 +107,7 @@ def run_params(params: Params, spec: RunSpec) -> dict[str, str]:
     """A fold run's MLflow params: what identifies it (model, sensor set and its bands, fold), the
     settings of its own architecture, and the training settings, each once. Not the 178-key dump of
     params.yaml, which repeated keys and listed other architectures' settings."""
-    out = {"model": spec.model, "sensor_set": spec.sensor_set, "fold": str(spec.fold),
+    out = {"model": spec.model, "sensor_set": spec.sensor_set, "fold": str(spec.fold), "seed": str(spec.seed),
            "bands": ",".join(b for bands in params.sensors.resolve(spec.sensor_set).values() for b in bands)}
     out.update(flatten(params.models[spec.model].own_settings(), "model."))
     for section, keys in RUN_PARAM_KEYS.items():
@@ -313,14 +331,15 @@ def log_to_parent(params, model: str, sensor_set: str, metrics: dict[str, float]
 
 
 def log_to_fold_runs(params, model: str, sensor_set: str, metrics: dict[int, dict[str, float]]) -> None:
-    """Log per-fold results to the MLflow run that trained each fold's run folder (folds whose
-    folder names no run are skipped: there is nothing to attach them to)."""
+    """Log per-fold results (of the fold's member ensemble) to the MLflow run of each of its members
+    (run folders that name no run are skipped: there is nothing to attach them to)."""
     client = MlflowClient(resolve_tracking_uri(params.tracking))
     for fold, values in metrics.items():
-        id_file = RunSpec(model, sensor_set, fold).run_dir(params) / RUN_ID_FILE
-        if not id_file.exists():
-            continue
-        run_id = id_file.read_text().strip()
-        for k, v in values.items():
-            if v is not None and v == v:
-                client.log_metric(run_id, k, float(v))
+        for seed in params.train.seeds:
+            id_file = RunSpec(model, sensor_set, fold, seed).run_dir(params) / RUN_ID_FILE
+            if not id_file.exists():
+                continue
+            run_id = id_file.read_text().strip()
+            for k, v in values.items():
+                if v is not None and v == v:
+                    client.log_metric(run_id, k, float(v))

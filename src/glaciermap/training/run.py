@@ -1,4 +1,4 @@
-"""Train one (model, sensor set, fold) run: Lightning + MLflow, resumable, exported safely.
+"""Train one (model, sensor set, fold, seed) run: Lightning + MLflow, resumable, exported safely.
 
 `dvc repro` calls this once per matrix entry; `glaciermap tune` calls it once per trial (with a
 pruning callback): there is one training loop in the project.
@@ -113,7 +113,7 @@ def make_datamodule(params: Params, spec: RunSpec) -> GlacierDataModule:
     if not 0 <= spec.fold < len(folds):
         raise ConfigError(f"fold {spec.fold} does not exist (folds: 0..{len(folds) - 1})")
     return GlacierDataModule(params.data.cubes_dir, folds[spec.fold], params.sensors.resolve(spec.sensor_set),
-                             params.patches, seed=params.train.seed + spec.fold)
+                             params.patches, seed=spec.rng_seed)
 
 
 def make_task(params: Params, spec: RunSpec) -> SegmentationTask:
@@ -126,11 +126,13 @@ def make_task(params: Params, spec: RunSpec) -> SegmentationTask:
 
 
 def inputs_key(params: Params, spec: RunSpec, data: str) -> str:
-    """Fingerprint of everything a run trains on: its params sections and its data (`data_key`)."""
+    """Fingerprint of everything a run trains on: its params sections, its member (fold, seed) and its
+    data (`data_key`); the list `train.seeds` is left out (adding a seed changes no other member)."""
     return hashlib.sha256(json.dumps({
         "model": params.models[spec.model].model_dump(mode="json"),
-        "sensors": params.sensors.resolve(spec.sensor_set), "fold": spec.fold,
-        "patches": params.patches.model_dump(mode="json"), "train": params.train.model_dump(mode="json"),
+        "sensors": params.sensors.resolve(spec.sensor_set), "fold": spec.fold, "seed": spec.seed,
+        "patches": params.patches.model_dump(mode="json"),
+        "train": params.train.model_dump(mode="json", exclude={"seeds"}),
         "data": data,
     }, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -224,7 +226,7 @@ def train_run(params: Params, spec: RunSpec, *, progress: bool = True, callbacks
     creates nothing; a run folder another trainer holds is an error (`hold_run_dir`); MLflow
     runs left RUNNING by killed trainers are closed first (`close_orphaned_runs`).
     """
-    L.seed_everything(params.train.seed + spec.fold, workers=True, verbose=False)  # the model's initial weights
+    L.seed_everything(spec.rng_seed, workers=True, verbose=False)  # the model's initial weights
     dm = make_datamodule(params, spec)  # every check on the request, before anything is created
     task = make_task(params, spec)
     uri = tracking.resolve_tracking_uri(params.tracking)  # fails fast, before any compute
@@ -318,7 +320,7 @@ def finish_run(client: MlflowClient, run_id: str, params: Params, spec: RunSpec,
     bundle = ModelBundle(model=params.models[spec.model].model_dump(mode="json"),
                          groups=params.sensors.resolve(spec.sensor_set), stats=dm.fold.stats,
                          patch_size=params.patches.size, sensor_set=spec.sensor_set, fold=spec.fold,
-                         extra={"model_key": spec.model, "mlflow_run_id": run_id})
+                         extra={"model_key": spec.model, "mlflow_run_id": run_id, "seed": spec.seed})
     save_bundle(run_dir / MODEL_DIR, task.model, bundle)
     calib = calibrate(task.model, dm, device=resolve_device("cpu" if params.train.accelerator == "cpu" else "auto"))
     write_json(run_dir / MODEL_DIR / CALIBRATION, calib)
@@ -330,7 +332,7 @@ def finish_run(client: MlflowClient, run_id: str, params: Params, spec: RunSpec,
     best_iou = float(score) if score is not None else float("nan")
     calib_metrics = {k: calib[k] for k in ("temperature", "ece_before", "ece_after")}
     metrics = {"best_val_iou": best_iou, "epochs": trainer.current_epoch, **calib_metrics,
-               "fold": spec.fold, "model": spec.model, "sensor_set": spec.sensor_set}
+               "fold": spec.fold, "seed": spec.seed, "model": spec.model, "sensor_set": spec.sensor_set}
     write_json(metrics_path, metrics)
     for k, v in {"best_val_iou": best_iou, **calib_metrics}.items():
         client.log_metric(run_id, k, v)

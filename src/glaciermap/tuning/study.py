@@ -154,7 +154,8 @@ class Deadline(L.Callback):
 
 @dataclass
 class Objective:
-    """Train the trial's configuration on each tuned fold; return the mean best validation IoU."""
+    """Train the trial's configuration on each tuned fold (one member: the first seed of train.seeds);
+    return the mean best validation IoU."""
 
     params: Params
     parent_run_id: str
@@ -176,7 +177,7 @@ class Objective:
             for j, fold in enumerate(cfg.folds):
                 pruning = PyTorchLightningPruningCallback(_FoldStepTrial(trial, j * p.train.max_epochs), "val_iou")
                 deadline = Deadline(self.deadline)
-                result = train_run(p, RunSpec(*p.tuned_run, fold), progress=self.progress,
+                result = train_run(p, RunSpec(*p.tuned_run, fold, p.train.seeds[0]), progress=self.progress,
                                    callbacks=[pruning, deadline], parent_run_id=run_id,
                                    run_dir=trial_dir / f"fold{fold}",
                                    metrics_dir=None)

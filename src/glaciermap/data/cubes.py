@@ -23,6 +23,10 @@ SKIPPED_FILE = "skipped.csv"
 SKIPPED_COLUMNS = ("glacier_id", "scene", "reason")
 #: optional mask of pixels without a usable DEM value (invalid where a sensor set uses the dem group)
 DEM_VOID = "mask_dem_void"
+#: optional mask of pixels without a usable dh/dt value (invalid where a sensor set uses the dhdt group)
+DHDT_VOID = "mask_dhdt_void"
+#: the void mask of each sensor group that has one
+GROUP_VOIDS = {"dem": DEM_VOID, "dhdt": DHDT_VOID}
 #: columns every stage after ingest relies on (ingest writes more)
 INDEX_COLUMNS = ("glacier_id", "epoch", "role", "year", "path", "lon", "area_km2")
 #: column order of every cube index (raw-region ingest and the dataset adapters); writers may add
@@ -36,7 +40,8 @@ class Cube:
     """A cube in memory: bands (C, H, W) float32 with NaN for no data, masks (H, W) uint8.
 
     `mask_dem_void` (None when the cube has no DEM bands, or was written before it existed) marks
-    pixels whose DEM bands hold no usable elevation (a masked void, beyond the DEM's edge).
+    pixels whose DEM bands hold no usable elevation (a masked void, beyond the DEM's edge);
+    `mask_dhdt_void` the same for the dh/dt band.
     """
 
     data: np.ndarray
@@ -47,6 +52,7 @@ class Cube:
     grid: Grid
     attrs: dict
     mask_dem_void: np.ndarray | None = None
+    mask_dhdt_void: np.ndarray | None = None
 
     def select(self, bands: list[str]) -> np.ndarray:
         """(len(bands), H, W) view in the given order; absent bands come back all-NaN."""
@@ -67,7 +73,7 @@ def write_cube(path: Path, cube: Cube) -> Path:
         "GeoTransform": " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
     })
     gm = {"grid_mapping": "spatial_ref"}
-    masks = [*MASKS, *([DEM_VOID] if cube.mask_dem_void is not None else [])]
+    masks = [*MASKS, *(m for m in GROUP_VOIDS.values() if getattr(cube, m) is not None)]
     ds = xr.Dataset(
         {
             "data": (("band", "y", "x"), cube.data.astype(np.float32), gm),
@@ -151,7 +157,7 @@ def read_cube(path: str | Path) -> Cube:
         mask_invalid=ds["mask_invalid"].values,
         grid=cube_grid(ds, path),
         attrs=dict(ds.attrs),
-        mask_dem_void=ds[DEM_VOID].values if DEM_VOID in ds else None,
+        **{m: ds[m].values if m in ds else None for m in GROUP_VOIDS.values()},
     )
 
 

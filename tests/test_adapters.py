@@ -179,6 +179,30 @@ def test_dandb_cubes_keep_masks_bands_grid_and_areas(dandb_root, tmp_path):
         assert 5 < row.lon < 12 and 44 < row.lat < 48
 
 
+def test_dandb_dhdt_variable_becomes_the_dhdt_band(tmp_path):
+    """A `dhdt` variable (y, x; DL4GAM's name for the Hugonnet et al. 2021 dh/dt) is offered as band
+    `dhdt`, values as stored; a dhdt sensor set on files without it names what they have."""
+    sensors = SensorsConfig(groups={"optical": OPTICAL, "dhdt": ["dhdt"]},
+                            sets={"optical": ["optical"], "optical_dhdt": ["optical", "dhdt"]})
+    path = write_dandb_glacier(tmp_path / "with" / "2015" / "g_0000.nc", 0, np.random.default_rng(0))
+    with xr.open_dataset(path, engine="h5netcdf", decode_coords="all") as ds:
+        ds = ds.load()
+    dhdt = np.linspace(-3.0, 0.5, ds.sizes["y"] * ds.sizes["x"], dtype=np.float32).reshape(ds.sizes["y"], -1)
+    dhdt[0, :5] = np.nan  # a void stays NaN
+    ds["dhdt"] = (("y", "x"), dhdt, {"units": "m/yr"})
+    path.unlink()
+    ds.to_netcdf(path, engine="h5netcdf")
+    index = ingest_dandb_netcdf(tmp_path / "with", tmp_path / "cubes", DataConfig(), sensors, ["optical_dhdt"],
+                                progress=False)
+    cube = read_cube(tmp_path / "cubes" / index.path.iloc[0])
+    assert cube.bands == OPTICAL + ["dhdt"]
+    np.testing.assert_array_equal(cube.select(["dhdt"])[0], dhdt)
+    write_dandb_glacier(tmp_path / "without" / "2015" / "g_0000.nc", 0, np.random.default_rng(0))
+    with pytest.raises(InputDataError, match=r"lacks band\(s\) dhdt: \['dhdt'\] \(sensor sets \['optical_dhdt'\]\)"):
+        ingest_dandb_netcdf(tmp_path / "without", tmp_path / "c2", DataConfig(), sensors, ["optical_dhdt"],
+                            progress=False)
+
+
 def test_dandb_inventory_epoch_comes_from_params(dandb_root, tmp_path):
     index = ingest_dandb_netcdf(dandb_root, tmp_path / "cubes", DataConfig(dandb_inventory_epoch="2023"),
                                 SensorsConfig(), SETS, progress=False)

@@ -87,6 +87,9 @@ def test_cross_references_are_checked():
     assert "infer" in _error({"infer": {"sensor_set": "optical"}})  # not trained
     msg = _error({"sensors": {"sets": {"optical_lidar": ["optical", "lidar"]}}})
     assert "'optical_lidar'" in msg and "lidar" in msg
+    # the dhdt group is the region's dh/dt map: one band, `dhdt`
+    msg = _error({"sensors": {"groups": {"optical": ["B4"], "dhdt": ["dh_dt"]}, "sets": {"optical": ["optical"]}}})
+    assert "sensor group 'dhdt' is the one band ['dhdt']" in msg and "['dh_dt']" in msg
 
 
 def test_channels_sum_the_groups():

@@ -602,6 +602,86 @@ def test_dem_voids_on_a_glacier_are_filled_or_masked(raw_copy, tmp_path, void, p
         np.testing.assert_array_equal(optical.valid, cube.mask_invalid == 0)
 
 
+# ------------------------------------------------------------------------ dh/dt (issue #17)
+#: optical plus the dh/dt map: the sensor groups of the dh/dt tests (no SAR / DEM: faster ingest)
+SENSORS_DHDT = SensorsConfig(groups={"optical": SensorsConfig().groups["optical"], "dhdt": ["dhdt"]},
+                             sets={"optical": ["optical"], "optical_dhdt": ["optical", "dhdt"]})
+
+
+@pytest.fixture(scope="module")
+def dhdt_cubes(raw_region, tmp_path_factory) -> Path:
+    """Cubes of the tiny region with its dh/dt map, voids masked (data.dhdt_voids: mask)."""
+    out = tmp_path_factory.mktemp("dhdt") / "cubes"
+    ingest_region(raw_region, out, updated(DATA, dhdt_voids="mask"), SENSORS_DHDT, sensor_sets=["optical_dhdt"],
+                  progress=False)
+    return out
+
+
+def test_dhdt_reaches_the_cubes_with_its_voids(raw_region, dhdt_cubes):
+    """The cube's `dhdt` band is the map bilinearly interpolated onto the 10 m grid (checked against
+    scipy's bilinear interpolation of the 100 m raster at every pixel with 4 valid neighbours);
+    voids are NaN in mask_dhdt_void ("mask"), invalid only for sets with the dhdt group, and
+    interpolated from their neighbours with "fill"."""
+    from scipy import ndimage
+
+    from glaciermap.data.dhdt import read_dhdt_on_grid
+    from glaciermap.data.windows import prepare_cube
+
+    index = read_index(dhdt_cubes)
+    with rasterio.open(raw_region / "dhdt.tif") as ds:
+        raster, t = ds.read(1), ds.transform
+    assert np.isnan(raster).any()
+    interior_voids, checked_valid = 0, False
+    for path in index[index.role == "inventory"].path:
+        cube = read_cube(dhdt_cubes / path)
+        assert cube.bands == [*SENSORS_DHDT.groups["optical"], "dhdt"]
+        assert list(cube.attrs["dhdt_period"]) == [2000, 2015]
+        dhdt = cube.select(["dhdt"])[0]
+        xs, ys = cube.grid.xy_coords()
+        col, row = (xs - t.c) / t.a - 0.5, (ys - t.f) / t.e - 0.5
+        expected = ndimage.map_coordinates(raster, np.meshgrid(row, col, indexing="ij"), order=1, cval=np.nan)
+        known = np.isfinite(expected)
+        assert known.mean() > 0.5
+        np.testing.assert_allclose(dhdt[known], expected[known], atol=1e-4)
+        np.testing.assert_array_equal(cube.mask_dhdt_void == 1, np.isnan(dhdt))
+        filled = read_dhdt_on_grid(raw_region / "dhdt.tif", cube.grid, "fill")
+        inside = ~filled.void  # within the raster: every void interpolated, the rest unchanged
+        assert np.isfinite(filled.z[inside]).all()
+        np.testing.assert_allclose(filled.z[known], expected[known], atol=1e-4)
+        interior_voids += int((inside & (cube.mask_dhdt_void == 1)).sum())
+        if cube.mask_dhdt_void.any() and not checked_valid:
+            stats = {b: {"mean": 0.0, "std": 1.0} for b in cube.bands}
+            with_dhdt = prepare_cube(dhdt_cubes / path, SENSORS_DHDT.resolve("optical_dhdt"), stats)
+            optical = prepare_cube(dhdt_cubes / path, SENSORS_DHDT.resolve("optical"), stats)
+            np.testing.assert_array_equal(with_dhdt.valid, (cube.mask_invalid == 0) & (cube.mask_dhdt_void == 0))
+            np.testing.assert_array_equal(optical.valid, cube.mask_invalid == 0)
+            checked_valid = True
+    assert checked_valid and interior_voids > 0
+
+
+def test_a_dhdt_set_on_a_region_without_dhdt_is_one_line_naming_region_yaml(raw_copy, tmp_path, capsys,
+                                                                            monkeypatch):
+    manifest = _manifest(raw_copy)
+    del manifest["dhdt"], manifest["dhdt_period"]
+    (raw_copy / "region.yaml").write_text(yaml.safe_dump(manifest))
+    with pytest.raises(InputDataError) as err:
+        ingest_region(raw_copy, tmp_path / "cubes", DATA, SENSORS_DHDT, sensor_sets=["optical_dhdt"], progress=False)
+    _assert_error_names(err.value, raw_copy / "region.yaml",
+                        "sensor set(s) ['optical_dhdt'] use the dhdt group, but the region has no dh/dt map")
+    assert not (tmp_path / "cubes").exists()
+    # the CLI: train.sensor_sets asks for it; one line, nothing written
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"buffer_m": DATA.buffer_m}, "sensors": SENSORS_DHDT.model_dump(),
+                                      "train": {"sensor_sets": ["optical_dhdt"]},
+                                      "infer": {"sensor_set": "optical_dhdt"}}))
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    code = cli.main(["--params", str(params), "-q", "ingest", "--raw", str(raw_copy), "--out", str(tmp_path / "c")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith(f"error: {raw_copy / 'region.yaml'}: sensor set(s) ['optical_dhdt'] use the dhdt")
+    assert not (tmp_path / "c").exists()
+
+
 @pytest.mark.parametrize("value", [np.nan, -9999.0, 0.0])
 def test_a_dem_that_is_all_void_is_one_clear_error(raw_copy, tmp_path, value):
     gdf = gpd.read_file(raw_copy / "outlines.gpkg")

@@ -865,6 +865,25 @@ def test_unreachable_tracking_server_stops_train_before_compute(tmp_path, cubes_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "params.yaml"]  # no run folder, metrics, database
 
 
+def test_a_dhdt_set_on_cubes_without_dhdt_stops_train_before_compute(tmp_path, cubes_dir, folds, capsys,
+                                                                     monkeypatch):
+    """Cubes built from a region without a dh/dt map (or before it had one), asked for a dhdt
+    sensor set: one line naming region.yaml, before any run folder, metric or database exists."""
+    monkeypatch.chdir(tmp_path)
+    folds_path = write_folds(tmp_path / "in" / "folds.json", folds, FOLDS)
+    params = _params(tmp_path / "params.yaml", data={"cubes_dir": cubes_dir, "raw_dir": tmp_path / "data"},
+                     sensors={"groups": {"optical": ["B2", "B3", "B4", "B8", "B11", "B12"], "dhdt": ["dhdt"]},
+                              "sets": {"optical_dhdt": ["optical", "dhdt"]}},
+                     folds={**FOLDS.model_dump(mode="json"), "path": folds_path},
+                     train={"folds": [0], "sensor_sets": ["optical_dhdt"]}, infer={"sensor_set": "optical_dhdt"},
+                     tracking={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    code, lines = _run_cli(["--params", str(params), "-q", "train", "--model", "unet", "--sensors", "optical_dhdt",
+                            "--fold", "0"], capsys, monkeypatch)
+    _assert_clear_error(code, lines, tmp_path / "data" / "region.yaml",
+                        "sensor set(s) ['optical_dhdt'] use the dhdt group, but the training cubes have no dhdt band")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "params.yaml"]
+
+
 def test_unreachable_server_with_offline_fallback_logs_locally(tmp_path, monkeypatch, mlflow_restored):
     from glaciermap.config import TrackingConfig
     from glaciermap.tracking import runs as tracking

@@ -14,11 +14,13 @@ import pytest
 import rasterio
 import yaml
 from pydantic import ValidationError
+import rasterio.warp
 from rasterio import features
+from rasterio.enums import Resampling
 from rasterio.transform import Affine
 
 from glaciermap.data.simulate import SimulateConfig, simulate_region
-from glaciermap.data.simulate.surface import FIRN, GLACIER_CLASSES, ICE, ROCK
+from glaciermap.data.simulate.surface import DEBRIS, FIRN, GLACIER_CLASSES, ICE, ROCK
 from glaciermap.errors import InputDataError
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-alps"
@@ -113,6 +115,44 @@ def test_truth_areas_match_rasterised_outlines(region):
         cls = _read(root / "truth" / f"surface_{epoch}.tif", 1)
         union = features.rasterize([(g, 1) for g in truth.geometry], out_shape=shape, transform=transform)
         assert np.array_equal(np.isin(cls, GLACIER_CLASSES), union.astype(bool))
+
+
+def _fraction_on(mask: np.ndarray, src: rasterio.io.DatasetReader, dst: rasterio.io.DatasetReader) -> np.ndarray:
+    """Fraction of each `dst` pixel covered by `mask` (a bool array on `src`'s grid)."""
+    out = np.full(dst.shape, np.nan, np.float32)
+    rasterio.warp.reproject(mask.astype(np.float32), out, src_transform=src.transform, src_crs=src.crs,
+                            dst_transform=dst.transform, dst_crs=dst.crs, resampling=Resampling.average)
+    return out
+
+
+def test_dhdt_sign_units_and_voids(region):
+    """dhdt.tif (docs/data-format.md): m/yr, negative = thinning, most on low and debris-covered
+    tongues, ~0 on stable ground, with noise and some voids (NaN), at 100 m over the scene."""
+    root, cfg = region
+    manifest = yaml.safe_load((root / "region.yaml").read_text())
+    assert manifest["dhdt"] == "dhdt.tif" and manifest["dhdt_period"] == [2000, 2015]
+    with rasterio.open(root / "dhdt.tif") as ds, rasterio.open(root / "truth" / "surface_2015.tif") as surf, \
+            rasterio.open(root / "dem.tif") as dem_ds:
+        assert list(ds.descriptions) == ["dhdt"] and ds.units == ("m/yr",) and ds.res == (100.0, 100.0)
+        assert ds.crs == dem_ds.crs and ds.dtypes[0] == "float32" and np.isnan(ds.nodata)
+        tags = ds.tags(1)
+        assert tags["units"] == "m/yr" and tags["sign"].startswith("negative = surface lowering")
+        assert (tags["start_year"], tags["end_year"]) == ("2000", "2015")
+        dhdt = ds.read(1)
+        cls = surf.read(1)
+        ice = _fraction_on(np.isin(cls, GLACIER_CLASSES), surf, ds)
+        debris = _fraction_on(cls == DEBRIS, surf, ds)
+        z = np.full(ds.shape, np.nan, np.float32)
+        rasterio.warp.reproject(rasterio.band(dem_ds, 1), z, dst_transform=ds.transform, dst_crs=ds.crs,
+                                resampling=Resampling.average)
+    assert 0.02 < np.isnan(dhdt).mean() < 0.25  # voids, as published products have
+    stable, glacier = ice < 0.01, ice > 0.9
+    assert abs(np.nanmean(dhdt[stable])) < 0.3 and np.nanmean(np.abs(dhdt[stable])) < 0.6
+    assert np.nanstd(dhdt[stable]) > 0.1  # noisy, not a clean mask
+    low, high = np.nanpercentile(z[glacier], [25, 75])
+    tongues, upper = np.nanmean(dhdt[glacier & (z < low)]), np.nanmean(dhdt[glacier & (z > high)])
+    assert tongues < -1.5 and tongues < upper - 1.0 and upper < 0.0
+    assert (debris > 0.5).sum() >= 10 and np.nanmean(dhdt[debris > 0.5]) < np.nanmean(dhdt[glacier]) - 1.0
 
 
 def test_retreat(region):
@@ -302,6 +342,9 @@ def test_config_validation():
         SimulateConfig(inventory_years=[2016, 2015])
     with pytest.raises(ValidationError, match="projected"):
         SimulateConfig(crs="EPSG:4326")
+    with pytest.raises(ValidationError, match="dhdt_period"):
+        SimulateConfig(dhdt_period=(2019, 2000))
+    assert SimulateConfig(inventory_years=[2010]).dhdt_years == (1995, 2010)  # the 15 years before
     with pytest.raises(ValidationError):
         SimulateConfig(unknown_key=1)
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError, model_validator
 
 from glaciermap.config.area_change import AreaChangeConfig
 from glaciermap.config.base import StrictModel, format_validation_error, load_yaml, updated
-from glaciermap.config.data import (DEM_BANDS, OPTICAL_BANDS, SAR_BANDS, DataConfig, FoldsConfig,
+from glaciermap.config.data import (DEM_BANDS, DHDT_BANDS, OPTICAL_BANDS, SAR_BANDS, DataConfig, FoldsConfig,
                                     PatchesConfig, SensorsConfig)
 from glaciermap.config.models import GlaViTUConfig, ModelConfig
 from glaciermap.config.simulate import SimulateConfig
@@ -29,7 +29,7 @@ from glaciermap.config.training import InferConfig, TrackingConfig, TrainConfig
 from glaciermap.config.tune import ParamSpec, TuneConfig
 from glaciermap.errors import ConfigError
 
-__all__ = ["DEM_BANDS", "OPTICAL_BANDS", "SAR_BANDS", "AreaChangeConfig", "DataConfig", "FoldsConfig",
+__all__ = ["DEM_BANDS", "DHDT_BANDS", "OPTICAL_BANDS", "SAR_BANDS", "AreaChangeConfig", "DataConfig", "FoldsConfig",
            "GlaViTUConfig", "InferConfig", "ModelConfig", "ParamSpec", "Params", "PatchesConfig",
            "SensorsConfig", "SimulateConfig", "StrictModel", "TrackingConfig", "TrainConfig", "TuneConfig",
            "deep_merge", "load_params", "load_yaml", "parse_params", "updated"]

@@ -13,6 +13,8 @@ from glaciermap.errors import ConfigError
 OPTICAL_BANDS = ("B2", "B3", "B4", "B8", "B11", "B12")
 SAR_BANDS = ("VV", "VH", "coh")
 DEM_BANDS = ("dem", "slope", "hillshade")
+#: surface elevation change (m/yr, negative = thinning): the `dhdt` group of a region with a dh/dt map
+DHDT_BANDS = ("dhdt",)
 
 
 class DataConfig(StrictModel):
@@ -29,6 +31,9 @@ class DataConfig(StrictModel):
     # pits): "fill" interpolates them from their neighbours, "mask" leaves them NaN and marks them
     # in the cube's mask_dem_void (invalid wherever a sensor set uses the dem group)
     dem_voids: Literal["fill", "mask"] = "fill"
+    # dh/dt voids (NaN, nodata, |dh/dt| > 50 m/yr): "fill" interpolates them from their neighbours,
+    # "mask" leaves them NaN and marks them in mask_dhdt_void (invalid where a set uses the dhdt group)
+    dhdt_voids: Literal["fill", "mask"] = "fill"
     # outlines crossing the edge of a scene or of the DEM: "skip" leaves them out; "keep" keeps those
     # with at least `min_coverage` of their area covered (the rest is no data, masked invalid).
     # Every outline left out is listed in <cubes_dir>/skipped.csv
@@ -77,6 +82,9 @@ class SensorsConfig(StrictModel):
 
     @model_validator(mode="after")
     def _sets_use_known_groups(self) -> SensorsConfig:
+        if "dhdt" in self.groups and self.groups["dhdt"] != list(DHDT_BANDS):
+            raise ValueError(f"sensor group 'dhdt' is the one band {list(DHDT_BANDS)} (a region's dh/dt map), "
+                             f"got {self.groups['dhdt']}")
         for name, groups in self.sets.items():
             unknown = [g for g in groups if g not in self.groups]
             if unknown:

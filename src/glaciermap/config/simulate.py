@@ -66,6 +66,13 @@ class SimulateConfig(StrictModel):
     sun_elevation_deg: float = Field(45.0, gt=5, le=90)
     sun_azimuth_deg: float = Field(150.0, ge=0, lt=360)
     noise: float = Field(0.01, ge=0, le=0.2)
+    # dhdt.tif: surface elevation change (m/yr, negative = thinning) over `dhdt_period` (None: the 15
+    # years before the first inventory year, e.g. 2000-2015), at `dhdt_resolution_m` (Hugonnet et al.
+    # 2021: 100 m), with noise of `dhdt_noise` m/yr (1 sigma) on flat stable ground, more on slopes
+    dhdt: bool = True
+    dhdt_resolution_m: float = Field(100.0, gt=0)
+    dhdt_period: tuple[int, int] | None = None
+    dhdt_noise: float = Field(0.25, ge=0, le=5)
     # refuse regions whose estimated peak memory exceeds this (16 GiB: fits a 24 GiB machine)
     max_memory_gib: float = Field(16.0, gt=0)
 
@@ -101,6 +108,9 @@ class SimulateConfig(StrictModel):
                              f"({self.inventory_years[-1]})")
         if self.recent_year > 2100:
             raise ValueError("recent_year must be <= 2100")
+        if self.dhdt_period is not None and not self.dhdt_period[0] < self.dhdt_period[1]:
+            raise ValueError(f"dhdt_period must be [start year, end year] with start < end, got "
+                             f"{list(self.dhdt_period)}")
         px = self.width_km * 1000 / self.resolution_m * self.height_km * 1000 / self.resolution_m
         if px < 64 * 64:
             raise ValueError("region too small: need at least 64 x 64 pixels at resolution_m")
@@ -110,6 +120,11 @@ class SimulateConfig(StrictModel):
             if problem:
                 raise ValueError(problem)
         return self
+
+    @property
+    def dhdt_years(self) -> tuple[int, int]:
+        """The period dhdt.tif describes: `dhdt_period`, or the 15 years before the first inventory year."""
+        return self.dhdt_period or (self.inventory_years[0] - 15, self.inventory_years[0])
 
     @property
     def explicit_box(self) -> bool:

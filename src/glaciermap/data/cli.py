@@ -39,14 +39,14 @@ def _ingest(args, params):
 
     raw, out = args.raw or params.data.raw_dir, args.out or params.data.cubes_dir
     check_writable(out, folder=True)  # before computing every cube, not at the final swap
+    sets = list(dict.fromkeys([*params.train.sensor_sets, params.infer.sensor_set]))
     if args.format == "region":
         from glaciermap.data.ingest import ingest_region
 
-        index = ingest_region(raw, out, params.data, params.sensors, progress=not args.quiet)
+        index = ingest_region(raw, out, params.data, params.sensors, sensor_sets=sets, progress=not args.quiet)
     else:
         from glaciermap.data.adapters import ingest_dataset
 
-        sets = list(dict.fromkeys([*params.train.sensor_sets, params.infer.sensor_set]))
         index = ingest_dataset(args.format, raw, out, params.data, params.sensors, sets, progress=not args.quiet)
     print(f"{index.glacier_id.nunique()} glaciers, {len(index)} cubes written to {out}")
 

@@ -28,6 +28,10 @@ DEM_VOID = "mask_dem_void"
 #: only this glacier). Absent when the region or dataset gives no debris information.
 DEBRIS = "mask_debris"
 DEBRIS_UNKNOWN = 2
+#: optional mask of pixels without a usable dh/dt value (invalid where a sensor set uses the dhdt group)
+DHDT_VOID = "mask_dhdt_void"
+#: the void mask of each sensor group that has one
+GROUP_VOIDS = {"dem": DEM_VOID, "dhdt": DHDT_VOID}
 #: columns every stage after ingest relies on (ingest writes more)
 INDEX_COLUMNS = ("glacier_id", "epoch", "role", "year", "path", "lon", "area_km2")
 #: column order of every cube index (raw-region ingest and the dataset adapters); writers may add
@@ -41,7 +45,8 @@ class Cube:
     """A cube in memory: bands (C, H, W) float32 with NaN for no data, masks (H, W) uint8.
 
     `mask_dem_void` (None when the cube has no DEM bands, or was written before it existed) marks
-    pixels whose DEM bands hold no usable elevation (a masked void, beyond the DEM's edge).
+    pixels whose DEM bands hold no usable elevation (a masked void, beyond the DEM's edge);
+    `mask_dhdt_void` the same for the dh/dt band.
     `mask_debris` (None when the source has no debris information) is the `DEBRIS` layer: 1 on
     debris-covered ice, 0 not debris, `DEBRIS_UNKNOWN` where the source does not say.
     """
@@ -55,6 +60,7 @@ class Cube:
     attrs: dict
     mask_dem_void: np.ndarray | None = None
     mask_debris: np.ndarray | None = None
+    mask_dhdt_void: np.ndarray | None = None
 
     def select(self, bands: list[str]) -> np.ndarray:
         """(len(bands), H, W) view in the given order; absent bands come back all-NaN."""
@@ -75,7 +81,7 @@ def write_cube(path: Path, cube: Cube) -> Path:
         "GeoTransform": " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
     })
     gm = {"grid_mapping": "spatial_ref"}
-    optional = {DEM_VOID: cube.mask_dem_void, DEBRIS: cube.mask_debris}
+    optional = {**{m: getattr(cube, m) for m in GROUP_VOIDS.values()}, DEBRIS: cube.mask_debris}
     masks = [*MASKS, *(m for m, v in optional.items() if v is not None)]
     ds = xr.Dataset(
         {
@@ -160,7 +166,7 @@ def read_cube(path: str | Path) -> Cube:
         mask_invalid=ds["mask_invalid"].values,
         grid=cube_grid(ds, path),
         attrs=dict(ds.attrs),
-        mask_dem_void=ds[DEM_VOID].values if DEM_VOID in ds else None,
+        **{m: ds[m].values if m in ds else None for m in GROUP_VOIDS.values()},
         mask_debris=ds[DEBRIS].values if DEBRIS in ds else None,
     )
 

@@ -18,6 +18,7 @@ A DEM whose values are all voids, or all equal (no relief: e.g. all 0), is unusa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,10 +94,15 @@ class DemOnGrid:
     n_filled_src: int  # of those, filled by interpolation
 
 
-def read_dem_on_grid(path: Path, grid, policy: str) -> DemOnGrid:
+def read_dem_on_grid(path: Path, grid, policy: str, *, band: int = 1,
+                     find: Callable[[np.ndarray, float | None], np.ndarray] = find_voids) -> DemOnGrid:
     """Read the source window of the DEM covering `grid`, treat voids by `policy` ("fill" or
     "mask"), and reproject it (bilinear) onto `grid` (any object with crs, transform, width,
-    height, bounds)."""
+    height, bounds).
+
+    Other continuous fields with voids (the dh/dt map, `glaciermap.data.dhdt`) are read the same
+    way: pass their 1-based `band` and void test `find(values, nodata)`.
+    """
     with open_raster(path) as src:
         bounds = transform_bounds(grid.crs, src.crs, *grid.bounds, densify_pts=21)
         win = from_bounds(*bounds, transform=src.transform)
@@ -109,11 +115,11 @@ def read_dem_on_grid(path: Path, grid, policy: str) -> DemOnGrid:
             raise InputDataError(f"no overlap with the requested area {grid.bounds} ({grid.crs})",
                                  path=path, hint="check that rasters and outlines cover the same place") from None
         try:
-            z = src.read(1, window=win, masked=True).astype(np.float32).filled(np.nan)
+            z = src.read(band, window=win, masked=True).astype(np.float32).filled(np.nan)
         except rasterio.errors.RasterioError as err:
             raise InputDataError(f"cannot read raster data (corrupt or truncated file): {err}", path=path) from None
         transform, crs, nodata = src.window_transform(win), src.crs, src.nodata
-    void = find_voids(z, nodata)
+    void = find(z, nodata)
     n_void = int(void.sum())
     z[void] = np.nan
     if n_void and policy == "fill":

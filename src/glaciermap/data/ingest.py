@@ -7,6 +7,7 @@ bounded by the size of one glacier's cube however large the scenes are.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from glaciermap.data.cubes import (DEBRIS_UNKNOWN, INDEX_FILE, SKIPPED_COLUMNS, 
                                    glacier_location, index_row, write_cube)
 from glaciermap.data.dates import decimal_year
 from glaciermap.data.dem import check_dem_file, read_dem_on_grid
+from glaciermap.data.dhdt import dhdt_band, read_dhdt_on_grid, require_dhdt
 from glaciermap.data.grid import Grid
 from glaciermap.data.raw import (Region, band_indexes, open_raster, open_region, raster_footprint, read_on_grid,
                                  read_outlines)
@@ -83,9 +85,11 @@ class RegionCheck:
     skipped: list[dict]
 
 
-def check_region(region: Region, sensors: SensorsConfig, cfg: DataConfig) -> RegionCheck:
-    """Check every scene up front (CRS, bands, cloud cover), the DEM (not all void) and the debris
-    rasters (readable, with the named band).
+def check_region(region: Region, sensors: SensorsConfig, cfg: DataConfig,
+                 sensor_sets: Sequence[str] = ()) -> RegionCheck:
+    """Check every scene up front (CRS, bands, cloud cover), the DEM (not all void), the dh/dt
+    map (its band; a region without one is an error when one of `sensor_sets` uses the dhdt group)
+    and the debris rasters (readable, with the named band).
 
     An acquisition that is all cloud or all no data is left out when its epoch has another usable
     one (ingest picks the clearest anyway); when none is usable, that is an error naming the
@@ -106,6 +110,9 @@ def check_region(region: Region, sensors: SensorsConfig, cfg: DataConfig) -> Reg
         with open_raster(path) as ds:
             if debris.band is not None:
                 band_indexes(ds, [debris.band], path)
+    require_dhdt(sensors, sensor_sets, have=region.dhdt_path is not None, region_yaml=region.root / "region.yaml")
+    if region.dhdt_path is not None and "dhdt" in sensors.groups:
+        dhdt_band(region.dhdt_path)
     has_sar, usable, skipped = {}, {}, []
     for epoch in region.manifest.epochs:
         problems = {}
@@ -187,10 +194,11 @@ def clearest_scene(region: Region, scenes: list[str], optical_band: str, grid: G
 
 def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geoms,
                epoch: str, scene: str, dem: tuple[np.ndarray, np.ndarray] | None, has_sar: bool,
-               attrs: dict) -> Cube:
+               attrs: dict, dhdt: tuple[np.ndarray, np.ndarray] | None = None) -> Cube:
     """Read every sensor of one acquisition (`scene`, of `epoch`) onto a glacier's grid; add masks.
 
-    `dem` is (DEM feature bands, DEM void mask) from `dem_features`, or None without a dem group.
+    `dem` is (DEM feature bands, DEM void mask) from `dem_features`, or None without a dem group;
+    `dhdt` likewise (the dh/dt band, its void mask), or None without a dhdt group or map.
     """
     bands: list[str] = []
     layers: list[np.ndarray] = []
@@ -206,6 +214,9 @@ def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geo
     if dem is not None:
         layers.append(dem[0])
         bands += sensors.groups["dem"]
+    if dhdt is not None:
+        layers.append(dhdt[0])
+        bands += sensors.groups["dhdt"]
     invalid = invalid_mask(region, scene, grid, opt)
     return Cube(
         data=np.concatenate(layers, axis=0), bands=bands,
@@ -214,6 +225,7 @@ def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geo
         mask_invalid=invalid.astype(np.uint8),
         mask_dem_void=None if dem is None else dem[1].astype(np.uint8),
         mask_debris=debris_mask(region, epoch, grid),
+        mask_dhdt_void=None if dhdt is None else dhdt[1].astype(np.uint8),
         grid=grid,
         attrs={**attrs, "epoch": epoch, "scene": scene, "year": decimal_year(region.scenes[scene]),
                "invalid_fraction": float(invalid.mean())},
@@ -267,16 +279,22 @@ def _glacier_job(args) -> dict:
     if "dem" in sensors.groups:
         feats, void, voids = dem_features(region, grid, sensors.groups["dem"], cfg.dem_voids)
         dem = (feats, void)
+    dhdt = None
+    if "dhdt" in sensors.groups and region.dhdt_path is not None:
+        got = read_dhdt_on_grid(region.dhdt_path, grid, cfg.dhdt_voids)
+        dhdt = (got.z[None], got.void)
     inv_epoch = region.nearest_inventory_epoch(row["inventory_year"])
     loc = glacier_location(glacier_mask, grid)
     attrs = {"glacier_id": gid, "inventory_year": row["inventory_year"], "inventory_epoch": inv_epoch,
              "area_km2": loc["area_km2"], "lon": loc["lon"], "lat": loc["lat"],
-             "crs": crs.to_string(), "res": cfg.resolution_m, "coverage": row["coverage"]}
+             "crs": crs.to_string(), "res": cfg.resolution_m, "coverage": row["coverage"],
+             **({"dhdt_period": list(region.manifest.dhdt_period)}
+                if dhdt is not None and region.manifest.dhdt_period else {})}
     rows = []
     for epoch in [inv_epoch, *region.recent_epochs]:
         scene = clearest_scene(region, check.usable[epoch], sensors.groups["optical"][0], grid, glacier_mask)
         cube = build_cube(region, sensors, grid, geom, neighbours, epoch, scene, dem,
-                          check.has_sar[scene], attrs)
+                          check.has_sar[scene], attrs, dhdt)
         rel = Path(epoch) / f"{gid}.nc"
         write_cube(out_dir / rel, cube)
         on_glacier = cube.mask_glacier == 1
@@ -289,10 +307,12 @@ def _glacier_job(args) -> dict:
 
 def _raster_footprints(region: Region, sensors: SensorsConfig, check: RegionCheck, crs: CRS) -> dict[Path, object]:
     """{file: footprint polygon in `crs`} of every raster each glacier needs: each epoch's first
-    usable acquisition, and the DEM when a sensor set uses it."""
+    usable acquisition, and the DEM / dh/dt map when the sensor groups use them."""
     paths = [region.scene_path(check.usable[e][0], "optical") for e in region.manifest.epochs]
     if "dem" in sensors.groups:
         paths.append(region.dem_path)
+    if "dhdt" in sensors.groups and region.dhdt_path is not None:
+        paths.append(region.dhdt_path)
     return {p: raster_footprint(p, crs) for p in paths}
 
 
@@ -365,8 +385,11 @@ def _report(skipped: list[dict], rows: list[dict], voids: list[dict], skipped_pa
 
 
 def ingest_region(raw_dir: str | Path, out_dir: str | Path, cfg: DataConfig, sensors: SensorsConfig,
-                  *, progress: bool = True) -> pd.DataFrame:
+                  *, sensor_sets: Sequence[str] = (), progress: bool = True) -> pd.DataFrame:
     """Build every cube of a raw region into `out_dir` (written atomically as a whole).
+
+    Every sensor group the region offers is read; `sensor_sets` (those to be trained / mapped)
+    are checked against what it offers before any cube is built.
 
     What is left out (outlines outside or across a raster edge, smaller than a pixel, unusable
     acquisitions) is listed in `out_dir`/skipped.csv (glacier_id, scene, reason) and counted in
@@ -374,7 +397,7 @@ def ingest_region(raw_dir: str | Path, out_dir: str | Path, cfg: DataConfig, sen
     """
     region = open_region(raw_dir)
     outlines = read_outlines(region)
-    check = check_region(region, sensors, cfg)
+    check = check_region(region, sensors, cfg, sensor_sets)
     crs = target_crs(outlines, cfg)
     outlines = outlines.to_crs(crs)
     outlines, skipped = coverage_check(outlines, _raster_footprints(region, sensors, check, crs), cfg,

@@ -74,6 +74,9 @@ class RegionManifest(StrictModel):
     dem: str | None = "dem.tif"  # null: the region has no DEM (sensor sets must not use a dem group)
     cloud_masks: bool = True  # false: scenes have no cloud.tif (only optical no-data is invalid)
     debris: DebrisSource | None = None  # optional debris-cover raster(s): cubes get a mask_debris layer
+    # surface elevation change (m/yr, negative = thinning), e.g. Hugonnet et al. 2021: the `dhdt` sensor group
+    dhdt: str | None = None
+    dhdt_period: tuple[int, int] | None = None  # the years it spans (recorded in the cubes' attributes)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,11 @@ class Region:
     def dem_path(self) -> Path | None:
         """The DEM, or None when region.yaml says `dem: null`."""
         return None if self.manifest.dem is None else self.root / self.manifest.dem
+
+    @property
+    def dhdt_path(self) -> Path | None:
+        """The dh/dt map, or None when region.yaml names none."""
+        return None if self.manifest.dhdt is None else self.root / self.manifest.dhdt
 
     @property
     def has_cloud_masks(self) -> bool:
@@ -166,9 +174,9 @@ def open_region(root: str | Path) -> Region:
     region = Region(root, manifest)
     kinds = ("optical", "cloud") if region.has_cloud_masks else ("optical",)
     debris = sorted({region.debris_path(e) for e in manifest.epochs} - {None})
-    for p in [region.outlines_path] + ([region.dem_path] if region.dem_path else []) + debris + [
-        region.scene_path(s, k) for s in region.scenes for k in kinds
-    ]:
+    optional = [p for p in (region.dem_path, region.dhdt_path) if p is not None]
+    for p in [region.outlines_path, *optional, *debris] + [region.scene_path(s, k) for s in region.scenes
+                                                          for k in kinds]:
         if not p.exists():
             raise InputDataError("file missing", path=p, hint=f"listed by {manifest_path}")
     return region

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glaciermap.data.cubes import read_cube
+from glaciermap.data.cubes import GROUP_VOIDS, read_cube
 from glaciermap.device import autocast, autocast_dtype, resolve_device
 from glaciermap.errors import ConfigError
 
@@ -67,13 +67,15 @@ def normalise(image: np.ndarray, bands: list[str], stats: dict[str, dict[str, fl
 def prepare_cube(path: Path, groups: dict[str, list[str]], stats: dict[str, dict[str, float]]) -> PreparedCube:
     """Load a cube, select the sensor set's bands in order and normalise them.
 
-    valid = not mask_invalid, and, when the set uses the dem group, not mask_dem_void either.
+    valid = not mask_invalid, and not the void mask of each group the set uses that has one
+    (`mask_dem_void` for dem, `mask_dhdt_void` for dhdt).
     """
     cube = read_cube(path)
     bands = [b for bs in groups.values() for b in bs]
     valid = cube.mask_invalid == 0
-    if "dem" in groups and cube.mask_dem_void is not None:
-        valid &= cube.mask_dem_void == 0
+    for group, mask in GROUP_VOIDS.items():
+        if group in groups and getattr(cube, mask) is not None:
+            valid &= getattr(cube, mask) == 0
     return PreparedCube(
         image=normalise(cube.select(bands), bands, stats), target=cube.mask_all, glacier=cube.mask_glacier,
         valid=valid,

@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from glaciermap.config import Params
 from glaciermap.data.datamodule import GlacierDataModule
+from glaciermap.data.dhdt import BAND as DHDT_BAND, require_dhdt
 from glaciermap.data.folds import read_folds
 from glaciermap.device import resolve_device
 from glaciermap.errors import ConfigError, GlaciermapError
@@ -112,6 +113,8 @@ def make_datamodule(params: Params, spec: RunSpec) -> GlacierDataModule:
     folds = read_folds(params.folds.path)
     if not 0 <= spec.fold < len(folds):
         raise ConfigError(f"fold {spec.fold} does not exist (folds: 0..{len(folds) - 1})")
+    require_dhdt(params.sensors, [spec.sensor_set], have=DHDT_BAND in folds[spec.fold].stats,
+                 region_yaml=params.data.raw_dir / "region.yaml", lacking="the training cubes have no dhdt band")
     return GlacierDataModule(params.data.cubes_dir, folds[spec.fold], params.sensors.resolve(spec.sensor_set),
                              params.patches, seed=spec.rng_seed)
 

@@ -4,8 +4,8 @@ Layout (docs/data-format.md, section 3.1): `<root>/<epoch>/<rgi_id>/<glacier_nr>
 published, or flattened `<root>/<epoch>/<glacier_id>.nc`, one folder per epoch; each file holds `band_data` (band, y, x) whose `long_name` lists the band names
 (Sentinel-2 bands plus FILL_MASK, CLOUD_MASK, SHADOW_MASK), `mask_crt_g`, `mask_all_g_id`,
 `dem` (and optionally a debris mask: `mask_debris`, debris of every glacier in the file, as DL4GAM
-writes it, or `mask_debris_crt_g`, this glacier's debris, as the 2023 code reads it), on a grid
-with a CF grid mapping.
+writes it, or `mask_debris_crt_g`, this glacier's debris, as the 2023 code reads it; and `dhdt`),
+on a grid with a CF grid mapping.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ MASK_BANDS = ("FILL_MASK", "CLOUD_MASK", "SHADOW_MASK")
 MASK_VARIABLES = ("mask_crt_g", "mask_all_g_id", "dem")
 DEBRIS = "mask_debris_crt_g"  # debris of this glacier only
 DEBRIS_ALL = "mask_debris"  # debris of every glacier in the file (DL4GAM)
+#: optional surface elevation change (m/yr, negative = thinning), the variable DL4GAM's cubes add
+#: from Hugonnet et al. (2021) and its data loader reads as `ds.dhdt`; offered as band `dhdt`
+DHDT = "dhdt"
 DEM_BANDS = ("dem", "slope", "hillshade")
 HINT = "band names come from band_data's long_name; see sensors.groups in params.yaml"
 
@@ -131,7 +134,7 @@ def open_glacier(path: Path) -> xr.Dataset:
     if ds["band_data"].dims != ("band", "y", "x"):
         ds.close()
         raise InputDataError(f"band_data has dims {ds['band_data'].dims}, expected ('band', 'y', 'x')", path=path)
-    bad = [v for v in (*MASK_VARIABLES, DEBRIS, DEBRIS_ALL) if v in ds.variables and ds[v].dims != ("y", "x")]
+    bad = [v for v in (*MASK_VARIABLES, DEBRIS, DEBRIS_ALL, DHDT) if v in ds.variables and ds[v].dims != ("y", "x")]
     if bad:
         ds.close()
         raise InputDataError(f"variable(s) {bad} are not on the (y, x) grid of band_data", path=path)
@@ -153,12 +156,15 @@ def read_glacier(path: Path, glacier_id: str, epoch: str, plan: BandPlan) -> tup
         dem = ds["dem"].values.astype(np.float32)
         crt, all_id = ds["mask_crt_g"].values, ds["mask_all_g_id"].values
         debris = {v: ds[v].values for v in (DEBRIS_ALL, DEBRIS) if v in ds.variables}
+        dhdt = ds[DHDT].values.astype(np.float32) if DHDT in ds.variables else None
         year = decimal_year_of(ds.attrs.get("year", ds.attrs.get("date")))
     if not np.isfinite(year) and re.fullmatch(r"\d{4}", epoch):
         year = float(epoch)
     reflectance = [n for n in names if n not in MASK_BANDS]
     layers = {n: stack[names.index(n)] for n in reflectance}
     layers.update({"dem": dem, **dem_derived(dem, grid.res)})
+    if dhdt is not None:
+        layers[DHDT] = dhdt
     plan.check_offered(list(layers), path, HINT)
     bands = plan.bands(layers, path)
     mask = {m: stack[names.index(m)] for m in MASK_BANDS}

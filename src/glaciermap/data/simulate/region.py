@@ -23,6 +23,7 @@ from glaciermap.io import write_json
 
 from . import clouds as cl
 from . import glaciers as gl
+from . import dhdt as dh
 from . import noise, optical, sar, surface, terrain
 from .evolution import evolve, make_epochs, target_rates
 from .writer import atomic_dir, n_strips, open_geotiff, strips, write_array, write_csv, write_gpkg, write_yaml
@@ -79,7 +80,8 @@ def _build(cfg: SimulateConfig, out: Path, progress: bool) -> None:
     crs = CRS.from_user_input(cfg.crs)
     res = cfg.resolution_m
     scene = _scene_grid(cfg, crs)
-    pad = max(64, math.ceil(3 * max(cfg.dem_resolution_m, cfg.sar_resolution_m) / res))
+    coarsest = max(cfg.dem_resolution_m, cfg.sar_resolution_m, cfg.dhdt_resolution_m if cfg.dhdt else 0.0)
+    pad = max(64, math.ceil(3 * coarsest / res))
     pgrid = scene.padded(pad)
     inner = (slice(pad, pad + scene.height), slice(pad, pad + scene.width))
     epochs = make_epochs(list(cfg.inventory_years), cfg.recent_year, _rng(cfg, "epochs"))
@@ -153,6 +155,11 @@ def _build(cfg: SimulateConfig, out: Path, progress: bool) -> None:
             grain=noise.fbm(trng, scene.shape, res, 80.0, 2 * res, 1.5),
             ice_dirt=np.clip((cfg.ela_m - 150.0 - z_scene) / 600.0, 0.0, 1.0).astype(np.float32),
         )
+        dhdt_map = dhdt_grid = None
+        if cfg.dhdt:
+            dhdt_grid = scene.with_res(cfg.dhdt_resolution_m, DEM_MARGIN_PX)
+            dhdt_map = _dhdt(cfg, z, pgrid, inner, base_labels > 0, static.debris_zone, slope_p, shadow_p,
+                             dhdt_grid)
         del cos_s, slope_p, aspect_p
         sar_tex = noise.gaussian_field(trng, scene.shape, res, 60.0) if cfg.sar else None
         sar_geom = sar.sar_geometry(z, pgrid, sar_grid, pad) if cfg.sar else None
@@ -163,6 +170,8 @@ def _build(cfg: SimulateConfig, out: Path, progress: bool) -> None:
         dem_grid = scene.with_res(cfg.dem_resolution_m, DEM_MARGIN_PX)
         dem = sar.to_grid(z, pgrid, dem_grid, Resampling.average)
         write_array(out / "dem.tif", dem_grid, [dem], ["elevation"], "float32", np.nan)
+        if cfg.dhdt:
+            dh.write_dhdt(out / "dhdt.tif", dhdt_grid, dhdt_map, cfg.dhdt_years)
         _write_vectors(out, cfg, ids, geoms, states, epochs, inv_epoch, rates, vanish, crs,
                        gen_info, dropped, debris_ids)
         bar.update()
@@ -207,6 +216,18 @@ def _build(cfg: SimulateConfig, out: Path, progress: bool) -> None:
         bar.update()
     finally:
         bar.close()
+
+
+def _dhdt(cfg: SimulateConfig, z: np.ndarray, pgrid: terrain.SimGrid, inner, glacier: np.ndarray,
+          debris: np.ndarray, slope: np.ndarray, shadow: np.ndarray, dhdt_grid: terrain.SimGrid) -> np.ndarray:
+    """The dh/dt map (`dh.simulate_dhdt`) from the padded terrain and the scene's base glaciers."""
+    on_ice = np.zeros(z.shape, bool)
+    on_ice[inner] = glacier
+    on_debris = np.zeros(z.shape, np.float32)
+    on_debris[inner] = debris
+    signal = dh.thinning(z, on_ice, on_debris, cfg.ela_m)
+    return dh.simulate_dhdt(signal, slope, shadow, on_ice & (z >= cfg.ela_m), pgrid, dhdt_grid,
+                            cfg.dhdt_noise, _rng(cfg, "dhdt"))
 
 
 def _pick_debris(base_km2: np.ndarray, z: np.ndarray, labels: np.ndarray, cfg: SimulateConfig,
@@ -323,6 +344,7 @@ def _write_manifest(out: Path, cfg: SimulateConfig, epochs) -> None:
         "epochs": {e.name: entry(e) for e in epochs},
         # truth for the debris metrics (ingest puts it in the cubes as mask_debris; never a model input)
         "debris": {"path": "truth/surface_{epoch}.tif", "band": "class", "values": [surface.DEBRIS]},
+        **({"dhdt": "dhdt.tif", "dhdt_period": list(cfg.dhdt_years)} if cfg.dhdt else {}),
     }, out / "region.yaml")
 
 

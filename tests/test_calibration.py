@@ -156,3 +156,24 @@ def test_evaluate_refuses_an_uncalibrated_model_naming_its_file(tmp_path, cubes_
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("error: runs/unet/optical/fold0/model/calibration.json: model bundle has no calibration")
     assert not (tmp_path / "metrics").exists()
+
+
+def test_infer_compile_wraps_every_member_with_torch_compile(tmp_path, folds):
+    """infer.compile (issue #19): the fold models come back torch.compile'd, sharing the weights."""
+    from glaciermap.config import parse_params
+    from glaciermap.models.serialize import load_bundle
+    from glaciermap.tracking.registry import fold_models
+    from glaciermap.tracking.runs import RunSpec
+
+    for compile_ in (False, True):
+        params = parse_params({"train": {"runs_dir": str(tmp_path / "runs"), "folds": [0], "sensor_sets": ["optical"],
+                                         "seeds": [0]},
+                               "infer": {"sensor_set": "optical", "compile": compile_}})
+        folder = RunSpec("unet", "optical", 0).model_dir(params)
+        if not folder.exists():
+            _bundle(folder, folds[0])
+        (model, bundle), = fold_models(params, "unet", "optical")[0]
+        assert isinstance(model, torch._dynamo.eval_frame.OptimizedModule) == compile_
+        weights = model._orig_mod if compile_ else model
+        saved, _ = load_bundle(folder)
+        assert all(torch.equal(a, b) for a, b in zip(weights.state_dict().values(), saved.state_dict().values()))

@@ -55,3 +55,10 @@ def loader_workers(setting: int | str) -> int:
     if not torch.cuda.is_available():
         return 0
     return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def compiled(model: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """`torch.compile(model)` when `enabled` (infer.compile), else the model itself. The compiled
+    module shares the weights and moves with `.to(device)`; the first forward of each input shape
+    compiles (seconds to a minute), so it pays off on many windows (a tile, a region), not on one."""
+    return torch.compile(model) if enabled else model

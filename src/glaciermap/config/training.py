@@ -59,6 +59,7 @@ class InferConfig(StrictModel):
     device: str = "auto"  # auto (a CUDA GPU when torch sees one), cpu, cuda, cuda:1, ...
     precision: Literal["auto", "bf16", "32"] = "auto"  # auto: bf16 autocast where the device supports it
     batch_size: int | None = Field(None, ge=1)  # windows per forward pass (None: patches.batch_size)
+    compile: bool = False  # torch.compile the models (GPU: ~1.7x the U-Net's patches/s; a one-off compile per shape)
     # many devices: Lightning Trainer.predict deals the cubes out to devices x num_nodes ranks
     devices: int = Field(1, ge=1)
     num_nodes: int = Field(1, ge=1)

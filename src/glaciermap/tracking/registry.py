@@ -22,6 +22,7 @@ from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 
 from glaciermap.config import Params
+from glaciermap.device import compiled
 from glaciermap.errors import GlaciermapError
 from glaciermap.models.serialize import ModelBundle, load_bundle
 from glaciermap.tracking import runs
@@ -147,13 +148,15 @@ def fold_models(params: Params, model: str, sensor_set: str, *, registry: bool =
     """{fold: [(model, bundle) per member, in `train.seeds` order]} for every fold of `train.folds`:
     the bundles of this configuration's run folders, or (`registry`) the registered versions
     (aliases `member_alias`, set by `register`). A missing member is an error naming its alias or
-    run folder."""
+    run folder. With `infer.compile` each model is `torch.compile`d (infer, evaluate, benchmark)."""
     if registry:
         runs.resolve_tracking_uri(params.tracking)
         name = registered_name(model, sensor_set)
-        return {f: [load_registered(name, member_alias(f, s)) for s in params.train.seeds] for f in params.train.folds}
-    return {f: [member_bundle(params, RunSpec(model, sensor_set, f, s)) for s in params.train.seeds]
-            for f in params.train.folds}
+        loaded = {f: [load_registered(name, member_alias(f, s)) for s in params.train.seeds] for f in params.train.folds}
+    else:
+        loaded = {f: [member_bundle(params, RunSpec(model, sensor_set, f, s)) for s in params.train.seeds]
+                  for f in params.train.folds}
+    return {f: [(compiled(m, params.infer.compile), b) for m, b in members] for f, members in loaded.items()}
 
 
 def member_bundle(params: Params, spec: RunSpec) -> tuple[Any, ModelBundle]:

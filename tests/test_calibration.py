@@ -149,12 +149,13 @@ def test_evaluate_refuses_an_uncalibrated_model_naming_its_file(tmp_path, cubes_
         "data": {"cubes_dir": str(cubes_dir)}, "folds": {"path": str(folds_path), "k": FOLDS.k},
         "train": {"folds": [0], "sensor_sets": ["optical"], "runs_dir": "runs"}, "infer": {"sensor_set": "optical"},
         "tracking": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}))
-    _bundle(tmp_path / "runs/unet/optical/fold0/model", folds[0])
+    _bundle(tmp_path / "runs/unet/optical/fold0-seed0/model", folds[0])
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main() replaces it
     code = cli.main(["--params", "params.yaml", "-q", "evaluate", "--model", "unet", "--sensors", "optical"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
-    assert err[0].startswith("error: runs/unet/optical/fold0/model/calibration.json: model bundle has no calibration")
+    assert err[0].startswith("error: runs/unet/optical/fold0-seed0/model/calibration.json: model bundle has no "
+                             "calibration")
     assert not (tmp_path / "metrics").exists()
 
 

@@ -119,9 +119,13 @@ def _truth_model(monkeypatch):
         cube = prepare_cube(path, bundle.groups, bundle.stats)
         keep = cube.target.astype(bool) if cube.debris is None else cube.target.astype(bool) & (cube.debris != 1)
         return keep.astype(np.float32), cube
-    monkeypatch.setattr(evaluate_mod, "predict_cube_file", predict)
-    return (None, SimpleNamespace(fold=0, groups={"optical": ["B2"]}, stats={"B2": {"mean": 0.0, "std": 1.0}},
-                                  patch_size=128))
+    def predict_members(members, path, **kw):  # one member
+        prob, cube = predict(*members[0], path, **kw)
+        return prob[None], cube
+
+    monkeypatch.setattr(evaluate_mod, "predict_members", predict_members)
+    return [(None, SimpleNamespace(fold=0, groups={"optical": ["B2"]}, stats={"B2": {"mean": 0.0, "std": 1.0}},
+                                   patch_size=128))]
 
 
 def test_evaluate_scores_debris_and_gives_nan_without_a_debris_mask(cubes_dir, cube_index, tmp_path, monkeypatch):

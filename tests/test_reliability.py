@@ -814,7 +814,7 @@ def test_evaluate_scores_the_mean_probability_of_the_folds_members(infer_setup, 
     def predict(net, bundle, path, **kw):
         mask = read_cube(path).mask_glacier.astype(np.float32)
         prob = np.full_like(mask, 0.6) if bundle.seed == 0 else 0.2 + 0.25 * mask
-        return prob, SimpleNamespace(target=mask.astype(np.uint8), valid=np.ones(mask.shape, bool))
+        return prob, SimpleNamespace(target=mask.astype(np.uint8), valid=np.ones(mask.shape, bool), debris=None)
 
     monkeypatch.setattr(windows, "predict_cube_file", predict)
     member = [(None, SimpleNamespace(fold=0, seed=s, patch_size=64)) for s in (0, 1)]

@@ -52,7 +52,7 @@ def test_stage_outputs_exist(repro):
         history = (work / f"metrics/train/unet_optical_dem_fold{f}_seed0_history.csv").read_text().splitlines()
         assert len(history) == 2 and history[1].split(",")[1]  # epoch 0, with its own train_loss
         calib = json.loads((run_dir / "model/calibration.json").read_text())  # in the bundle: it travels with it
-        train = json.loads((work / f"metrics/train/unet_optical_dem_fold{f}.json").read_text())
+        train = json.loads((work / f"metrics/train/unet_optical_dem_fold{f}_seed0.json").read_text())
         assert calib["temperature"] > 0 and calib["n_pixels"] > 0 and (run_dir / "reliability.png").exists()
         assert {k: train[k] for k in ("temperature", "ece_before", "ece_after")} == \
             {k: calib[k] for k in ("temperature", "ece_before", "ece_after")}
@@ -107,7 +107,7 @@ def test_mlflow_holds_parent_and_fold_runs(repro):
         assert f"fold {fold} of 2" in r.data.tags["mlflow.note.content"]
         assert r.data.metrics["test_iou"] >= 0  # evaluate's score of the fold, sortable in the runs table
         keys = set(r.data.params)
-        assert r.data.params["sensor_set"] == "optical_dem" and r.data.params["model.encoder"] == "resnet34"
+        assert r.data.params["sensor_set"] == "optical_dem" and r.data.params["model.encoder"] == "resnet18"  # tiny.yaml
         assert not any(k.startswith("model.glavitu") for k in keys)  # a U-Net run lists U-Net settings only
         assert "lr" not in keys and "train.lr" in keys and len(keys) < 30  # each setting once
         models = client.search_logged_models([exp.experiment_id],

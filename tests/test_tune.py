@@ -154,7 +154,7 @@ def test_export_round_trips_into_a_training_run(three_trials, cubes_dir):
     assert cli(three_trials, "train", "--model", "unet", "--sensors", "optical_dem", "--fold", "0") == 0
     client = MlflowClient(f"sqlite:///{three_trials / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("glaciermap").experiment_id],
-                                "attributes.run_name = 'unet-optical_dem-fold0-seed0' and params.`train.max_epochs` = '1'")
+                                "attributes.run_name = 'fold0 seed0 unet optical_dem' and params.`train.max_epochs` = '1'")
     assert float(run.data.params["train.lr"]) == pytest.approx(best.params["train.lr"])
     assert run.data.params["train.loss"] == best.params["train.loss"]
 

@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 from glaciermap.config import Params
 from glaciermap.data.datamodule import GlacierDataModule
 from glaciermap.data.dhdt import BAND as DHDT_BAND, require_dhdt
-from glaciermap.data.folds import read_folds
+from glaciermap.data.folds import Fold, read_folds
 from glaciermap.device import resolve_device
 from glaciermap.errors import ConfigError, GlaciermapError
 from glaciermap.io import atomic_path, write_json, write_text
@@ -183,7 +183,7 @@ def prepare_run_dir(run_dir: Path, key: str, extra: tuple[Path, ...] = ()) -> bo
     return False
 
 
-def _mlflow_run(client: MlflowClient, exp_id: str, params: Params, spec: RunSpec, run_dir: Path,
+def _mlflow_run(client: MlflowClient, exp_id: str, params: Params, spec: RunSpec, fold: Fold, run_dir: Path,
                 parent_id: str | None, data: str) -> tuple[str, bool]:
     """The fold's MLflow run: reused when resuming (id stored in the run folder), else created."""
     id_file = run_dir / RUN_ID_FILE
@@ -201,21 +201,19 @@ def _mlflow_run(client: MlflowClient, exp_id: str, params: Params, spec: RunSpec
         parent_id = tracking.parent_run(client, exp_id, params, spec.model, spec.sensor_set)
     run = client.create_run(exp_id, run_name=spec.run_name,
                             tags={"mlflow.parentRunId": parent_id, **spec.tags, DATA_TAG: data,
-                                  "mlflow.note.content": run_description(params, spec),
+                                  "mlflow.note.content": run_description(params, spec, fold),
                                   **tracking.source_tags(f"glaciermap train {spec.cli_args}"),
                                   **tracking.reproducibility_tags(), **tracking.owner_tags()})
     write_text(id_file, run.info.run_id)
     return run.info.run_id, True
 
 
-def run_description(params: Params, spec: RunSpec) -> str:
+def run_description(params: Params, spec: RunSpec, fold: Fold) -> str:
     """The fold run's description in the MLflow UI: what it is and what it was trained and tested on."""
-    fold = next((f for f in read_folds(params.folds.path) if f.index == spec.fold), None)
-    sizes = (f"{len(fold.train)} training, {len(fold.val)} validation and {len(fold.test)} held-out test glaciers"
-             if fold is not None else "the fold's glaciers")
     return (f"{spec.model} ({params.models[spec.model].name}) on {spec.sensor_set} "
             f"({', '.join(params.sensors.resolve(spec.sensor_set))}), fold {spec.fold} of {params.folds.k}: "
-            f"{sizes}. The best epoch by validation IoU is exported and registered; `glaciermap evaluate` "
+            f"{len(fold.train)} training, {len(fold.val)} validation and {len(fold.test)} held-out test "
+            "glaciers. The best epoch by validation IoU is exported and registered; `glaciermap evaluate` "
             "logs its test metrics here, and `infer` maps the test glaciers with it.")
 
 
@@ -274,7 +272,7 @@ def _train_in(run_dir: Path, params: Params, spec: RunSpec, dm: GlacierDataModul
         history_path = Path(metrics_dir) / f"{spec.name}_history.csv"
     data = data_key(params)
     prepare_run_dir(run_dir, inputs_key(params, spec, data), extra=(history_path,))
-    run_id, new = _mlflow_run(client, exp_id, params, spec, run_dir, parent_run_id, data)
+    run_id, new = _mlflow_run(client, exp_id, params, spec, dm.fold, run_dir, parent_run_id, data)
     if new:
         client.log_batch(run_id, params=[Param(k, v) for k, v in tracking.run_params(params, spec).items()])
     logger = MLFlowLogger(experiment_name=params.tracking.experiment, tracking_uri=uri, run_id=run_id,

@@ -15,7 +15,7 @@ from glaciermap.config import Params
 from glaciermap.data.cubes import INDEX_FILE, read_index
 from glaciermap.errors import InputDataError
 from glaciermap.io import atomic_path, write_json
-from glaciermap.tracking.runs import log_to_parent
+from glaciermap.tracking.runs import log_to_parent, read_provenance
 
 FIGURES = ("rate_by_size_class.png", "area_scatter.png", "glacier_maps.png")
 
@@ -92,7 +92,9 @@ def check_predictions_match_cubes(table: pd.DataFrame, index: pd.DataFrame, area
 
 def area_change_stage(params: Params, areas: Path, out: Path, metrics: Path) -> dict[str, Any]:
     """Per-glacier and regional rates with the paper's filters; tables, figures and the metrics JSON;
-    logged to the (infer model, sensor set) parent run. Returns the regional summary.
+    logged to the parent run of the (model, sensor set) that made the predictions (infer's
+    provenance.json beside `areas`; the infer section's for predictions written before it was
+    recorded). Returns the regional summary, which names that configuration.
 
     Every input (area table, cube index, probability rasters of the mapped glaciers, a simulated
     region's truth) is checked before anything is written; `out` is replaced as a whole.
@@ -102,7 +104,8 @@ def area_change_stage(params: Params, areas: Path, out: Path, metrics: Path) -> 
     largest = table.sort_values("area_inventory_km2", ascending=False).glacier_id.head(4).tolist()
     check_predictions_match_cubes(table, index, areas, params.data.cubes_dir, largest)
     truth_inputs = read_truth(params.data.raw_dir)
-    summary = regional_summary(table)
+    made_by = read_provenance(areas.parent) or {"model": params.infer.model, "sensor_set": params.infer.sensor_set}
+    summary = {"model": made_by["model"], "sensor_set": made_by["sensor_set"], **regional_summary(table)}
     truth = truth_check(table, summary, truth_inputs) if truth_inputs is not None else None
     if truth is not None:
         summary["truth"] = truth
@@ -113,7 +116,7 @@ def area_change_stage(params: Params, areas: Path, out: Path, metrics: Path) -> 
         glacier_maps_figure(params.data.cubes_dir, areas.parent, index, largest, tmp / FIGURES[2])
     write_json(metrics, summary)
     truth = truth or {}
-    log_to_parent(params, params.infer.model, params.infer.sensor_set,
+    log_to_parent(params, summary["model"], summary["sensor_set"],
                   {"area_change_rate_pct_per_yr": summary["rate_pct_per_yr"], "area_change_n_kept": summary["n_kept"],
                    "area_change_rate_sigma_pct_per_yr": summary["rate_sigma_pct_per_yr"],
                    "area_change_rate_sigma_correlated_pct_per_yr": summary["rate_sigma_correlated_pct_per_yr"],

@@ -102,6 +102,23 @@ def _benchmark(args, params):
     print(f"-> {args.out}, {args.figure}")
 
 
+def _compare_args(p):
+    p.add_argument("--evaluate", type=Path, default=Path("metrics/evaluate"), help="evaluate's JSON folder")
+    p.add_argument("--area-change", type=Path, default=Path("metrics/area_change"),
+                   help="folder of area-change metrics, one <model>_<sensors>.json per configuration")
+    p.add_argument("--out", type=Path, default=Path("results.json"))
+    p.add_argument("--table", type=Path, default=Path("results.md"))
+    p.add_argument("--figure", type=Path, default=Path("compare.png"))
+
+
+def _compare(args, params):
+    from glaciermap.analysis.compare import compare, markdown_table
+
+    result = compare(params, args.evaluate, args.area_change, args.out, table=args.table, figure=args.figure)
+    print(markdown_table(result["rows"]), end="")
+    print(f"-> {args.out}, {args.table}, {args.figure}")
+
+
 COMMANDS = [
     Command("evaluate", "test-set metrics per fold (the paper's Table 1) for one model and sensor set",
             _evaluate, _evaluate_args),
@@ -111,6 +128,8 @@ COMMANDS = [
             _inventory_change, _inventory_change_args),
     Command("inventory-compare", "a model's predicted outlines against an inventory of the same date: area "
             "difference and IoU per glacier", _inventory_compare, _inventory_compare_args),
+    Command("compare", "one row per (model, sensor set): test IoU over folds, debris and clean IoU, rate error",
+            _compare, _compare_args),
     Command("benchmark", "held-out scores and per-glacier areas: trained models vs a band-threshold baseline",
             _benchmark, _benchmark_args),
 ]

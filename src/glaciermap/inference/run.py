@@ -33,6 +33,7 @@ from glaciermap.inference.distributed import map_cubes
 from glaciermap.io import atomic_path
 from glaciermap.metrics import THRESHOLD, glacier_debris_recall
 from glaciermap.tracking.registry import fold_models, member_alias, registered_name
+from glaciermap.tracking.runs import write_provenance
 
 
 #: GeoTIFF tag of a probability raster: the `raster_key` of the inputs it was predicted from
@@ -175,6 +176,8 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, tta: bo
     wide = per_glacier_table(long)
     with atomic_path(out_dir / "areas.csv") as tmp:
         wide.to_csv(tmp, index=False)
+    write_provenance(out_dir, model, sensor_set,
+                     {f"fold{f}": [b.extra.get("mlflow_run_id") for _, b in ms] for f, ms in models.items()})
     return wide
 
 

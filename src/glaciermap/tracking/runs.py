@@ -22,12 +22,13 @@ from mlflow.tracking import MlflowClient
 from glaciermap.config import Params, TrackingConfig
 from glaciermap.data.cubes import INDEX_FILE
 from glaciermap.errors import ConfigError, GlaciermapError
-from glaciermap.io import check_writable, pid_alive
+from glaciermap.io import check_writable, pid_alive, write_json
 
 RUN_ID_FILE = "mlflow_run_id"  # in a run folder: the MLflow run that trained it
 INPUTS_FILE = "inputs.sha256"  # what the run trains on: a checkpoint resumes only for the same inputs
 FINISHED_FILE = "finished"  # written last: a finished run trains afresh when asked again
 MODEL_DIR = "model"  # the exported safetensors bundle of a run folder
+PROVENANCE_FILE = "provenance.json"  # in a predictions folder: the configuration and member runs that made it
 DATA_TAG = "glaciermap.data"  # MLflow tag: data_key() of the cubes and folds a run trained on
 OFFLINE_URI = "sqlite:///mlflow-offline.db"
 _FROM_PARAMS = "GLACIERMAP_TRACKING_URI_FROM_PARAMS"  # marks an MLFLOW_TRACKING_URI we set, not the user
@@ -328,6 +329,24 @@ def log_to_parent(params, model: str, sensor_set: str, metrics: dict[str, float]
         client.log_dict(parent, obj, name)
     touch_parent(client, parent)
     return parent
+
+
+def write_provenance(folder: Path, model: str, sensor_set: str, members: dict[str, list[str | None]]) -> Path:
+    """Record in a predictions folder which configuration (and which member runs per fold) made it."""
+    return write_json(Path(folder) / PROVENANCE_FILE, {"model": model, "sensor_set": sensor_set, "members": members})
+
+
+def read_provenance(folder: Path) -> dict[str, Any] | None:
+    """A predictions folder's provenance (None for one written before it was recorded)."""
+    path = Path(folder) / PROVENANCE_FILE
+    if not path.exists():
+        return None
+    try:
+        obj = json.loads(path.read_text())
+        return {"model": str(obj["model"]), "sensor_set": str(obj["sensor_set"]), "members": obj.get("members", {})}
+    except (ValueError, KeyError, TypeError) as err:
+        raise GlaciermapError(f"cannot read the predictions' provenance ({type(err).__name__}: {err})", path=path,
+                              hint="re-run `glaciermap infer`") from None
 
 
 def log_to_fold_runs(params, model: str, sensor_set: str, metrics: dict[int, dict[str, float]]) -> None:

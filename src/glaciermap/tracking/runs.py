@@ -99,7 +99,7 @@ class RunSpec:
 #: the params.yaml settings a fold run logs as MLflow params (the whole file is its params.json artifact)
 RUN_PARAM_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("lr", "weight_decay", "loss", "scheduler", "max_epochs", "early_stopping_patience", "precision"),
-    "patches": ("size", "samples_per_epoch", "batch_size"),
+    "patches": ("size", "samples_per_epoch", "batch_size", "debris_centres", "margin_centres", "margin_px"),
     "data": ("resolution_m", "buffer_m"),
 }
 

@@ -266,8 +266,10 @@ def test_compare_reads_the_pipeline_outputs(repro, tmp_path):
     changes.mkdir()
     shutil.copy(work / "metrics/area_change.json", changes / "unet_optical_dem.json")
     out = tmp_path / "results.json"
-    run(["glaciermap", "-q", "compare", "--area-change", str(changes), "--out", str(out),
-         "--table", str(tmp_path / "results.md"), "--figure", str(tmp_path / "compare.png")], work, env)
+    res = run(["glaciermap", "-q", "compare", "--area-change", str(changes), "--out", str(out),
+               "--table", str(tmp_path / "results.md"), "--figure", str(tmp_path / "compare.png")], work, env)
+    # the link opens the runs in MLflow's model-training mode (a fresh browser starts in GenAI mode)
+    assert "/runs?workflowType=machine_learning&orderByKey=metrics.%60test_iou_mean%60" in res.stdout
     (row,) = json.loads(out.read_text())["rows"]
     evaluation = json.loads((work / "metrics/evaluate/unet_optical_dem.json").read_text())
     assert row["iou_mean"] == pytest.approx(evaluation["mean"]["iou_mean"])

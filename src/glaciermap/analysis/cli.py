@@ -115,8 +115,11 @@ def _compare(args, params):
     from glaciermap.analysis.compare import compare, markdown_table
 
     result = compare(params, args.evaluate, args.area_change, args.out, table=args.table, figure=args.figure)
+    from glaciermap.tracking.runs import runs_page
+
     print(markdown_table(result["rows"]), end="")
     print(f"-> {args.out}, {args.table}, {args.figure}")
+    print(f"in the MLflow UI (README: Comparing runs in MLflow): {runs_page(params)}")
 
 
 COMMANDS = [

@@ -225,6 +225,16 @@ def experiment_id(name: str) -> str:
     return exp.experiment_id
 
 
+def runs_page(params, base: str = "http://127.0.0.1:5000", sort_by: str = "test_iou_mean") -> str:
+    """The MLflow UI page of this configuration's experiment that compares its runs: the training-runs
+    tab in MLflow's model-training mode (MLflow 3.17's UI otherwise starts in its GenAI mode and opens
+    an experiment on a traces overview, whatever the experiment's kind tag says), best `sort_by` first."""
+    resolve_tracking_uri(params.tracking)
+    exp = experiment_id(params.tracking.experiment)
+    return (f"{base}/#/experiments/{exp}/runs?workflowType=machine_learning"
+            f"&orderByKey=metrics.%60{sort_by}%60&orderByAsc=false")
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """{'a': {'b': 1}} -> {'a.b': '1'} (MLflow params are flat strings)."""
     out: dict[str, str] = {}

@@ -93,6 +93,11 @@ def test_mlflow_holds_parent_and_fold_runs(repro):
         assert r.data.params["train.max_epochs"] == "1"
     assert "test_iou_mean" in parents[0].data.metrics
     assert "area_change_rate_pct_per_yr" in parents[0].data.metrics  # area change logs to the same parent
+    assert parents[0].data.metrics["area_change_abs_rate_error_pct_per_yr"] == pytest.approx(
+        abs(parents[0].data.metrics["area_change_rate_error_pct_per_yr"]))
+    # columns that tell parents apart in the UI's table
+    assert parents[0].data.params == {"model": "unet", "sensor_set": "optical_dem", "groups": "optical+dem",
+                                      "bands": "B2,B3,B4,B8,B11,B12,dem,slope,hillshade"}
     # what a newcomer sees in the MLflow UI (issue #17 item 5)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on training runs, not traces
     assert Path(exp.artifact_location.removeprefix("file://")) == work / "mlruns"  # beside mlflow.db
@@ -269,7 +274,8 @@ def test_compare_reads_the_pipeline_outputs(repro, tmp_path):
     res = run(["glaciermap", "-q", "compare", "--area-change", str(changes), "--out", str(out),
                "--table", str(tmp_path / "results.md"), "--figure", str(tmp_path / "compare.png")], work, env)
     # the link opens the runs in MLflow's model-training mode (a fresh browser starts in GenAI mode)
-    assert "/runs?workflowType=machine_learning&orderByKey=metrics.%60test_iou_mean%60" in res.stdout
+    assert ("/runs?workflowType=machine_learning&orderByKey=metrics.%60area_change_abs_rate_error_pct_per_yr%60"
+            "&orderByAsc=true") in res.stdout  # a simulated region: the rate error ranks configurations
     (row,) = json.loads(out.read_text())["rows"]
     evaluation = json.loads((work / "metrics/evaluate/unet_optical_dem.json").read_text())
     assert row["iou_mean"] == pytest.approx(evaluation["mean"]["iou_mean"])

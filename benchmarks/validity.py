@@ -31,6 +31,8 @@ are null, and so are the figures and targets computed from them.
 
     .venv/bin/python benchmarks/validity.py                      # every region (about 45-60 min on 2 cores)
     .venv/bin/python benchmarks/validity.py --regions demo,cloudy
+    .venv/bin/python benchmarks/validity.py --regions demo --profile experiments/debris_centres.yaml \
+        --out benchmarks/results/validity_debris_centres.json  # a variant, beside the default rows
     .venv/bin/python benchmarks/validity.py --smoke              # one tiny region, 2 folds, 1 epoch (plumbing)
 
 Results: benchmarks/results/validity.json (--smoke: <work>/validity-smoke.json), written atomically
@@ -443,6 +445,7 @@ def _row_settings(raw: dict[str, Any], settings: Settings, region: Region) -> di
         "folds": settings.folds, "max_epochs": train["max_epochs"], "seeds": train.get("seeds"),
         "model": raw["infer"]["model"], "sensor_set": raw["infer"]["sensor_set"],
         "samples_per_epoch": patches.get("samples_per_epoch"), "patch_size": patches.get("size"),
+        "debris_centres": patches.get("debris_centres", 0.0), "margin_centres": patches.get("margin_centres", 0.0),
         "profile": str(settings.profile.relative_to(ROOT)) if settings.profile else None,
     }
 
@@ -477,6 +480,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help=f"results JSON (default {DEFAULT_OUT.relative_to(ROOT)}; "
                                              "--smoke: <work>/validity-smoke.json)")
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml", help="base params file")
+    ap.add_argument("--profile", type=Path, help="YAML merged over the base params before the region's overrides "
+                                                 "(e.g. experiments/debris_centres.yaml; default: the size's)")
     ap.add_argument("--clean", action="store_true", help="remove a region's work folder once it is measured")
     args = ap.parse_args(argv)
     size = SIZES["smoke" if args.smoke else "full"]
@@ -492,7 +497,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         mode="smoke" if args.smoke else "full", folds=args.folds or size.folds,
         max_epochs=args.max_epochs or size.max_epochs,
         seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
-        profile=size.profile, base_params=args.params.resolve())
+        profile=args.profile.resolve() if args.profile else size.profile, base_params=args.params.resolve())
     args.out = args.out or (args.work / "validity-smoke.json" if args.smoke else DEFAULT_OUT)
     return args
 

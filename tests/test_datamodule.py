@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -281,3 +282,79 @@ def test_compact_batches_carry_the_same_patches_in_fewer_bytes(folds, cubes_dir)
     assert torch.equal(restored["target"], a["target"]) and torch.equal(restored["valid"], a["valid"])
     # without CUDA, "auto" keeps full precision: CPU training is unchanged
     assert not _dm(cubes_dir, folds[0], compact_batches="auto").compact or torch.cuda.is_available()
+
+
+# ------------------------------------------------------------------ debris- and margin-centred patches
+def test_margin_pixels_are_the_band_of_the_outline():
+    from glaciermap.data.datamodule import margin_pixels
+
+    glacier = np.zeros((60, 60), np.uint8)
+    glacier[20:40, 20:40] = 1
+    band = np.zeros_like(glacier, bool)
+    band[tuple(margin_pixels(glacier, 3).T)] = True
+    # inside: the 20 x 20 square less its 14 x 14 core; outside: 3 pixels along each side, plus the
+    # 4 corner pixels per corner within a Euclidean 3 ((1,1), (1,2), (2,1), (2,2))
+    assert band[glacier == 1].sum() == 400 - 196
+    assert band[glacier == 0].sum() == 4 * 20 * 3 + 4 * 4
+    assert not band[23:37, 23:37].any() and band[17, 25] and not band[16, 25]
+    assert len(margin_pixels(np.zeros((5, 5), np.uint8), 3)) == 0
+
+
+def test_centre_pools_take_debris_of_this_glacier_or_fall_back():
+    from glaciermap.data.datamodule import CentrePools
+    from glaciermap.data.windows import PreparedCube
+
+    glacier = np.zeros((30, 30), np.uint8)
+    glacier[5:25, 5:25] = 1
+    debris = np.zeros_like(glacier)
+    debris[20:28, 10:12] = 1  # partly off the glacier: only the pixels on it count
+    cube = PreparedCube(image=np.zeros((1, 30, 30), np.float32), target=glacier, glacier=glacier,
+                        valid=np.ones((30, 30), bool), location=np.zeros(2, np.float32),
+                        glacier_pixels=np.argwhere(glacier == 1), debris=debris)
+    pools = CentrePools(margin_px=2)(Path("a"), cube)
+    assert {tuple(p) for p in pools["debris"]} == {(y, x) for y in range(20, 25) for x in (10, 11)}
+    no_truth = dataclasses.replace(cube, debris=None)
+    clean = dataclasses.replace(cube, debris=np.zeros_like(glacier))
+    for c in (no_truth, clean):  # no debris to aim at: any glacier pixel
+        assert len(CentrePools(2)(Path("b"), c)["debris"]) == glacier.sum()
+
+
+def test_centre_kinds_follow_the_configured_shares(folds, cubes_dir):
+    dm = _dm(cubes_dir, folds[0], debris_centres=0.3, margin_centres=0.5)
+    dm.setup("fit")
+    gen = torch.Generator().manual_seed(0)
+    kinds = [dm.train_set.centre_kind(gen) for _ in range(4000)]
+    for kind, share in (("debris", 0.3), ("margin", 0.5), ("glacier", 0.2)):
+        assert abs(kinds.count(kind) / 4000 - share) < 0.03, kind
+
+
+def test_margin_centred_patches_straddle_the_outline(folds, cubes_dir):
+    from scipy import ndimage
+
+    width = 6
+    dm = _dm(cubes_dir, folds[0], margin_centres=1.0, margin_px=width)
+    dm.setup("fit")
+    on_glacier = 0
+    for i in range(len(dm.train_set)):
+        g = dm.train_set[i]["glacier"][0].numpy().astype(bool)
+        c = SIZE // 2
+        inside, outside = ndimage.distance_transform_edt(g), ndimage.distance_transform_edt(~g)
+        assert (inside[c, c] if g[c, c] else outside[c, c]) <= width, i
+        on_glacier += bool(g[c, c])
+    assert 0 < on_glacier < len(dm.train_set)  # both sides of the outline are drawn
+
+
+def test_default_centres_are_the_glacier_pixels_as_before(folds, cubes_dir):
+    """Shares of 0 draw nothing extra: the default patches are exactly those of an explicit 0."""
+    a, b = _dm(cubes_dir, folds[0]), _dm(cubes_dir, folds[0], debris_centres=0.0, margin_centres=0.0, margin_px=3)
+    a.setup("fit"), b.setup("fit")
+    for i in range(6):
+        assert torch.equal(a.train_set[i]["image"], b.train_set[i]["image"])
+    c = _dm(cubes_dir, folds[0], margin_centres=1.0)
+    c.setup("fit")
+    assert any(not torch.equal(a.train_set[i]["image"], c.train_set[i]["image"]) for i in range(6))
+
+
+def test_centre_shares_above_one_are_a_config_error():
+    with pytest.raises(ValueError, match="debris_centres \\+ margin_centres"):
+        PatchesConfig(debris_centres=0.6, margin_centres=0.5)

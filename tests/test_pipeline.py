@@ -93,6 +93,11 @@ def test_mlflow_holds_parent_and_fold_runs(repro):
         assert r.data.params["train.max_epochs"] == "1"
     assert "test_iou_mean" in parents[0].data.metrics
     assert "area_change_rate_pct_per_yr" in parents[0].data.metrics  # area change logs to the same parent
+    assert parents[0].data.metrics["area_change_abs_rate_error_pct_per_yr"] == pytest.approx(
+        abs(parents[0].data.metrics["area_change_rate_error_pct_per_yr"]))
+    # columns that tell parents apart in the UI's table
+    assert parents[0].data.params == {"model": "unet", "sensor_set": "optical_dem", "groups": "optical+dem",
+                                      "bands": "B2,B3,B4,B8,B11,B12,dem,slope,hillshade"}
     # what a newcomer sees in the MLflow UI (issue #17 item 5)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on training runs, not traces
     assert Path(exp.artifact_location.removeprefix("file://")) == work / "mlruns"  # beside mlflow.db
@@ -252,6 +257,31 @@ def test_area_change_reports_rates_checked_against_truth(repro):
     assert 0 <= truth["glacier_cover_1sigma"] <= truth["glacier_cover_2sigma"] <= 1
     for png in ("rate_by_size_class", "area_scatter", "glacier_maps"):
         assert (work / f"products/area_change/{png}.png").stat().st_size > 1000
+    # the predictions say what made them, and the rate says which configuration it belongs to
+    made_by = json.loads((work / "products/predictions/provenance.json").read_text())
+    assert (made_by["model"], made_by["sensor_set"]) == (summary["model"], summary["sensor_set"]) == (
+        "unet", "optical_dem")
+    assert sorted(made_by["members"]) == ["fold0", "fold1"] and all(made_by["members"].values())
+
+
+def test_compare_reads_the_pipeline_outputs(repro, tmp_path):
+    """`glaciermap compare` on what the stages really wrote (experiments/compare's layout)."""
+    work, env = repro
+    changes = tmp_path / "area_change"
+    changes.mkdir()
+    shutil.copy(work / "metrics/area_change.json", changes / "unet_optical_dem.json")
+    out = tmp_path / "results.json"
+    res = run(["glaciermap", "-q", "compare", "--area-change", str(changes), "--out", str(out),
+               "--table", str(tmp_path / "results.md"), "--figure", str(tmp_path / "compare.png")], work, env)
+    # the link opens the runs in MLflow's model-training mode (a fresh browser starts in GenAI mode)
+    assert ("/runs?workflowType=machine_learning&orderByKey=metrics.%60area_change_abs_rate_error_pct_per_yr%60"
+            "&orderByAsc=true") in res.stdout  # a simulated region: the rate error ranks configurations
+    (row,) = json.loads(out.read_text())["rows"]
+    evaluation = json.loads((work / "metrics/evaluate/unet_optical_dem.json").read_text())
+    assert row["iou_mean"] == pytest.approx(evaluation["mean"]["iou_mean"])
+    assert row["iou_min_fold"] == pytest.approx(min(f["iou"] for f in evaluation["folds"].values()))
+    change = json.loads((work / "metrics/area_change.json").read_text())
+    assert row["rate_error_pct_per_yr"] == pytest.approx(change["truth"]["regional_rate_error_pct_per_yr"])
 
 
 def test_new_training_params_map_with_the_runs_they_trained(repro):

@@ -117,6 +117,20 @@ def test_region_params_apply_the_region_and_the_reductions(validity, tmp_path):
         validity.region_params(validity.Region("bad", 1, "r", {"cloud_cover": 5.0}), settings(validity), tmp_path)
 
 
+def test_a_profile_variant_reaches_every_region_and_its_settings_row(validity, tmp_path):
+    profile = ROOT / "experiments" / "debris_centres.yaml"
+    args = validity.parse_args(["--regions", "fast-retreat", "--profile", str(profile),
+                                "--out", str(tmp_path / "variant.json")])
+    assert args.settings.profile == profile.resolve() and args.out == tmp_path / "variant.json"
+    region = next(r for r in validity.REGIONS if r.name == "fast-retreat")
+    raw = validity.region_params(region, args.settings, tmp_path)
+    assert raw["patches"]["debris_centres"] == 0.25 and raw["patches"]["margin_centres"] == 0.25
+    assert raw["simulate"]["regional_rate_pct_per_yr"] == -3.0  # the region's overrides still apply
+    row = validity._row_settings(raw, args.settings, region)
+    assert (row["debris_centres"], row["margin_centres"]) == (0.25, 0.25)
+    assert row["profile"] == "experiments/debris_centres.yaml"
+
+
 def test_a_region_whose_input_is_absent_is_skipped_with_the_reason(validity, tmp_path):
     absent = tmp_path / "hef_srtm.tif"
     region = validity.Region("real-terrain", 606, "r", needs=(absent,))

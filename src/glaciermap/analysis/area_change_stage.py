@@ -125,6 +125,9 @@ def area_change_stage(params: Params, areas: Path, out: Path, metrics: Path) -> 
                    "area_change_n_extrapolated": summary["n_extrapolated"],
                    "area_change_true_rate_pct_per_yr": truth.get("true_regional_rate_pct_per_yr"),
                    "area_change_rate_error_pct_per_yr": truth.get("regional_rate_error_pct_per_yr"),
+                   "area_change_abs_rate_error_pct_per_yr": (  # sortable in the UI: smallest first
+                       None if truth.get("regional_rate_error_pct_per_yr") is None
+                       else abs(truth["regional_rate_error_pct_per_yr"])),
                    "area_change_regionwide_rate_error_pct_per_yr": truth.get("regionwide_rate_error_pct_per_yr"),
                    "area_change_glacier_rate_r": truth.get("pearson_r"),
                    "area_change_glacier_cover_1sigma": truth.get("glacier_cover_1sigma"),

@@ -115,8 +115,14 @@ def _compare(args, params):
     from glaciermap.analysis.compare import compare, markdown_table
 
     result = compare(params, args.evaluate, args.area_change, args.out, table=args.table, figure=args.figure)
+    from glaciermap.tracking.runs import runs_page
+
     print(markdown_table(result["rows"]), end="")
     print(f"-> {args.out}, {args.table}, {args.figure}")
+    by_rate = any(r["rate_error_pct_per_yr"] is not None for r in result["rows"])  # a simulated region
+    page = runs_page(params, "area_change_abs_rate_error_pct_per_yr", ascending=True) if by_rate else runs_page(params)
+    print(f"in the MLflow UI (README: Comparing runs in MLflow), {'smallest rate error' if by_rate else 'best test IoU'}"
+          f" first: {page}")
 
 
 COMMANDS = [

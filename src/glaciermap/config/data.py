@@ -129,8 +129,21 @@ class PatchesConfig(StrictModel):
     batch_size: int = Field(8, ge=1)
     num_workers: int | Literal["auto"] = "auto"  # auto: 0 on CPU, up to 8 persistent workers with CUDA
     augment: bool = True
+    # where training patches are centred (GlacierPatches): these shares of the centres fall on the
+    # glacier's debris-covered ice (cubes with a debris mask; others use glacier pixels) and on its
+    # margin (pixels within margin_px of its outline, inside or out); the rest on any glacier pixel
+    debris_centres: float = Field(0.0, ge=0, le=1)
+    margin_centres: float = Field(0.0, ge=0, le=1)
+    margin_px: int = Field(16, ge=1)
     # training batches as float16 image + uint8 masks, restored on the device: auto = with CUDA
     compact_batches: Literal["auto", "on", "off"] = "auto"
+
+    @model_validator(mode="after")
+    def _centre_shares(self) -> "PatchesConfig":
+        if self.debris_centres + self.margin_centres > 1:
+            raise ValueError(f"debris_centres + margin_centres must be at most 1, got "
+                             f"{self.debris_centres} + {self.margin_centres}")
+        return self
 
     @field_validator("size")
     @classmethod

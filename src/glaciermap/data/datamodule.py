@@ -1,6 +1,8 @@
 """Patches for training and evaluation, served by a LightningDataModule.
 
-Training patches are centred on random glacier pixels (Diaconu & Bamber 2023); evaluation
+Training patches are centred on random glacier pixels (Diaconu & Bamber 2023), optionally more
+often on debris-covered ice and on the outline's margin (`patches.debris_centres`,
+`patches.margin_centres`); evaluation
 patches tile each cube on a regular overlapping grid. Every sample carries a `valid` mask
 (no data, cloud and cloud shadow are invalid) so losses and metrics can ignore those pixels.
 """
@@ -11,8 +13,10 @@ from collections import OrderedDict
 from pathlib import Path
 
 import lightning.pytorch as L
+import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from glaciermap.config import PatchesConfig
@@ -67,19 +71,71 @@ def augment(sample: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, 
     return out
 
 
+def margin_pixels(glacier: np.ndarray, width: int) -> np.ndarray:
+    """(N, 2) row/col of the pixels within `width` pixels of the glacier's outline, inside or out:
+    the band where retreat happens and where boundaries (debris tongues, shadows) are missed."""
+    mask = glacier.astype(bool)
+    if not mask.any():
+        return np.empty((0, 2), np.int64)
+    inside = ndimage.distance_transform_edt(mask)  # distance to the nearest non-glacier pixel
+    outside = ndimage.distance_transform_edt(~mask)  # ... to the nearest glacier pixel
+    return np.argwhere((mask & (inside <= width)) | (~mask & (outside <= width)))
+
+
+class CentrePools:
+    """A cube's candidate patch centres by kind: `glacier` (every pixel of this glacier), `debris`
+    (its debris-covered pixels; the glacier's where the cube has no debris truth) and `margin`
+    (`margin_pixels`). Computed once per cube, on first use."""
+
+    def __init__(self, margin_px: int):
+        self.margin_px = margin_px
+        self._pools: dict[Path, dict[str, np.ndarray]] = {}
+
+    def __call__(self, path: Path, cube: PreparedCube) -> dict[str, np.ndarray]:
+        if path not in self._pools:
+            glacier = cube.glacier_pixels
+            debris = glacier
+            if cube.debris is not None:
+                on_debris = np.argwhere((cube.debris == 1) & (cube.glacier == 1))
+                debris = on_debris if len(on_debris) else glacier
+            self._pools[path] = {"glacier": glacier, "debris": debris,
+                                 "margin": margin_pixels(cube.glacier, self.margin_px)}
+        return self._pools[path]
+
+
 class GlacierPatches(Dataset):
-    """Training patches: a random glacier, a random pixel of it as the centre, then augment."""
+    """Training patches: a random glacier, a random centre on it, then augment.
+
+    The centre is one of the glacier's pixels (Diaconu & Bamber 2023), or, for the shares
+    `debris_centres` and `margin_centres` of the samples, one of its debris-covered or margin pixels
+    (`CentrePools`): more of the patches then hold the surfaces and boundaries that are missed.
+    """
 
     def __init__(self, paths: list[Path], groups: dict[str, list[str]], stats: dict, size: int,
-                 length: int, augment: bool = True, seed: int = 0, compact: bool = False):
+                 length: int, augment: bool = True, seed: int = 0, compact: bool = False, *,
+                 debris_centres: float = 0.0, margin_centres: float = 0.0, margin_px: int = 16):
         if not paths:
             raise ConfigError("no training cubes for this fold")
         self.paths, self.groups, self.size, self.length = paths, groups, size, length
         self.augment, self.seed, self.compact = augment, seed, compact
+        self.shares = (("debris", debris_centres), ("margin", margin_centres))
         self.cache = CubeCache(groups, stats)
+        self.pools = CentrePools(margin_px)
 
     def __len__(self) -> int:
         return self.length
+
+    def centre_kind(self, gen: torch.Generator) -> str:
+        """glacier, debris or margin, with the configured shares (no draw when both are 0: the
+        default samples exactly the patches it always has)."""
+        if not any(share for _, share in self.shares):
+            return "glacier"
+        u, edge = float(torch.rand((1,), generator=gen)), 0.0
+        for kind, share in self.shares:
+            edge += share
+            if u < edge:
+                return kind
+        return "glacier"
 
     def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
         """Sample `i` of epoch `e`, for key = e * len(self) + i (EpochSampler's indices)."""
@@ -87,8 +143,10 @@ class GlacierPatches(Dataset):
         gen = torch.Generator().manual_seed(hash((self.seed, epoch, i)) % 2**63)
         path = self.paths[int(torch.randint(len(self.paths), (1,), generator=gen))]
         cube = self.cache[path]
-        if len(cube.glacier_pixels):
-            cy, cx = cube.glacier_pixels[int(torch.randint(len(cube.glacier_pixels), (1,), generator=gen))]
+        kind = self.centre_kind(gen)
+        pool = self.pools(path, cube)[kind] if kind != "glacier" else cube.glacier_pixels
+        if len(pool):
+            cy, cx = pool[int(torch.randint(len(pool), (1,), generator=gen))]
         else:  # glacier too small to hold a pixel centre: take the cube centre
             cy, cx = cube.target.shape[0] // 2, cube.target.shape[1] // 2
         sample = crop(cube, self.groups, int(cy) - self.size // 2, int(cx) - self.size // 2, self.size)
@@ -157,7 +215,8 @@ class GlacierDataModule(L.LightningDataModule):
         if stage in (None, "fit"):
             self.train_set = GlacierPatches(self.paths(self.fold.train), self.groups, stats, self.cfg.size,
                                             self.cfg.samples_per_epoch, self.cfg.augment, self.seed,
-                                            compact=self.compact)
+                                            compact=self.compact, debris_centres=self.cfg.debris_centres,
+                                            margin_centres=self.cfg.margin_centres, margin_px=self.cfg.margin_px)
             self.val_set = GridPatches(self.paths(self.fold.val), self.groups, stats, self.cfg.size,
                                        self.cfg.eval_stride)
         if stage in (None, "test"):

@@ -17,6 +17,7 @@ from typing import Any
 
 import mlflow
 from filelock import FileLock
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
 from glaciermap.config import Params, TrackingConfig
@@ -99,7 +100,7 @@ class RunSpec:
 #: the params.yaml settings a fold run logs as MLflow params (the whole file is its params.json artifact)
 RUN_PARAM_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("lr", "weight_decay", "loss", "scheduler", "max_epochs", "early_stopping_patience", "precision"),
-    "patches": ("size", "samples_per_epoch", "batch_size"),
+    "patches": ("size", "samples_per_epoch", "batch_size", "debris_centres", "margin_centres", "margin_px"),
     "data": ("resolution_m", "buffer_m"),
 }
 
@@ -225,6 +226,17 @@ def experiment_id(name: str) -> str:
     return exp.experiment_id
 
 
+def runs_page(params, sort_by: str = "test_iou_mean", ascending: bool = False,
+              base: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI page of this configuration's experiment that compares its runs: the training-runs
+    tab in MLflow's model-training mode (MLflow 3.17's UI otherwise starts in its GenAI mode and opens
+    an experiment on a traces overview, whatever the experiment's kind tag says), sorted by metric `sort_by`."""
+    resolve_tracking_uri(params.tracking)
+    exp = experiment_id(params.tracking.experiment)
+    return (f"{base}/#/experiments/{exp}/runs?workflowType=machine_learning"
+            f"&orderByKey=metrics.%60{sort_by}%60&orderByAsc={str(ascending).lower()}")
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """{'a': {'b': 1}} -> {'a.b': '1'} (MLflow params are flat strings)."""
     out: dict[str, str] = {}
@@ -274,8 +286,9 @@ def reproducibility_tags() -> dict[str, str]:
 
 
 def find_or_create_parent(client: MlflowClient, exp_id: str, name: str, tags: dict[str, str],
-                          extra_tags: dict[str, str] | None = None) -> str:
-    """The parent run with exactly these identifying tags (and, when created, `extra_tags`), created if absent.
+                          extra_tags: dict[str, str] | None = None, params: dict[str, str] | None = None) -> str:
+    """The parent run with exactly these identifying tags (and, when created, `extra_tags` and `params`),
+    created if absent.
 
     Workers that start together may both create one; the oldest wins and the others delete theirs.
     """
@@ -285,6 +298,8 @@ def find_or_create_parent(client: MlflowClient, exp_id: str, name: str, tags: di
         return runs[0].info.run_id
     mine = client.create_run(exp_id, run_name=name, tags={**tags, **reproducibility_tags(), **(extra_tags or {})}
                              ).info.run_id  # RUNNING until its first stage reports (touch_parent)
+    if params:
+        client.log_batch(mine, params=[Param(k, str(v)) for k, v in params.items()])
     oldest = client.search_runs([exp_id], filter_string=flt, max_results=1,
                                 order_by=["attributes.start_time ASC", "attributes.run_id ASC"])[0].info.run_id
     if oldest != mine:
@@ -299,8 +314,11 @@ def parent_run(client: MlflowClient, exp_id: str, params, model: str, sensor_set
     note = (f"All folds of {model} on the {sensor_set} sensor set under one configuration "
             f"(glaciermap.config = {ident['glaciermap.config']}). Fold runs nest below; evaluate adds the test "
             "metrics (test_iou_mean, test_iou_fold<k>), area-change the regional rate.")
+    bands = params.sensors.resolve(sensor_set) if sensor_set in params.sensors.sets else {}
+    shown = {"model": model, "sensor_set": sensor_set,  # columns for comparing parents in the UI's table
+             "groups": "+".join(bands), "bands": ",".join(b for bs in bands.values() for b in bs)}
     return find_or_create_parent(client, exp_id, f"{model}/{sensor_set}", ident,
-                                 {"mlflow.note.content": note, **source_tags("glaciermap")})
+                                 {"mlflow.note.content": note, **source_tags("glaciermap")}, params=shown)
 
 
 def source_tags(command: str) -> dict[str, str]:

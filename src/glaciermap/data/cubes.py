@@ -32,6 +32,9 @@ DEBRIS_UNKNOWN = 2
 DHDT_VOID = "mask_dhdt_void"
 #: the void mask of each sensor group that has one
 GROUP_VOIDS = {"dem": DEM_VOID, "dhdt": DHDT_VOID}
+#: groups read from one region-wide file, the same at every epoch (raw format: dem.tif, dhdt.tif): a
+#: model that leans on them carries the inventory-year extent into its later maps
+STATIC_GROUPS = ("dem", "dhdt")
 #: columns every stage after ingest relies on (ingest writes more)
 INDEX_COLUMNS = ("glacier_id", "epoch", "role", "year", "path", "lon", "area_km2")
 #: column order of every cube index (raw-region ingest and the dataset adapters); writers may add

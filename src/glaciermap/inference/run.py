@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from shapely.geometry import shape
 from tqdm.auto import tqdm
 
 from glaciermap.config import Params
-from glaciermap.data.cubes import read_cube, read_index
+from glaciermap.data.cubes import STATIC_GROUPS, read_cube, read_index
 from glaciermap.data.folds import read_folds
 from glaciermap.data.grid import Grid
 from glaciermap.data.windows import predict_members
@@ -131,11 +132,24 @@ def map_glacier(item: dict, device, *, models: dict, params: Params, name: str, 
     return prob, std
 
 
+def warn_static_inputs(params: Params, sensor_set: str) -> list[str]:
+    """Warn when the sensor set holds groups that are one map for every epoch (`STATIC_GROUPS`):
+    the later epochs' maps then keep part of the inventory extent, and rates come out too slow
+    (experiments/compare: +1.0 to +1.7 %/yr with dh/dt or DEM and no SAR). Returns those groups."""
+    static = [g for g in params.sensors.sets[sensor_set] if g in STATIC_GROUPS]
+    if static:
+        warnings.warn(f"sensor set {sensor_set!r} uses {' and '.join(static)}, one map for every epoch: later "
+                      "maps keep part of the inventory extent and rates come out too slow (README: which model "
+                      "and which sensors); map change with per-epoch inputs such as optical_sar", stacklevel=2)
+    return static
+
+
 def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, tta: bool = False,
           progress: bool = True) -> pd.DataFrame:
     """Predict every test glacier at every epoch with its fold's members; write rasters, outlines
     and an area table."""
     name = registered_name(model, sensor_set)
+    warn_static_inputs(params, sensor_set)
     folds = {f.index: f for f in read_folds(params.folds.path)}
     models = fold_models(params, model, sensor_set, registry=True)
     index = read_index(params.data.cubes_dir)

@@ -714,6 +714,7 @@ def test_killed_inference_reuses_finished_rasters_and_redoes_bad_ones(infer_setu
     finished = sorted(p for p in out.glob("*/*.tif") if not p.name.startswith("."))
     assert len(finished) == 3
     assert not (out / "areas.csv").exists() and not (out / "areas_long.csv").exists()  # tables come last
+    assert not (out / "provenance.json").exists()  # and what made them, after them
     for p in finished:  # every raster under its final name is complete
         row = cube_index[cube_index.path == f"{p.parent.name}/{p.stem}.nc"].iloc[0]
         assert read_probability(p, read_cube(params.data.cubes_dir / row.path).grid) is not None
@@ -724,7 +725,8 @@ def test_killed_inference_reuses_finished_rasters_and_redoes_bad_ones(infer_setu
     assert len(fakes.calls) == redone
     assert f"{finished[0].stem}.nc@{finished[0].parent.name}" in fakes.calls
     pd.testing.assert_frame_equal(table, ref)
-    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["areas.csv", "areas_long.csv", "outlines.gpkg"]
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["areas.csv", "areas_long.csv", "outlines.gpkg",
+                                                                    "provenance.json"]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "out_of_range", "nan", "wrong_shape", "one_band",

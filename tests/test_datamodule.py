@@ -301,7 +301,7 @@ def test_margin_pixels_are_the_band_of_the_outline():
 
 
 def test_centre_pools_take_debris_of_this_glacier_or_fall_back():
-    from glaciermap.data.datamodule import CentrePools
+    from glaciermap.data.datamodule import CentrePools, margin_pixels
     from glaciermap.data.windows import PreparedCube
 
     glacier = np.zeros((30, 30), np.uint8)
@@ -311,12 +311,14 @@ def test_centre_pools_take_debris_of_this_glacier_or_fall_back():
     cube = PreparedCube(image=np.zeros((1, 30, 30), np.float32), target=glacier, glacier=glacier,
                         valid=np.ones((30, 30), bool), location=np.zeros(2, np.float32),
                         glacier_pixels=np.argwhere(glacier == 1), debris=debris)
-    pools = CentrePools(margin_px=2)(Path("a"), cube)
-    assert {tuple(p) for p in pools["debris"]} == {(y, x) for y in range(20, 25) for x in (10, 11)}
+    pools = CentrePools(margin_px=2)
+    assert {tuple(p) for p in pools(Path("a"), cube, "debris")} == {(y, x) for y in range(20, 25) for x in (10, 11)}
+    assert len(pools(Path("a"), cube, "margin")) == len(margin_pixels(glacier, 2))
+    assert pools(Path("a"), cube, "glacier") is cube.glacier_pixels
     no_truth = dataclasses.replace(cube, debris=None)
     clean = dataclasses.replace(cube, debris=np.zeros_like(glacier))
     for c in (no_truth, clean):  # no debris to aim at: any glacier pixel
-        assert len(CentrePools(2)(Path("b"), c)["debris"]) == glacier.sum()
+        assert len(CentrePools(2)(Path("b"), c, "debris")) == glacier.sum()
 
 
 def test_centre_kinds_follow_the_configured_shares(folds, cubes_dir):

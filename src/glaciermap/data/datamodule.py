@@ -83,24 +83,26 @@ def margin_pixels(glacier: np.ndarray, width: int) -> np.ndarray:
 
 
 class CentrePools:
-    """A cube's candidate patch centres by kind: `glacier` (every pixel of this glacier), `debris`
-    (its debris-covered pixels; the glacier's where the cube has no debris truth) and `margin`
-    (`margin_pixels`). Computed once per cube, on first use."""
+    """A cube's candidate patch centres of one kind: `glacier` (every pixel of this glacier),
+    `debris` (its debris-covered pixels; the glacier's where the cube has no debris truth) or
+    `margin` (`margin_pixels`). Each kind is computed once per cube, when first drawn."""
 
     def __init__(self, margin_px: int):
         self.margin_px = margin_px
-        self._pools: dict[Path, dict[str, np.ndarray]] = {}
+        self._pools: dict[tuple[Path, str], np.ndarray] = {}
 
-    def __call__(self, path: Path, cube: PreparedCube) -> dict[str, np.ndarray]:
-        if path not in self._pools:
-            glacier = cube.glacier_pixels
-            debris = glacier
-            if cube.debris is not None:
-                on_debris = np.argwhere((cube.debris == 1) & (cube.glacier == 1))
-                debris = on_debris if len(on_debris) else glacier
-            self._pools[path] = {"glacier": glacier, "debris": debris,
-                                 "margin": margin_pixels(cube.glacier, self.margin_px)}
-        return self._pools[path]
+    def __call__(self, path: Path, cube: PreparedCube, kind: str) -> np.ndarray:
+        if kind == "glacier":
+            return cube.glacier_pixels
+        if (path, kind) not in self._pools:
+            if kind == "margin":
+                pool = margin_pixels(cube.glacier, self.margin_px)
+            else:
+                on_debris = (np.argwhere((cube.debris == 1) & (cube.glacier == 1)) if cube.debris is not None
+                             else np.empty((0, 2), np.int64))
+                pool = on_debris if len(on_debris) else cube.glacier_pixels
+            self._pools[path, kind] = pool
+        return self._pools[path, kind]
 
 
 class GlacierPatches(Dataset):
@@ -144,7 +146,7 @@ class GlacierPatches(Dataset):
         path = self.paths[int(torch.randint(len(self.paths), (1,), generator=gen))]
         cube = self.cache[path]
         kind = self.centre_kind(gen)
-        pool = self.pools(path, cube)[kind] if kind != "glacier" else cube.glacier_pixels
+        pool = self.pools(path, cube, kind)
         if len(pool):
             cy, cx = pool[int(torch.randint(len(pool), (1,), generator=gen))]
         else:  # glacier too small to hold a pixel centre: take the cube centre

@@ -113,10 +113,9 @@ def _compare_args(p):
 
 def _compare(args, params):
     from glaciermap.analysis.compare import compare, markdown_table
-
-    result = compare(params, args.evaluate, args.area_change, args.out, table=args.table, figure=args.figure)
     from glaciermap.tracking.runs import runs_page
 
+    result = compare(params, args.evaluate, args.area_change, args.out, table=args.table, figure=args.figure)
     print(markdown_table(result["rows"]), end="")
     print(f"-> {args.out}, {args.table}, {args.figure}")
     by_rate = any(r["rate_error_pct_per_yr"] is not None for r in result["rows"])  # a simulated region

@@ -152,6 +152,7 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, tta: bo
     warn_static_inputs(params, sensor_set)
     folds = {f.index: f for f in read_folds(params.folds.path)}
     models = fold_models(params, model, sensor_set, registry=True)
+    member_runs = {f: [b.extra.get("mlflow_run_id") for _, b in members] for f, members in models.items()}
     index = read_index(params.data.cubes_dir)
     fold_of = {g: f for f in params.train.folds for g in folds[f].test}
     rows, outlines = [], []
@@ -160,8 +161,7 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, tta: bo
     items = []
     for _, r in todo.iterrows():
         fold = fold_of[r.glacier_id]
-        key = raster_key(params.data.cubes_dir / r.path, [b.extra.get("mlflow_run_id") for _, b in models[fold]],
-                         stride=params.patches.eval_stride, tta=tta)
+        key = raster_key(params.data.cubes_dir / r.path, member_runs[fold], stride=params.patches.eval_stride, tta=tta)
         items.append({"cube": params.data.cubes_dir / r.path, "raster": out_dir / r.epoch / f"{r.glacier_id}.tif",
                       "fold": fold, "key": key, "glacier_id": r.glacier_id, "epoch": r.epoch})
     if params.infer.devices != 1:  # the rasters on many devices (Lightning DDP), the tables below
@@ -190,8 +190,7 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, tta: bo
     wide = per_glacier_table(long)
     with atomic_path(out_dir / "areas.csv") as tmp:
         wide.to_csv(tmp, index=False)
-    write_provenance(out_dir, model, sensor_set,
-                     {f"fold{f}": [b.extra.get("mlflow_run_id") for _, b in ms] for f, ms in models.items()})
+    write_provenance(out_dir, model, sensor_set, {f"fold{f}": runs for f, runs in member_runs.items()})
     return wide
 
 

@@ -312,6 +312,25 @@ def _err(row: dict, key: str) -> float | None:
     return None if est is None or true is None else est - true
 
 
+def _budget_lines(rows: list[dict]) -> list[str]:
+    """The kept glaciers' change budget per region (validity.change_budget), where measured."""
+    rows = [r for r in rows if r.get("change_budget")]
+    if not rows:
+        return []
+    out = ["", "Where the estimated loss departs from the true one (kept glaciers, inside their inventory "
+               "outlines, km²): est loss = true loss - (missed at inventory - missed at recent) + "
+               "(false at inventory - false at recent).", "",
+           "| region | true loss | est loss | recovered | missed inv (debris) | missed recent (debris) | "
+           "false recent (forefield) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        b = r["change_budget"]
+        out.append(f"| {r['name']} | {_f(b['true_loss_km2'])} | {_f(b['est_loss_km2'])} | "
+                   f"{_pct(b['loss_recovered'])} | {_f(b['missed_inventory_km2'])} ({_f(b['missed_debris_inventory_km2'])}) | "
+                   f"{_f(b['missed_recent_km2'])} ({_f(b['missed_debris_recent_km2'])}) | "
+                   f"{_f(b['false_recent_km2'])} ({_f(b['false_forefield_recent_km2'])}) |")
+    return out
+
+
 def validity_lines(d: dict | None) -> list[str]:
     """Validity over regions (benchmarks/validity.py): one row per region, then the pooled targets."""
     out = ["## Validity over regions (calibrated area change)\n"]
@@ -333,7 +352,8 @@ def validity_lines(d: dict | None) -> list[str]:
             f"{_pm(r['regionwide_rate_pct_per_yr'], r['regionwide_sigma_pct_per_yr'])} | "
             f"{_f(_err(r, 'regionwide_rate_pct_per_yr'))} | {r['n_kept']} / {r['n_glaciers']} | "
             f"{_pct(r['glacier_cover_1sigma'])} | {_pct(r['glacier_cover_2sigma'])} | {_f(r['glacier_r'])} | "
-            f"{_f(r['test_iou_mean'], 3)} | {_f(r['wall_s'], 0)} |")
+            f"{_f(r['test_iou_mean'], 3)} | {_f(r.get('wall_s'), 0)} |")
+    out += _budget_lines(d["regions"])
     p = d["pooled"]
     out += ["", f"Pooled over {p['n_regions']} region(s) and {p['n_glaciers_kept']} kept glaciers "
                 f"({p['n_glaciers_with_sigma']} with a sigma); fraction of regions within 2σ under fully "

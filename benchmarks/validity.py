@@ -66,12 +66,16 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import rasterio  # noqa: E402
 import yaml  # noqa: E402
 from report import validity_lines, write_readme  # noqa: E402
+from rasterio.enums import Resampling  # noqa: E402
+from rasterio.windows import from_bounds  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from glaciermap.config import Params, deep_merge, load_yaml, parse_params  # noqa: E402
 from glaciermap.config.training import TrainConfig  # noqa: E402
+from glaciermap.data.cubes import read_cube  # noqa: E402
 from glaciermap.io import write_json, write_text  # noqa: E402
 
 REAL_ALPS = ROOT.parent / "shared" / "data" / "real-alps"  # ../shared/data, as the tests find it
@@ -227,6 +231,46 @@ def pooled_statistics(rows: list[dict]) -> dict[str, Any]:
     return out
 
 
+#: truth/surface_<epoch>.tif class codes (glaciermap.data.simulate.surface): glacier = ice, firn, debris
+SURFACE_GLACIER, SURFACE_DEBRIS, SURFACE_FOREFIELD, SURFACE_NODATA = (4, 5, 6), 6, 8, 255
+
+
+def pixel_budget(surface: np.ndarray, prob: np.ndarray, counted: np.ndarray) -> dict[str, int]:
+    """Pixel counts of one glacier at one epoch over the `counted` pixels (inside the inventory
+    outline, visible) that have a surface class, against the simulator's classes: true glacier,
+    predicted glacier (p >= 0.5), missed glacier (all, and debris-covered), false glacier (all, and
+    forefield)."""
+    counted = counted & (surface != SURFACE_NODATA)
+    true, pred = np.isin(surface, SURFACE_GLACIER) & counted, (prob >= 0.5) & counted
+    missed, false = true & ~pred, pred & ~true
+    return {"true": int(true.sum()), "pred": int(pred.sum()), "missed": int(missed.sum()),
+            "missed_debris": int((missed & (surface == SURFACE_DEBRIS)).sum()),
+            "false": int(false.sum()), "false_forefield": int((false & (surface == SURFACE_FOREFIELD)).sum())}
+
+
+def change_budget(inventory: dict[str, int], recent: dict[str, int], px_km2: float) -> dict[str, Any]:
+    """Where the estimated area loss of the kept glaciers departs from the true loss.
+
+    Every epoch's predicted area is P = T - M + F (true, missed, false glacier, all inside the
+    inventory outline), so the estimated loss is::
+
+        P_inv - P_rec = (T_inv - T_rec) - (M_inv - M_rec) + (F_inv - F_rec)
+
+    A miss at the inventory epoch that is gone by the recent one (ice the model never saw, on the
+    part of the tongue that then melted) and false glacier at the recent epoch (on ground the ice
+    left, still inside the outline, where the inventory epoch's false pixels would lie outside it)
+    both shrink the estimated loss. `loss_recovered` = estimated / true loss (1: unbiased).
+    Inputs: summed `pixel_budget`s of the two epochs; figures in km2."""
+    km2 = {f"{k}_{role}_km2": b[k] * px_km2 for role, b in (("inventory", inventory), ("recent", recent))
+           for k in ("true", "pred", "missed", "missed_debris", "false", "false_forefield")}
+    true_loss = (inventory["true"] - recent["true"]) * px_km2
+    est_loss = (inventory["pred"] - recent["pred"]) * px_km2
+    return {"true_loss_km2": true_loss, "est_loss_km2": est_loss,
+            "loss_recovered": est_loss / true_loss if true_loss > 0 else None,
+            "missed_change_km2": (inventory["missed"] - recent["missed"]) * px_km2,
+            "false_change_km2": (inventory["false"] - recent["false"]) * px_km2, **km2}
+
+
 # -------------------------------------------------------------------------- reading the outputs
 def kept_glaciers(table_csv: Path, truth_csv: Path) -> list[dict]:
     """Kept glaciers of an area-change table with their true rate: [{glacier_id, est, sigma, true}].
@@ -240,6 +284,38 @@ def kept_glaciers(table_csv: Path, truth_csv: Path) -> list[dict]:
     sigma = kept["rate_sigma_pct_per_yr"] if "rate_sigma_pct_per_yr" in kept else pd.Series(None, index=kept.index)
     return [{"glacier_id": gid, "est": _finite(est), "sigma": _finite(s), "true": _finite(truth.get(gid))}
             for gid, est, s in zip(kept["glacier_id"], kept["rate_pct_per_yr"], sigma, strict=True)]
+
+
+def region_budget(work: Path, params: Params, kept_ids: set[str]) -> dict[str, Any] | None:
+    """`change_budget` over the kept glaciers of a simulated region (each glacier's inventory and
+    recent cubes, its probability rasters and the simulator's surface classes of that epoch); None
+    where the region has no surface truth or predictions."""
+    raw, cubes_dir = work / params.data.raw_dir, work / params.data.cubes_dir
+    predictions = work / "products" / "predictions"
+    index_csv = cubes_dir / "index.csv"
+    if not index_csv.exists() or not predictions.exists():
+        return None
+    index = pd.read_csv(index_csv, dtype={"glacier_id": str, "epoch": str})
+    index = index[index["role"].isin(["inventory", "recent"]) & index["glacier_id"].isin(kept_ids)]
+    sums = {role: dict.fromkeys(("true", "pred", "missed", "missed_debris", "false", "false_forefield"), 0)
+            for role in ("inventory", "recent")}
+    px_km2 = None
+    for r in index.itertuples():
+        surface_tif, prob_tif = raw / "truth" / f"surface_{r.epoch}.tif", predictions / r.epoch / f"{r.glacier_id}.tif"
+        if not surface_tif.exists() or not prob_tif.exists():
+            return None
+        cube = read_cube(cubes_dir / r.path)
+        with rasterio.open(surface_tif) as src:
+            window = from_bounds(*cube.grid.bounds, transform=src.transform)
+            surface = src.read(1, window=window, boundless=True, fill_value=SURFACE_NODATA,
+                               out_shape=(cube.grid.height, cube.grid.width), resampling=Resampling.nearest)
+        with rasterio.open(prob_tif) as src:
+            prob = src.read(1)
+        counted = (cube.mask_glacier == 1) & (cube.mask_invalid == 0)
+        for k, v in pixel_budget(surface, prob, counted).items():
+            sums[r.role][k] += v
+        px_km2 = abs(cube.grid.transform.a * cube.grid.transform.e) / 1e6
+    return change_budget(sums["inventory"], sums["recent"], px_km2) if px_km2 else None
 
 
 def _read_json(path: Path) -> dict:
@@ -274,6 +350,7 @@ def region_row(region: Region, work: Path, params: Params) -> dict[str, Any]:
         "true_kept_rate_pct_per_yr": _finite(truth.get("kept_true_rate_pct_per_yr")),
         "n_extrapolated": summary.get("n_extrapolated"),
         "kept_glaciers": glaciers,
+        "change_budget": region_budget(work, params, {g["glacier_id"] for g in glaciers}),
     }
 
 
@@ -435,6 +512,17 @@ def run_region(region: Region, settings: Settings, work_root: Path, position: in
     return row
 
 
+def rescore_region(region: Region, work_root: Path, old: dict[str, Any] | None) -> dict[str, Any]:
+    """The region's row read again from its finished work folder (no stage runs): the figures of
+    this checkout's `region_row` over the run's outputs, its run facts (settings, times) kept."""
+    work = work_root / region.name
+    if not (work / "params.yaml").exists():
+        raise SystemExit(f"error: {work}: no finished region to rescore (run the benchmark for it first)")
+    params = parse_params(load_yaml(work / "params.yaml"), source=work / "params.yaml")
+    return {**(old or {"name": region.name, "seed": region.seed, "regime": region.regime}),
+            **region_row(region, work, params)}
+
+
 def _row_settings(raw: dict[str, Any], settings: Settings, region: Region) -> dict[str, Any]:
     """What a region ran with: its simulate overrides and the size reductions (from its params.yaml)."""
     sim, patches, train = raw["simulate"], raw.get("patches", {}), raw["train"]
@@ -483,6 +571,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--profile", type=Path, help="YAML merged over the base params before the region's overrides "
                                                  "(e.g. experiments/debris_centres.yaml; default: the size's)")
     ap.add_argument("--clean", action="store_true", help="remove a region's work folder once it is measured")
+    ap.add_argument("--rescore", action="store_true",
+                    help="run no stage: read the regions' finished work folders again (new figures, same runs)")
     args = ap.parse_args(argv)
     size = SIZES["smoke" if args.smoke else "full"]
     args.region_list = args.regions.split(",") if args.regions else list(size.regions)
@@ -512,19 +602,27 @@ def main(argv: list[str] | None = None) -> int:
           f"{settings.folds} folds x {settings.max_epochs} epochs"
           + (f", seeds {list(settings.seeds)}" if settings.seeds else "")
           + f"; work {args.work}; results {args.out}; {info['logical_cpus']} CPUs, jobs {args.jobs}", flush=True)
-    old = _read_json(args.out).get("regions", []) if _read_json(args.out).get("mode") == settings.mode else []
-    for r in regions:  # every region's params checked before the first stage of an hour-long run
+    previous = _read_json(args.out)
+    old = previous.get("regions", []) if previous.get("mode") == settings.mode else []
+    for r in [] if args.rescore else regions:  # every region's params checked before an hour-long run
         region_params(r, settings, args.work / r.name)
     rows: list[dict] = []
     t0 = time.perf_counter()
 
     def finished(row: dict) -> None:  # after every region: a run that dies keeps what it measured
         rows.append(row)
-        write_json(args.out, _document(_merge_rows(old, rows), settings, info, time.perf_counter() - t0))
+        doc = _document(_merge_rows(old, rows), settings, info, time.perf_counter() - t0)
+        if args.rescore:  # the runs' machine and wall time, not the rereading's
+            doc.update({k: previous[k] for k in ("machine", "wall_s") if k in previous})
+        write_json(args.out, doc)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # like Ctrl-C: stop the stages, keep the rows
     try:
-        if args.jobs == 1:
+        if args.rescore:
+            by_name = {r["name"]: r for r in old}
+            for r in regions:
+                finished(rescore_region(r, args.work, by_name.get(r.name)))
+        elif args.jobs == 1:
             for r in regions:
                 finished(run_region(r, settings, args.work, 0, args.clean))
         else:

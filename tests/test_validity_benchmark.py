@@ -10,6 +10,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from glaciermap.errors import ConfigError
@@ -180,3 +182,83 @@ def test_outputs_that_cannot_be_read_fail_the_region_not_the_run(validity, tmp_p
     row = validity.run_region(validity.Region("demo", 42, "r"), settings(validity), tmp_path)
     assert row["error"].startswith("reading the outputs: FileNotFoundError")
     assert "area_change.csv" in row["error"] and "est_rate_pct_per_yr" not in row
+
+
+# surface classes as the simulator writes them: 0 rock, 4 ice, 5 firn, 6 debris, 8 forefield
+def test_pixel_budget_counts_misses_and_false_glacier_by_surface_class(validity):
+    surface = np.array([[4, 4, 6, 6, 8],
+                        [5, 6, 6, 8, 0],
+                        [4, 4, 4, 8, 0]], np.uint8)
+    prob = np.array([[0.9, 0.6, 0.2, 0.1, 0.7],
+                     [0.9, 0.4, 0.8, 0.5, 0.9],
+                     [0.9, 0.3, 0.9, 0.1, 0.1]], np.float32)
+    counted = np.ones(surface.shape, bool)
+    counted[:, 4] = False  # outside the outline: its false pixels (forefield 0.7, rock 0.9) do not count
+    b = validity.pixel_budget(surface, prob, counted)
+    # true glacier (4, 5, 6) in columns 0-3: 4 + 3 + 3 = 10; predicted: 0.9 0.6 | 0.9 0.8 0.5 | 0.9 0.9 = 7
+    # missed: debris 0.2, 0.1, 0.4 and ice 0.3 = 4 (3 debris); false: forefield at 0.5 = 1; 7 = 10 - 4 + 1
+    assert b == {"true": 10, "pred": 7, "missed": 4, "missed_debris": 3, "false": 1, "false_forefield": 1}
+
+
+def test_change_budget_splits_the_loss_error_into_misses_and_false_glacier(validity):
+    inventory = {"true": 100, "pred": 90, "missed": 12, "missed_debris": 10, "false": 2, "false_forefield": 0}
+    recent = {"true": 80, "pred": 78, "missed": 4, "missed_debris": 1, "false": 2, "false_forefield": 2}
+    b = validity.change_budget(inventory, recent, px_km2=0.01)
+    # true loss 20 px, estimated 12 = 20 - (12 - 4) + (2 - 2)
+    assert b["true_loss_km2"] == pytest.approx(0.20) and b["est_loss_km2"] == pytest.approx(0.12)
+    assert b["loss_recovered"] == pytest.approx(0.6)
+    assert b["missed_change_km2"] == pytest.approx(0.08) and b["false_change_km2"] == pytest.approx(0.0)
+    assert b["true_loss_km2"] - b["missed_change_km2"] + b["false_change_km2"] == pytest.approx(b["est_loss_km2"])
+    assert b["missed_debris_inventory_km2"] == pytest.approx(0.10) and b["false_forefield_recent_km2"] == pytest.approx(0.02)
+    assert validity.change_budget(inventory, inventory, 0.01)["loss_recovered"] is None  # no loss: no ratio
+
+
+def _tif(path, array, transform, nodata=None):
+    import rasterio
+
+    with rasterio.open(path, "w", driver="GTiff", width=array.shape[1], height=array.shape[0], count=1,
+                       dtype=array.dtype, crs="EPSG:32632", transform=transform, nodata=nodata) as dst:
+        dst.write(array, 1)
+
+
+def test_region_budget_reads_each_kept_glaciers_cubes_truth_and_predictions(validity, tmp_path, monkeypatch):
+    """A 6 x 8 scene; glacier G1's cube is a 4 x 4 window inside it, G2's crosses the scene's east
+    edge (its outside pixels have no truth and count as nothing); G3 is not kept."""
+    from types import SimpleNamespace
+
+    from rasterio.transform import from_origin
+
+    from glaciermap.data.grid import Grid
+
+    res, left, top = 10.0, 600_000.0, 5_000_000.0
+    scene = from_origin(left, top, res, res)
+    work = tmp_path / "w"
+    (work / "data" / "truth").mkdir(parents=True)
+    cubes = {"G1": (1, 1), "G2": (2, 6), "G3": (0, 0)}  # (row, col) of each cube's top-left in the scene
+    surfaces = {"2015": np.full((6, 8), 4, np.uint8), "2023": np.full((6, 8), 4, np.uint8)}
+    surfaces["2023"][:, :3] = 8  # the ice left columns 0-2 by 2023: forefield
+    for epoch, surface in surfaces.items():
+        _tif(work / "data" / "truth" / f"surface_{epoch}.tif", surface, scene, 255)
+    rows, fake = [], {}
+    for gid, (r, c) in cubes.items():
+        grid = Grid("EPSG:32632", from_origin(left + c * res, top - r * res, res, res), 4, 4)
+        fake[f"{gid}.nc"] = SimpleNamespace(grid=grid, mask_glacier=np.ones((4, 4), np.uint8),
+                                            mask_invalid=np.zeros((4, 4), np.uint8))
+        for epoch, role in (("2015", "inventory"), ("2023", "recent")):
+            (work / "products" / "predictions" / epoch).mkdir(parents=True, exist_ok=True)
+            _tif(work / "products" / "predictions" / epoch / f"{gid}.tif", np.full((4, 4), 0.9, np.float32), grid.transform)
+            rows.append({"glacier_id": gid, "epoch": epoch, "role": role, "path": f"{gid}.nc"})
+    (work / "products" / "cubes").mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(work / "products" / "cubes" / "index.csv", index=False)
+    monkeypatch.setattr(validity, "read_cube", lambda path: fake[Path(path).name])
+    params = SimpleNamespace(data=SimpleNamespace(raw_dir="data", cubes_dir="products/cubes"))
+
+    b = validity.region_budget(work, params, {"G1", "G2"})
+    # G1 (rows 1-4, cols 1-4): 16 ice in 2015; in 2023 cols 1-2 are forefield: 8 ice, 8 false.
+    # G2 (rows 2-5, cols 6-9): cols 6-7 in the scene, 8 ice at both epochs; cols 8-9 outside: nothing.
+    px = 1e-4
+    assert b["true_inventory_km2"] == pytest.approx(24 * px) and b["true_recent_km2"] == pytest.approx(16 * px)
+    assert b["false_recent_km2"] == pytest.approx(8 * px) and b["false_forefield_recent_km2"] == pytest.approx(8 * px)
+    assert b["pred_inventory_km2"] == pytest.approx(24 * px) and b["pred_recent_km2"] == pytest.approx(24 * px)
+    assert b["est_loss_km2"] == pytest.approx(0.0) and b["loss_recovered"] == pytest.approx(0.0)
+    assert validity.region_budget(tmp_path / "absent", params, {"G1"}) is None

@@ -321,6 +321,26 @@ def test_centre_pools_take_debris_of_this_glacier_or_fall_back():
         assert len(CentrePools(2)(Path("b"), c, "debris")) == glacier.sum()
 
 
+def test_centre_pools_keep_only_the_most_recently_drawn(monkeypatch):
+    """Pools are bounded like the cube cache: a region of thousands of glaciers does not grow them forever."""
+    from glaciermap.data import datamodule
+    from glaciermap.data.windows import PreparedCube
+
+    glacier = np.zeros((12, 12), np.uint8)
+    glacier[3:9, 3:9] = 1
+    cube = PreparedCube(image=np.zeros((1, 12, 12), np.float32), target=glacier, glacier=glacier,
+                        valid=np.ones((12, 12), bool), location=np.zeros(2, np.float32),
+                        glacier_pixels=np.argwhere(glacier == 1))
+    computed = []
+    monkeypatch.setattr(datamodule, "margin_pixels",
+                        lambda g, px: computed.append(px) or np.argwhere(g == 1))
+    pools = datamodule.CentrePools(margin_px=2, max_items=2)
+    for name in ("a", "b", "a", "c", "a", "b"):  # "b" is the least recent when "c" arrives: dropped
+        pools(Path(name), cube, "margin")
+    assert len(computed) == 4  # a, b, c, then b again; "a" stayed
+    assert len(pools._pools) == 2
+
+
 def test_centre_kinds_follow_the_configured_shares(folds, cubes_dir):
     dm = _dm(cubes_dir, folds[0], debris_centres=0.3, margin_centres=0.5)
     dm.setup("fit")

@@ -29,3 +29,18 @@ def test_an_older_experiment_gets_its_kind(tmp_path):
     old = mlflow.create_experiment("made-before")  # as glaciermap used to: no kind tag
     assert experiment_id("made-before") == old
     assert mlflow.get_experiment(old).tags[EXPERIMENT_KIND[0]] == "custom_model_development"
+
+
+def test_the_runs_page_names_an_existing_experiment_and_creates_none(tmp_path):
+    from types import SimpleNamespace
+
+    from glaciermap.tracking.runs import runs_page
+
+    params = SimpleNamespace(tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                                     experiment="compare-here"))
+    assert runs_page(params) is None  # no such experiment yet: no link, and asking made none
+    assert mlflow.get_experiment_by_name("compare-here") is None
+    exp = experiment_id("compare-here")
+    page = runs_page(params, "rate_error", ascending=True)
+    assert page.startswith(f"http://127.0.0.1:5000/#/experiments/{exp}/runs?workflowType=machine_learning")
+    assert page.endswith("orderByKey=metrics.%60rate_error%60&orderByAsc=true")

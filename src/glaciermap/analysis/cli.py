@@ -120,8 +120,9 @@ def _compare(args, params):
     print(f"-> {args.out}, {args.table}, {args.figure}")
     by_rate = any(r["rate_error_pct_per_yr"] is not None for r in result["rows"])  # a simulated region
     page = runs_page(params, "area_change_abs_rate_error_pct_per_yr", ascending=True) if by_rate else runs_page(params)
-    print(f"in the MLflow UI (README: Comparing runs in MLflow), {'smallest rate error' if by_rate else 'best test IoU'}"
-          f" first: {page}")
+    if page is not None:
+        print(f"in the MLflow UI (README: Comparing runs in MLflow), "
+              f"{'smallest rate error' if by_rate else 'best test IoU'} first: {page}")
 
 
 COMMANDS = [

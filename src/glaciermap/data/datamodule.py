@@ -85,24 +85,30 @@ def margin_pixels(glacier: np.ndarray, width: int) -> np.ndarray:
 class CentrePools:
     """A cube's candidate patch centres of one kind: `glacier` (every pixel of this glacier),
     `debris` (its debris-covered pixels; the glacier's where the cube has no debris truth) or
-    `margin` (`margin_pixels`). Each kind is computed once per cube, when first drawn."""
+    `margin` (`margin_pixels`). Each kind is computed when first drawn and kept for the `max_items`
+    most recently drawn (cube, kind) pairs, like `CubeCache` keeps cubes."""
 
-    def __init__(self, margin_px: int):
-        self.margin_px = margin_px
-        self._pools: dict[tuple[Path, str], np.ndarray] = {}
+    def __init__(self, margin_px: int, max_items: int = 256):
+        self.margin_px, self.max_items = margin_px, max_items
+        self._pools: OrderedDict[tuple[Path, str], np.ndarray] = OrderedDict()
 
     def __call__(self, path: Path, cube: PreparedCube, kind: str) -> np.ndarray:
         if kind == "glacier":
             return cube.glacier_pixels
-        if (path, kind) not in self._pools:
-            if kind == "margin":
-                pool = margin_pixels(cube.glacier, self.margin_px)
-            else:
-                on_debris = (np.argwhere((cube.debris == 1) & (cube.glacier == 1)) if cube.debris is not None
-                             else np.empty((0, 2), np.int64))
-                pool = on_debris if len(on_debris) else cube.glacier_pixels
-            self._pools[path, kind] = pool
-        return self._pools[path, kind]
+        key = (path, kind)
+        if key in self._pools:
+            self._pools.move_to_end(key)
+            return self._pools[key]
+        if kind == "margin":
+            pool = margin_pixels(cube.glacier, self.margin_px)
+        else:
+            on_debris = (np.argwhere((cube.debris == 1) & (cube.glacier == 1)) if cube.debris is not None
+                         else np.empty((0, 2), np.int64))
+            pool = on_debris if len(on_debris) else cube.glacier_pixels
+        self._pools[key] = pool
+        if len(self._pools) > self.max_items:
+            self._pools.popitem(last=False)
+        return pool
 
 
 class GlacierPatches(Dataset):

@@ -227,13 +227,16 @@ def experiment_id(name: str) -> str:
 
 
 def runs_page(params, sort_by: str = "test_iou_mean", ascending: bool = False,
-              base: str = "http://127.0.0.1:5000") -> str:
+              base: str = "http://127.0.0.1:5000") -> str | None:
     """The MLflow UI page of this configuration's experiment that compares its runs: the training-runs
     tab in MLflow's model-training mode (MLflow 3.17's UI otherwise starts in its GenAI mode and opens
-    an experiment on a traces overview, whatever the experiment's kind tag says), sorted by metric `sort_by`."""
+    an experiment on a traces overview, whatever the experiment's kind tag says), sorted by metric
+    `sort_by`; None when the store has no such experiment (asking creates nothing)."""
     resolve_tracking_uri(params.tracking)
-    exp = experiment_id(params.tracking.experiment)
-    return (f"{base}/#/experiments/{exp}/runs?workflowType=machine_learning"
+    exp = mlflow.get_experiment_by_name(params.tracking.experiment)
+    if exp is None:
+        return None
+    return (f"{base}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
             f"&orderByKey=metrics.%60{sort_by}%60&orderByAsc={str(ascending).lower()}")
 
 

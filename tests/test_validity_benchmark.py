@@ -262,3 +262,17 @@ def test_region_budget_reads_each_kept_glaciers_cubes_truth_and_predictions(vali
     assert b["pred_inventory_km2"] == pytest.approx(24 * px) and b["pred_recent_km2"] == pytest.approx(24 * px)
     assert b["est_loss_km2"] == pytest.approx(0.0) and b["loss_recovered"] == pytest.approx(0.0)
     assert validity.region_budget(tmp_path / "absent", params, {"G1"}) is None
+
+
+def test_rescoring_reads_a_finished_region_again_and_keeps_its_run_facts(validity, tmp_path, monkeypatch):
+    region = validity.Region("demo", 42, "r")
+    with pytest.raises(SystemExit, match=r"^error: .*demo: no finished region to rescore \(run the benchmark"):
+        validity.rescore_region(region, tmp_path, None)
+    (tmp_path / "demo").mkdir()
+    shutil.copy(ROOT / "params.yaml", tmp_path / "demo" / "params.yaml")
+    seen = []
+    monkeypatch.setattr(validity, "region_row", lambda r, work, params: seen.append(work) or {"est_rate_pct_per_yr": -1.0})
+    old = {"name": "demo", "seed": 42, "wall_s": 500.0, "settings": {"folds": 3}, "est_rate_pct_per_yr": -2.0}
+    row = validity.rescore_region(region, tmp_path, old)
+    assert seen == [tmp_path / "demo"]
+    assert row == {**old, "est_rate_pct_per_yr": -1.0}  # new figures, the run's wall time and settings kept

@@ -76,6 +76,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from glaciermap.config import Params, deep_merge, load_yaml, parse_params  # noqa: E402
 from glaciermap.config.training import TrainConfig  # noqa: E402
 from glaciermap.data.cubes import read_cube  # noqa: E402
+from glaciermap.data.simulate.surface import DEBRIS, FOREFIELD, GLACIER_CLASSES  # noqa: E402
 from glaciermap.io import write_json, write_text  # noqa: E402
 
 REAL_ALPS = ROOT.parent / "shared" / "data" / "real-alps"  # ../shared/data, as the tests find it
@@ -231,8 +232,9 @@ def pooled_statistics(rows: list[dict]) -> dict[str, Any]:
     return out
 
 
-#: truth/surface_<epoch>.tif class codes (glaciermap.data.simulate.surface): glacier = ice, firn, debris
-SURFACE_GLACIER, SURFACE_DEBRIS, SURFACE_FOREFIELD, SURFACE_NODATA = (4, 5, 6), 6, 8, 255
+#: truth/surface_<epoch>.tif: the simulator's class codes; 255 = no class (its nodata, and outside the scene)
+SURFACE_NODATA = 255
+BUDGET_KEYS = ("true", "pred", "missed", "missed_debris", "false", "false_forefield")
 
 
 def pixel_budget(surface: np.ndarray, prob: np.ndarray, counted: np.ndarray) -> dict[str, int]:
@@ -241,11 +243,11 @@ def pixel_budget(surface: np.ndarray, prob: np.ndarray, counted: np.ndarray) -> 
     predicted glacier (p >= 0.5), missed glacier (all, and debris-covered), false glacier (all, and
     forefield)."""
     counted = counted & (surface != SURFACE_NODATA)
-    true, pred = np.isin(surface, SURFACE_GLACIER) & counted, (prob >= 0.5) & counted
+    true, pred = np.isin(surface, GLACIER_CLASSES) & counted, (prob >= 0.5) & counted
     missed, false = true & ~pred, pred & ~true
     return {"true": int(true.sum()), "pred": int(pred.sum()), "missed": int(missed.sum()),
-            "missed_debris": int((missed & (surface == SURFACE_DEBRIS)).sum()),
-            "false": int(false.sum()), "false_forefield": int((false & (surface == SURFACE_FOREFIELD)).sum())}
+            "missed_debris": int((missed & (surface == DEBRIS)).sum()),
+            "false": int(false.sum()), "false_forefield": int((false & (surface == FOREFIELD)).sum())}
 
 
 def change_budget(inventory: dict[str, int], recent: dict[str, int], px_km2: float) -> dict[str, Any]:
@@ -262,7 +264,7 @@ def change_budget(inventory: dict[str, int], recent: dict[str, int], px_km2: flo
     both shrink the estimated loss. `loss_recovered` = estimated / true loss (1: unbiased).
     Inputs: summed `pixel_budget`s of the two epochs; figures in km2."""
     km2 = {f"{k}_{role}_km2": b[k] * px_km2 for role, b in (("inventory", inventory), ("recent", recent))
-           for k in ("true", "pred", "missed", "missed_debris", "false", "false_forefield")}
+           for k in BUDGET_KEYS}
     true_loss = (inventory["true"] - recent["true"]) * px_km2
     est_loss = (inventory["pred"] - recent["pred"]) * px_km2
     return {"true_loss_km2": true_loss, "est_loss_km2": est_loss,
@@ -297,8 +299,7 @@ def region_budget(work: Path, params: Params, kept_ids: set[str]) -> dict[str, A
         return None
     index = pd.read_csv(index_csv, dtype={"glacier_id": str, "epoch": str})
     index = index[index["role"].isin(["inventory", "recent"]) & index["glacier_id"].isin(kept_ids)]
-    sums = {role: dict.fromkeys(("true", "pred", "missed", "missed_debris", "false", "false_forefield"), 0)
-            for role in ("inventory", "recent")}
+    sums = {role: dict.fromkeys(BUDGET_KEYS, 0) for role in ("inventory", "recent")}
     px_km2 = None
     for r in index.itertuples():
         surface_tif, prob_tif = raw / "truth" / f"surface_{r.epoch}.tif", predictions / r.epoch / f"{r.glacier_id}.tif"

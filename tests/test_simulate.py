@@ -18,9 +18,11 @@ import rasterio.warp
 from rasterio import features
 from rasterio.enums import Resampling
 from rasterio.transform import Affine
+from scipy import ndimage
 
 from glaciermap.data.simulate import SimulateConfig, simulate_region
-from glaciermap.data.simulate.surface import DEBRIS, FIRN, GLACIER_CLASSES, ICE, ROCK
+from glaciermap.data.simulate.surface import (DEBRIS, FIRN, FOREFIELD, GLACIER_CLASSES, ICE, LIA_REACH_M, ROCK,
+                                              lia_forefield)
 from glaciermap.errors import InputDataError
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-alps"
@@ -183,6 +185,42 @@ def test_retreat(region):
     rates = pd.read_csv(root / "truth" / "rates.csv")
     assert np.allclose(rates.set_index("glacier_id").loc[a.index, "rate_pct_per_yr"],
                        100 * (a_rec - a_inv) / a_inv / dt_y, rtol=1e-4, atol=1e-6)
+
+
+def test_little_ice_age_forefield_is_bare_from_the_first_epoch(region):
+    """Real inventory-year scenes show the ground each tongue left since ~1850: so must ours, or a
+    model never sees, in training, the surface that later retreat exposes."""
+    root, _ = region
+    with rasterio.open(root / "truth" / "surface_2015.tif") as ds:
+        first, res = ds.read(1), ds.res[0]
+    last = _read(root / "truth" / "surface_2023.tif", 1)
+    ice = np.isin(first, GLACIER_CLASSES)
+    bare = first == FOREFIELD
+    assert bare.sum() >= 0.1 * ice.sum()  # not a rarity in the training scenes
+    # beside the ice, within the largest reach (+ the 2-px closing that joins the patches)
+    dist = ndimage.distance_transform_edt(~ice, sampling=res)
+    assert dist[bare].max() <= LIA_REACH_M[2] + 2 * res
+    # ground once left stays bare; retreat adds more of it
+    assert (last[bare] == FOREFIELD).all() and (last == FOREFIELD).sum() > bare.sum()
+
+
+def test_lia_forefield_lies_down_valley_of_the_tongue():
+    """A glacier on a valley floor that falls 100 m per km to the east: its forefield lies below
+    the terminus (east), none above its head (west), none inside it, none on walls."""
+    res = 30.0
+    x = np.arange(200) * res
+    z = np.broadcast_to(3000.0 - 0.1 * x, (60, 200)).copy()
+    labels = np.zeros(z.shape, np.int32)
+    labels[20:40, 60:120] = 1  # 0.6 x 1.8 km: A = 1.08 km2 -> reach 200 + 400 * 1.04 = 616 m
+    slope = np.zeros(z.shape)
+    ff = lia_forefield(z, slope, labels, res)
+    assert not (ff & (labels > 0)).any()
+    assert ff[20:40, 120:135].all()                # in front of the tongue
+    assert ff[10:20, 100:120].all()                # beside its lower half
+    assert not ff[:, :90].any()                    # nothing beside its upper half, above its head
+    assert not ff[:, 140:].any()                   # no further than the reach (616 m < 21 px)
+    ff_wall = lia_forefield(z, np.full(z.shape, np.radians(40.0)), labels, res)
+    assert not ff_wall.any()
 
 
 # ----------------------------------------------------------------------------------- spectra

@@ -1,4 +1,9 @@
-"""Surface classes per pixel and epoch (written to truth/surface_<epoch>.tif)."""
+"""Surface classes per pixel and epoch (written to truth/surface_<epoch>.tif).
+
+Forefield is the ground a glacier has left: the Little Ice Age forefield (:func:`lia_forefield`),
+bare already in the first epoch as in every real Alpine scene, and, from epoch to epoch, the base
+outline the glacier retreats from.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ class StaticSurface:
     snow_noise: np.ndarray    # unit-variance smooth field (snow patches / snowline)
     debris_zone: np.ndarray   # bool: where debris covers ice (of debris glaciers, base extent)
     base_glacier: np.ndarray  # bool: union of base outlines
+    lia_forefield: np.ndarray  # bool: ice-free by the first epoch, covered at the LIA maximum
 
 
 def static_surface(z: np.ndarray, slope: np.ndarray, grid: SimGrid, lake: np.ndarray,
@@ -76,7 +82,57 @@ def static_surface(z: np.ndarray, slope: np.ndarray, grid: SimGrid, lake: np.nda
             lim = zmin + frac * (zhi - zmin)
             zone = m & (z[sl] + 0.08 * (zhi - zmin) * wob[sl] < lim)
             debris[sl] |= zone
-    return StaticSurface(lake, veg_limit, treeline, snow_noise, debris, base_labels > 0)
+    return StaticSurface(lake, veg_limit, treeline, snow_noise, debris, base_labels > 0,
+                         lia_forefield(z, slope, base_labels, grid.res))
+
+
+# Little Ice Age reach below / beside a glacier's base outline: 200 m + 400 m per sqrt(km2), <= 1.2 km
+LIA_REACH_M = (200.0, 400.0, 1200.0)
+LIA_LOWER_PART = 0.5      # only beside the lower half of the glacier's elevation range
+LIA_ABOVE_ICE_M = 50.0    # at most this much above the nearest ice (the tongue has thinned since)
+LIA_MAX_SLOPE_DEG = 35.0  # steeper walls shed their moraine
+
+
+def lia_forefield(z: np.ndarray, slope: np.ndarray, base_labels: np.ndarray, res_m: float) -> np.ndarray:
+    """bool: the forefield each glacier left between its Little Ice Age maximum (~1850) and the
+    first epoch (its base outline). Alpine glaciers have lost about half their area since (Zemp et
+    al. 2008), so moraine-covered, unvegetated ground lies below and beside every tongue in the
+    inventory year; a model trained without it has never seen the surface that later retreat
+    exposes. Per glacier g (area A_g, elevations zmin_g..zmax_g), a pixel outside every outline is
+    forefield if
+
+        distance to g        <= min(200 + 400 * sqrt(A_g / km2), 1200) m
+        z                    <  zmin_g + 0.5 * (zmax_g - zmin_g)          (beside the lower half)
+        z                    <= z(nearest pixel of g) + 50 m             (down-valley, not up a wall)
+        slope                <  35 deg                                    (5 x 5 px mean)
+
+    then closed (2 px) and opened (1 px) into patches of moraine.
+
+    Deterministic (no random draws), computed per glacier in its bounding box grown by the reach,
+    so memory scales with the largest glacier, not the scene.
+    """
+    out = np.zeros(z.shape, bool)
+    free = base_labels == 0
+    px_km2 = res_m * res_m / 1e6
+    steep = ndimage.uniform_filter(slope, 5) >= math.radians(LIA_MAX_SLOPE_DEG)
+    for gid, sl in enumerate(ndimage.find_objects(base_labels), start=1):
+        if sl is None:
+            continue
+        a_km2 = float((base_labels[sl] == gid).sum()) * px_km2
+        reach_m = min(LIA_REACH_M[0] + LIA_REACH_M[1] * math.sqrt(a_km2), LIA_REACH_M[2])
+        r = int(math.ceil(reach_m / res_m))
+        win = tuple(slice(max(s.start - r, 0), min(s.stop + r, n)) for s, n in zip(sl, z.shape))
+        ice = base_labels[win] == gid
+        zz = z[win]
+        z_ice = zz[ice]
+        zmin, zmax = float(z_ice.min()), float(z_ice.max())
+        dist, (ii, jj) = ndimage.distance_transform_edt(~ice, sampling=res_m, return_indices=True)
+        out[win] |= (free[win] & ~steep[win] & (dist <= reach_m)
+                     & (zz < zmin + LIA_LOWER_PART * (zmax - zmin))
+                     & (zz <= zz[ii, jj] + LIA_ABOVE_ICE_M))
+    # one sheet of moraine, not a speckle of pixels that passed the tests
+    out = ndimage.binary_opening(ndimage.binary_closing(out, iterations=2), iterations=1)
+    return out & free
 
 
 def epoch_classes(z: np.ndarray, slope: np.ndarray, aspect: np.ndarray, st: StaticSurface,
@@ -90,7 +146,7 @@ def epoch_classes(z: np.ndarray, slope: np.ndarray, aspect: np.ndarray, st: Stat
     facing_n = np.cos(aspect) * np.clip(np.sin(slope) / 0.5, 0, 1)
     snow_line_off = snowline_m + 320.0 - 120.0 * facing_n - 150.0 * st.snow_noise
     cls[(z > snow_line_off) & (slope < math.radians(35.0))] = SNOW
-    cls[st.base_glacier & ~glacier] = FOREFIELD
+    cls[(st.base_glacier | st.lia_forefield) & ~glacier] = FOREFIELD
     cls[st.lake & ~glacier] = WATER
     # glacier surface: firn/snow above the local snowline, bare ice below, debris on debris zones
     local_sl = snowline_m - 60.0 * facing_n + 30.0 * st.snow_noise

@@ -26,21 +26,29 @@ STAGES = [("simulate", "data/region.yaml"), ("ingest", "products/cubes/index.csv
 
 
 def stage_times(root: Path, start: float) -> list[dict]:
-    """Seconds per stage (folds, ~1 s, is counted in train: DVC may touch folds.json later).
+    """Seconds per stage (folds, ~1 s, is counted in train: DVC may touch folds.json later), listed
+    in pipeline order. DVC runs independent stages in an order of its own (register may finish
+    before evaluate), so each stage's time runs from the end of the stage that finished just
+    before it, not of the one listed before it.
 
     A stage whose outputs predate the start did not run in this demo (data pulled or simulated
     before, stage up to date): it is listed with `seconds: null` and `reused: true`.
     """
-    rows, prev = [], start
+    ends = {}
+    rows = []
     for stage, pattern in STAGES:
         files = sorted(root.glob(pattern))
         if not files:
             continue
         end = max(f.stat().st_mtime for f in files)
+        rows.append({"stage": stage, "seconds": None, "outputs": len(files)})
         if end < start:
-            rows.append({"stage": stage, "seconds": None, "outputs": len(files), "reused": True})
-            continue
-        rows.append({"stage": stage, "seconds": round(end - prev, 1), "outputs": len(files)})
+            rows[-1]["reused"] = True
+        else:
+            ends[stage] = end
+    prev = start
+    for stage, end in sorted(ends.items(), key=lambda kv: kv[1]):
+        next(r for r in rows if r["stage"] == stage)["seconds"] = round(end - prev, 1)
         prev = end
     return rows
 

@@ -34,23 +34,22 @@ def stage_times(root: Path, start: float) -> list[dict]:
     A stage whose outputs predate the start did not run in this demo (data pulled or simulated
     before, stage up to date): it is listed with `seconds: null` and `reused: true`.
     """
-    ends = {}
-    rows = []
+    rows, ends = {}, {}
     for stage, pattern in STAGES:
         files = sorted(root.glob(pattern))
         if not files:
             continue
         end = max(f.stat().st_mtime for f in files)
-        rows.append({"stage": stage, "seconds": None, "outputs": len(files)})
+        rows[stage] = {"stage": stage, "seconds": None, "outputs": len(files)}
         if end < start:
-            rows[-1]["reused"] = True
+            rows[stage]["reused"] = True
         else:
             ends[stage] = end
     prev = start
     for stage, end in sorted(ends.items(), key=lambda kv: kv[1]):
-        next(r for r in rows if r["stage"] == stage)["seconds"] = round(end - prev, 1)
+        rows[stage]["seconds"] = round(end - prev, 1)
         prev = end
-    return rows
+    return list(rows.values())
 
 
 #: what the demo leaves on disk besides its inputs: run folders, the DVC cache, MLflow's artifacts

@@ -55,8 +55,7 @@ class StaticSurface:
     treeline: np.ndarray      # m
     snow_noise: np.ndarray    # unit-variance smooth field (snow patches / snowline)
     debris_zone: np.ndarray   # bool: where debris covers ice (of debris glaciers, base extent)
-    base_glacier: np.ndarray  # bool: union of base outlines
-    lia_forefield: np.ndarray  # bool: ice-free by the first epoch, covered at the LIA maximum
+    forefield_extent: np.ndarray  # bool: base outlines + LIA forefield: forefield wherever no ice
 
 
 def static_surface(z: np.ndarray, slope: np.ndarray, grid: SimGrid, lake: np.ndarray,
@@ -82,8 +81,8 @@ def static_surface(z: np.ndarray, slope: np.ndarray, grid: SimGrid, lake: np.nda
             lim = zmin + frac * (zhi - zmin)
             zone = m & (z[sl] + 0.08 * (zhi - zmin) * wob[sl] < lim)
             debris[sl] |= zone
-    return StaticSurface(lake, veg_limit, treeline, snow_noise, debris, base_labels > 0,
-                         lia_forefield(z, slope, base_labels, grid.res))
+    return StaticSurface(lake, veg_limit, treeline, snow_noise, debris,
+                         (base_labels > 0) | lia_forefield(z, slope, base_labels, grid.res))
 
 
 # Little Ice Age reach below / beside a glacier's base outline: 200 m + 400 m per sqrt(km2), <= 1.2 km
@@ -113,12 +112,12 @@ def lia_forefield(z: np.ndarray, slope: np.ndarray, base_labels: np.ndarray, res
     """
     out = np.zeros(z.shape, bool)
     free = base_labels == 0
-    px_km2 = res_m * res_m / 1e6
+    area_km2 = np.bincount(base_labels.ravel()) * (res_m * res_m / 1e6)
     steep = ndimage.uniform_filter(slope, 5) >= math.radians(LIA_MAX_SLOPE_DEG)
     for gid, sl in enumerate(ndimage.find_objects(base_labels), start=1):
         if sl is None:
             continue
-        a_km2 = float((base_labels[sl] == gid).sum()) * px_km2
+        a_km2 = float(area_km2[gid])
         reach_m = min(LIA_REACH_M[0] + LIA_REACH_M[1] * math.sqrt(a_km2), LIA_REACH_M[2])
         r = int(math.ceil(reach_m / res_m))
         win = tuple(slice(max(s.start - r, 0), min(s.stop + r, n)) for s, n in zip(sl, z.shape))
@@ -146,7 +145,7 @@ def epoch_classes(z: np.ndarray, slope: np.ndarray, aspect: np.ndarray, st: Stat
     facing_n = np.cos(aspect) * np.clip(np.sin(slope) / 0.5, 0, 1)
     snow_line_off = snowline_m + 320.0 - 120.0 * facing_n - 150.0 * st.snow_noise
     cls[(z > snow_line_off) & (slope < math.radians(35.0))] = SNOW
-    cls[(st.base_glacier | st.lia_forefield) & ~glacier] = FOREFIELD
+    cls[st.forefield_extent & ~glacier] = FOREFIELD
     cls[st.lake & ~glacier] = WATER
     # glacier surface: firn/snow above the local snowline, bare ice below, debris on debris zones
     local_sl = snowline_m - 60.0 * facing_n + 30.0 * st.snow_noise

@@ -380,3 +380,50 @@ def test_default_centres_are_the_glacier_pixels_as_before(folds, cubes_dir):
 def test_centre_shares_above_one_are_a_config_error():
     with pytest.raises(ValueError, match="debris_centres \\+ margin_centres"):
         PatchesConfig(debris_centres=0.6, margin_centres=0.5)
+
+
+# ------------------------------------------------------------------ photometric augmentation
+def test_photometric_relights_optical_and_offsets_backscatter_only(folds, cubes_dir):
+    """Same patches with and without `Photometric`: in physical units every optical band of a patch
+    is scaled by one gain within exp(+-illumination), VV and VH are shifted by one dB offset within
+    +-backscatter_db, and coherence, DEM and no-data pixels are untouched."""
+    plain = _dm(cubes_dir, folds[0])
+    lit = _dm(cubes_dir, folds[0], illumination=0.3, backscatter_db=3.0)
+    plain.setup("fit"), lit.setup("fit")
+    groups = SENSORS.resolve("optical_sar_dem")
+    bands = [b for bs in groups.values() for b in bs]
+    stats = folds[0].stats
+    mean = np.array([stats[b]["mean"] for b in bands])[:, None, None]
+    std = np.array([stats[b]["std"] for b in bands])[:, None, None]
+    gains, offsets = [], []
+    for i in range(8):
+        a, b = plain.train_set[i], lit.train_set[i]
+        for key in ("target", "glacier", "valid"):
+            assert torch.equal(a[key], b[key])  # the same window
+        za, zb = a["image"].double().numpy(), b["image"].double().numpy()
+        nodata = za == 0
+        assert (zb[nodata] == 0).all()  # no data stays at the mean
+        xa, xb = za * std + mean, zb * std + mean
+        for j, band in enumerate(bands):
+            have = ~nodata[j]
+            if band in groups["optical"]:
+                have &= np.abs(xa[j]) > 1e-3  # a reflectance of 0 stays 0: no ratio to check
+                ratio = xb[j][have] / xa[j][have]
+                np.testing.assert_allclose(ratio, ratio[0], rtol=1e-4)
+                gains.append(ratio[0])
+            elif band in ("VV", "VH"):
+                diff = xb[j][have] - xa[j][have]
+                np.testing.assert_allclose(diff, diff[0], atol=1e-3)
+                offsets.append(diff[0])
+            else:
+                np.testing.assert_allclose(xb[j], xa[j], atol=1e-5)
+    gains, offsets = np.array(gains), np.array(offsets)
+    assert gains.min() >= np.exp(-0.3) - 1e-4 and gains.max() <= np.exp(0.3) + 1e-4
+    assert np.abs(offsets).max() <= 3.0 + 1e-3
+    assert gains.std() > 0.02 and offsets.std() > 0.3  # drawn per patch, not once
+
+
+def test_photometric_is_off_by_default():
+    assert PatchesConfig().illumination == 0 and PatchesConfig().backscatter_db == 0
+    with pytest.raises(ValueError):
+        PatchesConfig(illumination=-0.1)

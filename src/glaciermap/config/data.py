@@ -135,6 +135,11 @@ class PatchesConfig(StrictModel):
     debris_centres: float = Field(0.0, ge=0, le=1)
     margin_centres: float = Field(0.0, ge=0, le=1)
     margin_px: int = Field(16, ge=1)
+    # photometric augmentation of training patches (`Photometric`; 0 = off): each patch's optical
+    # bands times exp(U(-illumination, illumination)), its SAR backscatter (dB) plus
+    # U(-backscatter_db, backscatter_db); coherence, DEM and dh/dt unchanged
+    illumination: float = Field(0.0, ge=0, le=1)
+    backscatter_db: float = Field(0.0, ge=0, le=10)
     # training batches as float16 image + uint8 masks, restored on the device: auto = with CUDA
     compact_batches: Literal["auto", "on", "off"] = "auto"
 

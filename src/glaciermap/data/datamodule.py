@@ -2,7 +2,7 @@
 
 Training patches are centred on random glacier pixels (Diaconu & Bamber 2023), optionally more
 often on debris-covered ice and on the outline's margin (`patches.debris_centres`,
-`patches.margin_centres`); evaluation
+`patches.margin_centres`), then flipped, rotated and optionally re-lit (`Photometric`); evaluation
 patches tile each cube on a regular overlapping grid. Every sample carries a `valid` mask
 (no data, cloud and cloud shadow are invalid) so losses and metrics can ignore those pixels.
 """
@@ -23,7 +23,7 @@ from glaciermap.config import PatchesConfig
 from glaciermap.data.cubes import read_index
 from glaciermap.data.folds import Fold
 from glaciermap.device import loader_workers
-from glaciermap.data.windows import PreparedCube, crop, prepare_cube, window_starts
+from glaciermap.data.windows import PreparedCube, band_stats, crop, prepare_cube, window_starts
 from glaciermap.errors import ConfigError
 
 
@@ -69,6 +69,45 @@ def augment(sample: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, 
         t = torch.rot90(sample[key], k, dims=(-2, -1))
         out[key] = torch.flip(t, dims=(-1,)) if flip else t
     return out
+
+
+#: SAR backscatter bands (in dB) that `Photometric` offsets; coherence is a ratio and is left alone
+BACKSCATTER_BANDS = ("VV", "VH", "HH", "HV")
+
+
+class Photometric:
+    """What topography does to one surface, drawn per training patch: the same debris is dark on a
+    shaded slope and bright on a sunlit one, and its backscatter falls on slopes facing away from
+    the radar, while its InSAR coherence and spectral shape stay. Per patch::
+
+        g ~ exp(U(-illumination, illumination))    optical bands (the `optical` group):   x' = g * x
+        d ~ U(-backscatter_db, backscatter_db)      backscatter bands (VV, VH, HH, HV):    x' = x + d
+
+    applied to normalised values z = (x - mean) / std as z' = scale * z + shift
+    (optical: scale g, shift (g - 1) * mean / std; backscatter: scale 1, shift d / std), the
+    `affine` of `crop`. The model then has to tell debris from rock by what illumination does
+    not change.
+    """
+
+    def __init__(self, groups: dict[str, list[str]], stats: dict, illumination: float, backscatter_db: float):
+        bands = [b for bs in groups.values() for b in bs]
+        mean, self.std = band_stats(bands, stats)
+        self.optical = np.array([b in groups.get("optical", []) for b in bands])
+        self.backscatter = np.array([b in BACKSCATTER_BANDS for b in bands])
+        self.mean_over_std = mean / self.std
+        self.illumination, self.backscatter_db = illumination, backscatter_db
+
+    def __bool__(self) -> bool:
+        return bool(self.illumination and self.optical.any()) or bool(self.backscatter_db and self.backscatter.any())
+
+    def draw(self, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, shift), each (C, 1, 1) float32, for one patch."""
+        u = 2 * torch.rand(2, generator=gen, dtype=torch.float64).numpy() - 1
+        gain, offset_db = float(np.exp(u[0] * self.illumination)), float(u[1] * self.backscatter_db)
+        scale = np.where(self.optical, gain, 1.0).astype(np.float32)
+        shift = (np.where(self.optical, (gain - 1.0) * self.mean_over_std, 0.0)
+                 + np.where(self.backscatter, offset_db / self.std, 0.0)).astype(np.float32)
+        return scale[:, None, None], shift[:, None, None]
 
 
 def margin_pixels(glacier: np.ndarray, width: int) -> np.ndarray:
@@ -117,11 +156,13 @@ class GlacierPatches(Dataset):
     The centre is one of the glacier's pixels (Diaconu & Bamber 2023), or, for the shares
     `debris_centres` and `margin_centres` of the samples, one of its debris-covered or margin pixels
     (`CentrePools`): more of the patches then hold the surfaces and boundaries that are missed.
+    Then `Photometric` re-lights it where that is on, and `augment` flips and rotates it.
     """
 
     def __init__(self, paths: list[Path], groups: dict[str, list[str]], stats: dict, size: int,
                  length: int, augment: bool = True, seed: int = 0, compact: bool = False, *,
-                 debris_centres: float = 0.0, margin_centres: float = 0.0, margin_px: int = 16):
+                 debris_centres: float = 0.0, margin_centres: float = 0.0, margin_px: int = 16,
+                 illumination: float = 0.0, backscatter_db: float = 0.0):
         if not paths:
             raise ConfigError("no training cubes for this fold")
         self.paths, self.groups, self.size, self.length = paths, groups, size, length
@@ -129,6 +170,7 @@ class GlacierPatches(Dataset):
         self.shares = (("debris", debris_centres), ("margin", margin_centres))
         self.cache = CubeCache(groups, stats)
         self.pools = CentrePools(margin_px)
+        self.photometric = Photometric(groups, stats, illumination, backscatter_db)
 
     def __len__(self) -> int:
         return self.length
@@ -157,7 +199,8 @@ class GlacierPatches(Dataset):
             cy, cx = pool[int(torch.randint(len(pool), (1,), generator=gen))]
         else:  # glacier too small to hold a pixel centre: take the cube centre
             cy, cx = cube.target.shape[0] // 2, cube.target.shape[1] // 2
-        sample = crop(cube, self.groups, int(cy) - self.size // 2, int(cx) - self.size // 2, self.size)
+        affine = self.photometric.draw(gen) if self.photometric else None
+        sample = crop(cube, self.groups, int(cy) - self.size // 2, int(cx) - self.size // 2, self.size, affine)
         sample = augment(sample, gen) if self.augment else sample
         return compact(sample) if self.compact else sample
 
@@ -224,7 +267,9 @@ class GlacierDataModule(L.LightningDataModule):
             self.train_set = GlacierPatches(self.paths(self.fold.train), self.groups, stats, self.cfg.size,
                                             self.cfg.samples_per_epoch, self.cfg.augment, self.seed,
                                             compact=self.compact, debris_centres=self.cfg.debris_centres,
-                                            margin_centres=self.cfg.margin_centres, margin_px=self.cfg.margin_px)
+                                            margin_centres=self.cfg.margin_centres, margin_px=self.cfg.margin_px,
+                                            illumination=self.cfg.illumination,
+                                            backscatter_db=self.cfg.backscatter_db)
             self.val_set = GridPatches(self.paths(self.fold.val), self.groups, stats, self.cfg.size,
                                        self.cfg.eval_stride)
         if stage in (None, "test"):

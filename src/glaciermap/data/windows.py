@@ -5,7 +5,8 @@ Training, evaluation, inference, the served model and the benchmarks all go thro
     prepare_cube(path, groups, stats)    cube file -> PreparedCube: the sensor set's bands, normalised
                                          (x - mean) / std with the fold's statistics, NaN kept
     window_starts(length, size, stride)  window offsets along one axis: every `stride`, last one flush
-    crop(cube, groups, y0, x0, size)     one window as tensors (padded as no data outside the cube)
+    crop(cube, groups, y0, x0, size)     one window as tensors (padded as no data outside the cube;
+                                         `affine` rescales its bands, e.g. a photometric augmentation)
     blend_window(size)                   weights sin^2 falling to ~0 at the window edge
     predict_cube(model, cube, ...)       the whole cube's glacier probability (predict_cube_file: of a
                                          cube file; predict_members: of a fold's ensemble members):
@@ -53,15 +54,20 @@ class PreparedCube:
     debris: np.ndarray | None = None  # (H, W) uint8 cube layer mask_debris (None: no debris truth)
 
 
-def normalise(image: np.ndarray, bands: list[str], stats: dict[str, dict[str, float]]) -> np.ndarray:
-    """(x - mean) / std per band, with the fold's training statistics."""
+def band_stats(bands: list[str], stats: dict[str, dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std), each (C,) float32: the fold's training statistics of these bands."""
     missing = [b for b in bands if b not in stats]
     if missing:
         raise ConfigError(f"no normalisation statistics for band(s) {missing}",
                           hint="the sensor set asks for bands the training cubes lack")
-    mean = np.array([stats[b]["mean"] for b in bands], np.float32)[:, None, None]
-    std = np.array([stats[b]["std"] for b in bands], np.float32)[:, None, None]
-    return (image - mean) / std
+    return (np.array([stats[b]["mean"] for b in bands], np.float32),
+            np.array([stats[b]["std"] for b in bands], np.float32))
+
+
+def normalise(image: np.ndarray, bands: list[str], stats: dict[str, dict[str, float]]) -> np.ndarray:
+    """(x - mean) / std per band, with the fold's training statistics."""
+    mean, std = band_stats(bands, stats)
+    return (image - mean[:, None, None]) / std[:, None, None]
 
 
 def prepare_cube(path: Path, groups: dict[str, list[str]], stats: dict[str, dict[str, float]]) -> PreparedCube:
@@ -105,8 +111,11 @@ def _group_slices(groups: dict[str, list[str]]) -> list[slice]:
     return out
 
 
-def crop(cube: PreparedCube, groups: dict[str, list[str]], y0: int, x0: int, size: int) -> dict[str, torch.Tensor]:
-    """A size x size window at (y0, x0), padded as no data where it leaves the cube."""
+def crop(cube: PreparedCube, groups: dict[str, list[str]], y0: int, x0: int, size: int,
+         affine: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, torch.Tensor]:
+    """A size x size window at (y0, x0), padded as no data where it leaves the cube. With `affine`
+    = (scale, shift), each (C, 1, 1), the window's bands become scale * x + shift before NaN (no
+    data) is zeroed, so no-data pixels stay at the mean whatever the affine."""
     c, h, w = cube.image.shape
     img = np.full((c, size, size), np.nan, np.float32)
     tgt = np.zeros((size, size), np.float32)
@@ -120,6 +129,8 @@ def crop(cube: PreparedCube, groups: dict[str, list[str]], y0: int, x0: int, siz
         tgt[dst] = cube.target[ys:ye, xs:xe]
         gla[dst] = cube.glacier[ys:ye, xs:xe]
         val[dst] = cube.valid[ys:ye, xs:xe]
+    if affine is not None:
+        img = img * affine[0] + affine[1]
     present = [bool(np.isfinite(img[s]).any()) for s in _group_slices(groups)]
     return {
         "image": torch.from_numpy(np.nan_to_num(img, nan=0.0)),

@@ -272,6 +272,52 @@ def test_alternates_are_listed_and_leave_the_main_scenes_unchanged(multi_acq_reg
                 np.testing.assert_array_equal(a.read(), b.read(), err_msg=f"{epoch}/{name}")
 
 
+
+def _scene_optical(cube, scene_dir: Path) -> np.ndarray:
+    """The scene's optical bands under each cube pixel (NaN outside the scene), from the raw file."""
+    with rasterio.open(scene_dir / "optical.tif") as opt:
+        optical = opt.read()
+        inside, r, c = _scene_pixels(cube, opt.transform, (opt.height, opt.width))
+    out = np.full((optical.shape[0], *cube.mask_invalid.shape), np.nan, np.float32)
+    out[:, inside] = optical[:, r, c]
+    return out
+
+
+def test_fill_gaps_takes_masked_pixels_from_the_other_acquisitions(multi_acq_region, tmp_path):
+    """data.fill_gaps: a pixel is masked only where every acquisition of the epoch masks it; each
+    pixel the clearest acquisition masks holds the optical values of the clearest other one that
+    sees it; unmasked pixels and SAR stay the clearest acquisition's."""
+    plain = ingest_region(multi_acq_region, tmp_path / "plain", DATA, SensorsConfig(), progress=False)
+    filled = ingest_region(multi_acq_region, tmp_path / "filled", updated(DATA, fill_gaps=True), SensorsConfig(),
+                           progress=False)
+    manifest = _manifest(multi_acq_region)
+    n_filled = 0
+    for (_, a), (_, b) in zip(plain.iterrows(), filled.iterrows(), strict=True):
+        assert (a.glacier_id, a.epoch, a.scene) == (b.glacier_id, b.epoch, b.scene)  # same clearest
+        ca, cb = read_cube(tmp_path / "plain" / a.path), read_cube(tmp_path / "filled" / b.path)
+        scenes = [a.epoch, *manifest["epochs"][a.epoch]["alternates"]]
+        masks = {s: _expected_invalid(ca, multi_acq_region / "scenes" / s).astype(bool) for s in scenes}
+        np.testing.assert_array_equal(cb.mask_invalid.astype(bool), np.logical_and.reduce(list(masks.values())))
+        optical = [i for i, band in enumerate(ca.bands) if band in SensorsConfig().groups["optical"]]
+        seen = ~masks[a.scene]
+        np.testing.assert_array_equal(cb.data[:, seen], ca.data[:, seen])  # the clearest where it sees
+        sar = [i for i in range(len(ca.bands)) if i not in optical]
+        np.testing.assert_array_equal(cb.data[sar], ca.data[sar])
+        used = [s for s in cb.attrs["filled_from"].split(",") if s]
+        todo = masks[a.scene].copy()
+        for s in used:  # in the order fill_gaps took them: each gave what it sees of what was left
+            take = todo & ~masks[s]
+            assert take.any(), (a.glacier_id, s)
+            np.testing.assert_allclose(cb.data[optical][:, take],
+                                       _scene_optical(ca, multi_acq_region / "scenes" / s)[:, take], rtol=1e-6)
+            todo &= ~take
+        assert cb.attrs["filled_fraction"] == pytest.approx((masks[a.scene] & ~cb.mask_invalid.astype(bool)).mean())
+        assert b.glacier_invalid_fraction <= a.glacier_invalid_fraction
+        n_filled += len(used) > 0
+    assert n_filled > 0  # the tiny region's clouds leave something to fill
+    assert filled.glacier_invalid_fraction.sum() < plain.glacier_invalid_fraction.sum()
+
+
 def test_each_glacier_is_mapped_from_its_clearest_acquisition(multi_acq_region, cube_index, tmp_path):
     index = ingest_region(multi_acq_region, tmp_path / "cubes", DATA, SensorsConfig(), progress=False)
     manifest = _manifest(multi_acq_region)

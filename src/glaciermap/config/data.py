@@ -27,6 +27,10 @@ class DataConfig(StrictModel):
     buffer_m: float = Field(1280.0, ge=0)
     max_scene_cloud_fraction: float = Field(0.98, gt=0, le=1)  # above: scene rejected as all-cloud
     workers: int = Field(1, ge=1)  # processes building cubes in parallel
+    # each glacier is mapped from its epoch's clearest acquisition (DL4GAM); with fill_gaps, the
+    # optical pixels that one leaves masked (cloud, shadow, no data) come from the epoch's other
+    # acquisitions, clearest first: a pixel stays masked only where every acquisition masks it
+    fill_gaps: bool = False
     # DEM voids (no-data, NaN, sentinels such as -9999 / -32768 / zeros in high terrain, spikes and
     # pits): "fill" interpolates them from their neighbours, "mask" leaves them NaN and marks them
     # in the cube's mask_dem_void (invalid wherever a sensor set uses the dem group)

@@ -176,12 +176,12 @@ def invalid_mask(region: Region, scene: str, grid: Grid, optical: np.ndarray) ->
     return invalid
 
 
-def clearest_scene(region: Region, scenes: list[str], optical_band: str, grid: Grid,
-                   glacier_mask: np.ndarray) -> str:
-    """Of an epoch's usable acquisitions (main one first), the one leaving the least of the glacier
-    masked (the first on a tie)."""
+def clearest_first(region: Region, scenes: list[str], optical_band: str, grid: Grid,
+                   glacier_mask: np.ndarray) -> list[str]:
+    """An epoch's usable acquisitions (main one first) ordered by how much of the glacier each
+    leaves masked, least first (a tie keeps their order, so the main one wins it)."""
     if len(scenes) == 1:
-        return scenes[0]
+        return list(scenes)
     on_glacier = glacier_mask == 1
 
     def masked(scene: str) -> float:
@@ -189,16 +189,39 @@ def clearest_scene(region: Region, scenes: list[str], optical_band: str, grid: G
                            resampling=Resampling.bilinear)
         return float(invalid_mask(region, scene, grid, opt)[on_glacier].mean()) if on_glacier.any() else 0.0
 
-    return min(scenes, key=masked)
+    return sorted(scenes, key=masked)
+
+
+def fill_gaps(region: Region, optical_bands: list[str], grid: Grid, opt: np.ndarray, invalid: np.ndarray,
+              alternates: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """`data.fill_gaps`: the pixels the chosen acquisition leaves masked (cloud, shadow, no data)
+    taken from the epoch's other acquisitions, clearest first, wherever one of them sees the
+    ground; (optical, invalid, the alternates that gave pixels). A pixel stays invalid only where
+    every acquisition masks it. SAR, the DEM and dh/dt are not filled (clouds do not reach them)."""
+    opt, invalid, used = opt.copy(), invalid.copy(), []
+    for scene in alternates:
+        if not invalid.any():
+            break
+        other = read_on_grid(region.scene_path(scene, "optical"), optical_bands, grid, resampling=Resampling.bilinear)
+        take = invalid & ~invalid_mask(region, scene, grid, other)
+        if take.any():
+            opt[:, take] = other[:, take]
+            invalid &= ~take
+            used.append(scene)
+    return opt, invalid, used
 
 
 def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geoms,
                epoch: str, scene: str, dem: tuple[np.ndarray, np.ndarray] | None, has_sar: bool,
-               attrs: dict, dhdt: tuple[np.ndarray, np.ndarray] | None = None) -> Cube:
+               attrs: dict, dhdt: tuple[np.ndarray, np.ndarray] | None = None,
+               alternates: list[str] = ()) -> Cube:
     """Read every sensor of one acquisition (`scene`, of `epoch`) onto a glacier's grid; add masks.
 
     `dem` is (DEM feature bands, DEM void mask) from `dem_features`, or None without a dem group;
     `dhdt` likewise (the dh/dt band, its void mask), or None without a dhdt group or map.
+    With `alternates` (other acquisitions of the epoch, clearest first), `fill_gaps` fills the
+    optical pixels `scene` leaves masked; attrs `filled_from` and `filled_fraction` say from where
+    and how much.
     """
     bands: list[str] = []
     layers: list[np.ndarray] = []
@@ -218,6 +241,12 @@ def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geo
         layers.append(dhdt[0])
         bands += sensors.groups["dhdt"]
     invalid = invalid_mask(region, scene, grid, opt)
+    filled: dict = {}
+    if alternates:
+        opt, still, used = fill_gaps(region, optical, grid, opt, invalid, list(alternates))
+        layers[0] = opt
+        filled = {"filled_from": ",".join(used), "filled_fraction": float((invalid & ~still).mean())}
+        invalid = still
     return Cube(
         data=np.concatenate(layers, axis=0), bands=bands,
         mask_glacier=rasterize_geoms([geom], grid),
@@ -228,7 +257,7 @@ def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geo
         mask_dhdt_void=None if dhdt is None else dhdt[1].astype(np.uint8),
         grid=grid,
         attrs={**attrs, "epoch": epoch, "scene": scene, "year": decimal_year(region.scenes[scene]),
-               "invalid_fraction": float(invalid.mean())},
+               "invalid_fraction": float(invalid.mean()), **filled},
     )
 
 
@@ -292,9 +321,10 @@ def _glacier_job(args) -> dict:
                 if dhdt is not None and region.manifest.dhdt_period else {})}
     rows = []
     for epoch in [inv_epoch, *region.recent_epochs]:
-        scene = clearest_scene(region, check.usable[epoch], sensors.groups["optical"][0], grid, glacier_mask)
+        scene, *others = clearest_first(region, check.usable[epoch], sensors.groups["optical"][0], grid,
+                                        glacier_mask)
         cube = build_cube(region, sensors, grid, geom, neighbours, epoch, scene, dem,
-                          check.has_sar[scene], attrs, dhdt)
+                          check.has_sar[scene], attrs, dhdt, alternates=others if cfg.fill_gaps else [])
         rel = Path(epoch) / f"{gid}.nc"
         write_cube(out_dir / rel, cube)
         on_glacier = cube.mask_glacier == 1
@@ -372,9 +402,9 @@ def _report(skipped: list[dict], rows: list[dict], voids: list[dict], skipped_pa
     masked = [f"{r['glacier_id']} ({r['epoch']}, {r['scene']})" for r in rows
               if r["glacier_invalid_fraction"] >= 1.0]
     if masked:
-        warnings.warn(f"{len(masked)} glacier cube(s) 100% masked (cloud, shadow or no data) in the "
-                      f"clearest acquisition of their epoch: {masked[:10]}{' ...' if len(masked) > 10 else ''}",
-                      stacklevel=3)
+        where = "every acquisition of their epoch" if cfg.fill_gaps else "the clearest acquisition of their epoch"
+        warnings.warn(f"{len(masked)} glacier cube(s) 100% masked (cloud, shadow or no data) in {where}: "
+                      f"{masked[:10]}{' ...' if len(masked) > 10 else ''}", stacklevel=3)
     found = sum(v.get("found", 0) for v in voids)
     if found:
         filled = sum(v.get("filled", 0) for v in voids)

@@ -158,6 +158,34 @@ def test_nan_loss_stops_training_naming_the_batch():
         task.training_step(batch, 7)
 
 
+
+def test_training_runs_channels_last_with_the_same_loss_and_gradients():
+    """The CNNs train channels_last (faster convolutions): weights converted when fitting starts,
+    batches on the way in, and the loss and gradients those of the contiguous layout."""
+    torch.manual_seed(0)
+    task = SegmentationTask(model={"name": "unet", "encoder": "resnet18"}, groups={"optical": 3})
+    assert task.channels_last
+    gen = torch.Generator().manual_seed(1)
+    batch = {"image": torch.randn(2, 3, 64, 64, generator=gen), "valid": torch.ones(2, 1, 64, 64, dtype=torch.bool),
+             "target": (torch.rand(2, 1, 64, 64, generator=gen) > 0.5).float()}
+
+    def loss_and_grad():
+        task.zero_grad()
+        loss, _ = task._loss(batch)
+        loss.backward()
+        return loss.item(), task.model.net.encoder.conv1.weight.grad.clone()
+
+    task.train()
+    conv1 = task.model.net.encoder.conv1.weight
+    assert not conv1.is_contiguous(memory_format=torch.channels_last)
+    before = loss_and_grad()
+    task.on_fit_start()
+    assert conv1.is_contiguous(memory_format=torch.channels_last)
+    after = loss_and_grad()
+    assert after[0] == pytest.approx(before[0], rel=1e-5)
+    torch.testing.assert_close(after[1], before[1], rtol=1e-4, atol=1e-6)
+
+
 def test_history_survives_dvc_deleting_the_plot_file(tmp_path):
     """DVC removes a stage's outputs before re-running it; a resumed run whose last epoch had
     ended does not validate again, so the plot file must come back from the run folder's copy."""

@@ -45,12 +45,33 @@ used instead: ``A_corr = recall * A_outline`` (NaN if recall is NaN). Such glaci
     s = A_corr / P_vis  (1 / (1 - m) when P_vis == 0; NaN when m == 1)
     sigma_corr = s * (A_hi - A_lo) / 2                          -> sigma_inv_km2, sigma_recent_km2
 
+Ice missed in the inventory year. Inside the outline every pixel is glacier in the inventory
+year, so what the model misses there is known::
+
+    M0 = max(A_outline - A_inv, 0)                                            -> missed_inv_km2
+
+How much of M0 is gone by the recent epoch is not: the model misses debris-covered and shaded
+ice, which sits on the tongues, where the retreat is. ``missed_ice`` says what is assumed:
+
+- ``proportional`` (DL4GAM's recall correction, the default): the model misses the same share of
+  the glacier in both epochs, so the change is the predicted change and the rate is relative to
+  the predicted inventory area; a systematic under-estimate cancels in the ratio. When the
+  missed ice is where the retreat is, this counts too little loss.
+- ``uniform``: the share g of M0 gone by the recent epoch is unknown, g ~ U(0, 1) (mean 1/2,
+  standard deviation 1/sqrt(12)); the rate is relative to the outline's own area::
+
+    gone   = M0 / 2                                    -> missed_gone_km2
+    sigma_missed = M0 / sqrt(12)                       -> sigma_missed_km2
+    change = A_recent - A_inv - gone                   (proportional: A_recent - A_inv)
+    A_base = A_outline                                 (proportional: A_inv)    -> area_base_km2
+
 Rates (``dt = year_recent - year_inv``; the two epochs' errors independent)::
 
-    rate_km2_per_yr = (A_recent - A_inv) / dt
-    rate_pct_per_yr = 100 * rate_km2_per_yr / A_inv             (A_inv: predicted, corrected)
-    rate_sigma_km2_per_yr = sqrt(sigma_inv**2 + sigma_recent**2) / dt
-    rate_sigma_pct_per_yr = 100 * rate_sigma_km2_per_yr / A_inv  (denominator uncertainty ignored)
+    change_km2 = change
+    rate_km2_per_yr = change / dt
+    rate_pct_per_yr = 100 * rate_km2_per_yr / A_base
+    rate_sigma_km2_per_yr = sqrt(sigma_inv**2 + sigma_recent**2 + sigma_missed**2) / dt
+    rate_sigma_pct_per_yr = 100 * rate_sigma_km2_per_yr / A_base  (denominator uncertainty ignored)
     snr = |rate_km2_per_yr| / rate_sigma_km2_per_yr
 
 Filters (each a ``flag_*`` column; ``kept`` = none set; ``reason`` = "kept" or the set flags'
@@ -67,18 +88,20 @@ names joined by "+", e.g. "small+low_recall")::
                            |rate_pct - median| (median over the same glaciers)
 
 Regional rate of the kept glaciers, and its sigma under the two extreme assumptions on how the
-glaciers' errors correlate (``s_i = rate_sigma_km2_per_yr * dt``, the sigma of glacier i's change)::
+glaciers' errors correlate (``s_i = sqrt(sigma_inv**2 + sigma_recent**2)``, the sigma of glacier
+i's change from its probability bands; ``m_i = sigma_missed``)::
 
-    rate_pct_per_yr = 100 * sum(A_recent - A_inv) / sum(A_inv * dt)
-    rate_sigma_independent_pct_per_yr = 100 * sqrt(sum s_i**2) / sum(A_inv * dt)
-    rate_sigma_correlated_pct_per_yr  = 100 * sum(s_i)         / sum(A_inv * dt)
+    rate_pct_per_yr = 100 * sum(change) / sum(A_base * dt)
+    rate_sigma_independent_pct_per_yr = 100 * sqrt(sum s_i**2 + (sum m_i)**2) / sum(A_base * dt)
+    rate_sigma_correlated_pct_per_yr  = 100 * (sum s_i + sum m_i)            / sum(A_base * dt)
 
-The rate equals ``100 * (sum A_recent - sum A_inv) / (sum A_inv * dt)`` when all glaciers share
-``dt``, and otherwise weights each glacier's change by its own time span; large glaciers dominate,
-unlike the mean of per-glacier rates. The headline ``rate_sigma_pct_per_yr`` is the independent
-one: errors from scene to scene and glacier to glacier (clouds, shadows, debris of one tongue)
-average out; an error shared by all glaciers (a model that misses every debris tongue the same
-way) does not, and the correlated sigma bounds that case.
+The rate equals ``100 * (sum A_recent - sum A_inv) / (sum A_inv * dt)`` (proportional) when all
+glaciers share ``dt``, and otherwise weights each glacier's change by its own time span; large
+glaciers dominate, unlike the mean of per-glacier rates. The headline ``rate_sigma_pct_per_yr``
+is the independent one: errors from scene to scene and glacier to glacier (clouds, shadows,
+debris of one tongue) average out; the missed-ice share g is one unknown of the model and the
+region, so its terms add up in both; any other error shared by all glaciers does not average out,
+and the correlated sigma bounds that case. With ``proportional`` every m_i is 0.
 
 Area-class extrapolation. Classes of the outline area with edges
 [0, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, inf] km2 (Paul et al. 2020; DL4GAM), centred (for
@@ -95,12 +118,14 @@ dropped glacier gets its class's r_c and sd_c (``extrapolated_rate_pct_per_yr``,
 ``extrapolated_sigma_pct_per_yr``). Region-wide, over ALL glaciers i (kept: estimates; dropped:
 outline area ``A_out`` at the class rate)::
 
-    c_i = A_recent - A_inv            (kept)     c_i = A_out * r_c / 100 * dt   (dropped)
-    w_i = A_inv * dt                  (kept)     w_i = A_out * dt               (dropped)
-    e_i = rate_sigma_km2_per_yr       (kept)     e_i = A_out * sd_c / 100       (dropped)
+    c_i = change                      (kept)     c_i = A_out * r_c / 100 * dt   (dropped)
+    w_i = A_base * dt                 (kept)     w_i = A_out * dt               (dropped)
+    e_i = s_i / dt                    (kept)     e_i = A_out * sd_c / 100       (dropped)
+    M = sum_kept(m_i) * sum(w_i) / sum_kept(w_i)      (the missed-ice term, scaled to every glacier;
+                                                       M_yr likewise from m_i / dt)
     regionwide_rate_pct_per_yr = 100 * sum(c_i) / sum(w_i)
-    regionwide_sigma_pct_per_yr = 100 * sqrt(sum (e_i * dt)**2) / sum(w_i)     (independent)
-    regionwide_change_km2_per_yr = sum(c_i / dt),  its sigma sqrt(sum e_i**2)
+    regionwide_sigma_pct_per_yr = 100 * sqrt(sum (e_i * dt)**2 + M**2) / sum(w_i)
+    regionwide_change_km2_per_yr = sum(c_i / dt),  its sigma sqrt(sum e_i**2 + M_yr**2)
 
 Outputs are JSON-safe: NaN and inf become None in the summaries.
 """
@@ -224,7 +249,8 @@ def area_change_table(df: pd.DataFrame, cfg: AreaChangeConfig | None = None) -> 
 
     Added columns: ``dt_yr``, ``size_class``, ``area_inv_km2``, ``area_recent_km2`` (corrected
     when ``cfg.correct_masked``, else the visible predictions), ``sigma_inv_km2``,
-    ``sigma_recent_km2``, ``rate_km2_per_yr``, ``rate_pct_per_yr``, ``rate_sigma_km2_per_yr``,
+    ``sigma_recent_km2``, ``missed_inv_km2``, ``missed_gone_km2``, ``sigma_missed_km2``,
+    ``area_base_km2``, ``change_km2`` (``cfg.missed_ice``), ``rate_km2_per_yr``, ``rate_pct_per_yr``, ``rate_sigma_km2_per_yr``,
     ``rate_sigma_pct_per_yr``, ``snr`` (sigmas NaN without area bounds), the flags of
     FLAG_COLUMNS, ``kept``, ``reason``, and for dropped glaciers ``extrapolated_rate_pct_per_yr``
     and ``extrapolated_sigma_pct_per_yr`` (their class's, :func:`class_rates`; NaN when kept).
@@ -256,11 +282,19 @@ def area_change_table(df: pd.DataFrame, cfg: AreaChangeConfig | None = None) -> 
 
     dt = t["dt_yr"].to_numpy()
     a_inv = t["area_inv_km2"].to_numpy()
+    missed = np.clip(a_out - a_inv, 0.0, None)  # NaN stays NaN
+    uniform = cfg.missed_ice == "uniform"
+    t["missed_inv_km2"] = missed
+    t["missed_gone_km2"] = missed / 2 if uniform else 0.0
+    t["sigma_missed_km2"] = missed / math.sqrt(12.0) if uniform else 0.0
+    t["area_base_km2"] = base = a_out if uniform else a_inv
+    t["change_km2"] = t["area_recent_km2"].to_numpy() - a_inv - t["missed_gone_km2"].to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
-        rate = (t["area_recent_km2"].to_numpy() - a_inv) / dt
-        rate_pct = np.where(a_inv > 0, 100.0 * rate / a_inv, np.nan)
-        rate_sigma = np.hypot(t["sigma_inv_km2"].to_numpy(), t["sigma_recent_km2"].to_numpy()) / dt
-        rate_sigma_pct = np.where(a_inv > 0, 100.0 * rate_sigma / a_inv, np.nan)
+        rate = t["change_km2"].to_numpy() / dt
+        rate_pct = np.where(base > 0, 100.0 * rate / base, np.nan)
+        rate_sigma = np.sqrt(t["sigma_inv_km2"].to_numpy() ** 2 + t["sigma_recent_km2"].to_numpy() ** 2
+                             + t["sigma_missed_km2"].to_numpy() ** 2) / dt
+        rate_sigma_pct = np.where(base > 0, 100.0 * rate_sigma / base, np.nan)
         t["snr"] = np.abs(rate) / rate_sigma
     t["rate_km2_per_yr"] = rate
     t["rate_pct_per_yr"] = rate_pct
@@ -307,8 +341,7 @@ def class_rates(table: pd.DataFrame) -> pd.DataFrame:
     is kept; NaN std when no class has 2 kept glaciers. Needs the columns of :func:`area_change_table`.
     """
     k = table[table["kept"]]
-    g = k.assign(d_area=k["area_recent_km2"] - k["area_inv_km2"], weight=k["area_inv_km2"] * k["dt_yr"]).groupby(
-        "size_class")
+    g = k.assign(d_area=k["change_km2"], weight=k["area_base_km2"] * k["dt_yr"]).groupby("size_class")
     out = pd.DataFrame({"size_class": SIZE_CLASS_LABELS, "centre_km2": SIZE_CLASS_CENTRES}).set_index("size_class")
     out["n_kept"] = g.size().reindex(out.index, fill_value=0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -345,6 +378,7 @@ def regional_summary(table: pd.DataFrame) -> dict[str, Any]:
     glacier can have several flags) and total areas. NaN -> None.
     """
     missing = [c for c in ("kept", "rate_pct_per_yr", "area_inv_km2", "area_recent_km2", "dt_yr", "size_class",
+                           "change_km2", "area_base_km2", "sigma_inv_km2", "sigma_recent_km2", "sigma_missed_km2",
                            "rate_sigma_km2_per_yr", "extrapolated_rate_pct_per_yr",
                            "extrapolated_sigma_pct_per_yr", *FLAG_COLUMNS) if c not in table.columns]
     if missing:
@@ -353,11 +387,13 @@ def regional_summary(table: pd.DataFrame) -> dict[str, Any]:
         )
     kept = table["kept"].to_numpy(bool)
     k = table[kept]
-    d_area = k["area_recent_km2"] - k["area_inv_km2"]
-    denom = float((k["area_inv_km2"] * k["dt_yr"]).sum())
-    rate_pct = 100.0 * float(d_area.sum()) / denom if denom > 0 else float("nan")
-    sigma = k["rate_sigma_km2_per_yr"].to_numpy(float)  # a NaN (no bounds) makes every sum NaN
-    s_change = sigma * k["dt_yr"].to_numpy(float)
+    denom = float((k["area_base_km2"] * k["dt_yr"]).sum())
+    rate_pct = 100.0 * float(k["change_km2"].sum()) / denom if denom > 0 else float("nan")
+    dt = k["dt_yr"].to_numpy(float)
+    s_change = np.hypot(k["sigma_inv_km2"].to_numpy(float), k["sigma_recent_km2"].to_numpy(float))  # NaN: unknown
+    m_change = k["sigma_missed_km2"].to_numpy(float)
+    independent, correlated = _sigma_sums(s_change, m_change)
+    independent_yr, correlated_yr = _sigma_sums(s_change / dt, m_change / dt)
     pct = 100.0 / denom if denom > 0 else float("nan")  # denom > 0: something kept
     some = 1.0 if len(k) else float("nan")  # empty sums are unknown, not 0
     a_inv_sum = float(k["area_inv_km2"].sum())
@@ -366,12 +402,14 @@ def regional_summary(table: pd.DataFrame) -> dict[str, Any]:
         "n_kept": int(len(k)),
         **{f"n_{c.removeprefix('flag_')}": int(table[c].sum()) for c in FLAG_COLUMNS},
         "rate_pct_per_yr": _num(rate_pct),
-        "rate_sigma_pct_per_yr": _num(pct * np.sqrt((s_change**2).sum())),
-        "rate_sigma_independent_pct_per_yr": _num(pct * np.sqrt((s_change**2).sum())),
-        "rate_sigma_correlated_pct_per_yr": _num(pct * s_change.sum()),
+        "rate_sigma_pct_per_yr": _num(pct * independent),
+        "rate_sigma_independent_pct_per_yr": _num(pct * independent),
+        "rate_sigma_correlated_pct_per_yr": _num(pct * correlated),
         "rate_km2_per_yr": _num(some * k["rate_km2_per_yr"].sum()),
-        "rate_sigma_km2_per_yr": _num(some * np.sqrt((sigma**2).sum())),
-        "rate_sigma_correlated_km2_per_yr": _num(some * sigma.sum()),
+        "rate_sigma_km2_per_yr": _num(some * independent_yr),
+        "rate_sigma_correlated_km2_per_yr": _num(some * correlated_yr),
+        "missed_inv_kept_km2": _num(some * k["missed_inv_km2"].sum()),
+        "missed_gone_kept_km2": _num(some * k["missed_gone_km2"].sum()),
         **_regionwide(table, kept),
         "median_glacier_rate_pct_per_yr": _num(k["rate_pct_per_yr"].median()) if len(k) else None,
         "mean_glacier_rate_pct_per_yr": _num(k["rate_pct_per_yr"].mean()) if len(k) else None,
@@ -387,22 +425,31 @@ def regional_summary(table: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _sigma_sums(s: np.ndarray, m: np.ndarray) -> tuple[float, float]:
+    """(independent, correlated) sigma of a sum of glaciers: band sigmas s_i independent or all
+    aligned; the missed-ice sigmas m_i (one unknown share g) added up in both."""
+    return float(np.sqrt((s**2).sum() + m.sum() ** 2)), float(s.sum() + m.sum())
+
+
 def _regionwide(table: pd.DataFrame, kept: np.ndarray) -> dict[str, Any]:
     """Region-wide rate over all glaciers: kept ones measured, dropped ones at their class rate."""
     dt = table["dt_yr"].to_numpy(float)
     a_out = table["area_inventory_km2"].to_numpy(float)
-    a_inv = table["area_inv_km2"].to_numpy(float)
-    change = np.where(kept, table["area_recent_km2"].to_numpy(float) - a_inv,
+    change = np.where(kept, table["change_km2"].to_numpy(float),
                       a_out * table["extrapolated_rate_pct_per_yr"].to_numpy(float) / 100 * dt)
-    weight = np.where(kept, a_inv, a_out) * dt
-    sigma = np.where(kept, table["rate_sigma_km2_per_yr"].to_numpy(float),
-                     a_out * table["extrapolated_sigma_pct_per_yr"].to_numpy(float) / 100)
-    denom = weight.sum()
+    weight = np.where(kept, table["area_base_km2"].to_numpy(float), a_out) * dt
+    band = np.hypot(table["sigma_inv_km2"].to_numpy(float), table["sigma_recent_km2"].to_numpy(float)) / dt
+    sigma = np.where(kept, band, a_out * table["extrapolated_sigma_pct_per_yr"].to_numpy(float) / 100)
+    denom, kept_weight = weight.sum(), weight[kept].sum()
+    m = table["sigma_missed_km2"].to_numpy(float)[kept]  # scaled from the kept glaciers to every glacier
+    scale = denom / kept_weight if kept_weight > 0 else 0.0
+    missed, missed_yr = m.sum() * scale, (m / dt[kept]).sum() * scale
     return {
         "regionwide_rate_pct_per_yr": _num(100 * change.sum() / denom) if denom > 0 else None,
-        "regionwide_sigma_pct_per_yr": _num(100 * np.sqrt(((sigma * dt) ** 2).sum()) / denom) if denom > 0 else None,
+        "regionwide_sigma_pct_per_yr": _num(100 * math.sqrt(((sigma * dt) ** 2).sum() + missed**2) / denom)
+        if denom > 0 else None,
         "regionwide_change_km2_per_yr": _num((change / dt).sum()),
-        "regionwide_change_sigma_km2_per_yr": _num(np.sqrt((sigma**2).sum())),
+        "regionwide_change_sigma_km2_per_yr": _num(math.sqrt((sigma**2).sum() + missed_yr**2)),
         "n_extrapolated": int(np.isfinite(table["extrapolated_rate_pct_per_yr"].to_numpy(float)).sum()),
     }
 

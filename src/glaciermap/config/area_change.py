@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from glaciermap.config.base import StrictModel
@@ -20,3 +22,8 @@ class AreaChangeConfig(StrictModel):
     # DL4GAM's stricter quality filter (0.9) on the same inventory-year recall as min_recall, flagged
     # apart so that the reason column tells the paper's filter from this one; None = off
     min_inventory_recall: float | None = Field(None, ge=0, le=1)
+    # the ice the model misses in the inventory year, M0 = outline area - predicted area (module
+    # glaciermap.analysis.area_change): "proportional" = DL4GAM's recall correction (the same share
+    # of the glacier missed in both epochs); "uniform" = the share g of M0 gone by the recent epoch
+    # is unknown, g ~ U(0, 1): change - M0 / 2 +- M0 / sqrt(12), rates relative to the outline area
+    missed_ice: Literal["proportional", "uniform"] = "proportional"

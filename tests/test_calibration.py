@@ -117,6 +117,38 @@ def _bundle(folder, fold):
                                                   fold=fold.index))
 
 
+
+def test_logged_model_says_nothing_about_signatures_and_loads_back(tmp_path, folds, monkeypatch):
+    """log_model gives its signature explicitly: MLflow's advice on type hints and input examples
+    is not repeated on every training run, and the logged model rebuilds the same weights."""
+    import warnings
+
+    import mlflow
+    import torch
+
+    from glaciermap.models.serialize import load_bundle
+    from glaciermap.tracking.registry import load_model_uri, log_model
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        folder = _bundle(tmp_path / "model", folds[0])
+        (folder / "calibration.json").write_text(json.dumps({"temperature": 1.3}))
+        run_id = mlflow.MlflowClient().create_run(mlflow.create_experiment("t")).info.run_id
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            log_model(run_id, folder, "unet-fold0")
+        said = [str(w.message) for w in caught]
+        assert not [m for m in said if "type hints" in m or "input example" in m], said
+        model, bundle = load_model_uri(f"runs:/{run_id}/unet-fold0")
+        ref, _ = load_bundle(folder)
+        assert bundle.temperature == 1.3
+        for a, b in zip(model.state_dict().values(), ref.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 def test_bundle_temperature_comes_from_calibration_json_only(tmp_path, folds):
     from glaciermap.models.serialize import load_bundle, require_calibrated
 

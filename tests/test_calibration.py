@@ -134,7 +134,8 @@ def test_logged_model_says_nothing_about_signatures_and_loads_back(tmp_path, fol
     try:
         folder = _bundle(tmp_path / "model", folds[0])
         (folder / "calibration.json").write_text(json.dumps({"temperature": 1.3}))
-        run_id = mlflow.MlflowClient().create_run(mlflow.create_experiment("t")).info.run_id
+        exp = mlflow.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())  # not ./mlruns
+        run_id = mlflow.MlflowClient().create_run(exp).info.run_id
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             log_model(run_id, folder, "unet-fold0")

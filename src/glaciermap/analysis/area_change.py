@@ -250,7 +250,8 @@ def area_change_table(df: pd.DataFrame, cfg: AreaChangeConfig | None = None) -> 
     Added columns: ``dt_yr``, ``size_class``, ``area_inv_km2``, ``area_recent_km2`` (corrected
     when ``cfg.correct_masked``, else the visible predictions), ``sigma_inv_km2``,
     ``sigma_recent_km2``, ``missed_inv_km2``, ``missed_gone_km2``, ``sigma_missed_km2``,
-    ``area_base_km2``, ``change_km2`` (``cfg.missed_ice``), ``rate_km2_per_yr``, ``rate_pct_per_yr``, ``rate_sigma_km2_per_yr``,
+    ``area_base_km2``, ``change_km2`` (``cfg.missed_ice``), ``sigma_change_band_km2`` (the change's
+    sigma from the two epochs' bands, ``s_i`` below), ``rate_km2_per_yr``, ``rate_pct_per_yr``, ``rate_sigma_km2_per_yr``,
     ``rate_sigma_pct_per_yr``, ``snr`` (sigmas NaN without area bounds), the flags of
     FLAG_COLUMNS, ``kept``, ``reason``, and for dropped glaciers ``extrapolated_rate_pct_per_yr``
     and ``extrapolated_sigma_pct_per_yr`` (their class's, :func:`class_rates`; NaN when kept).
@@ -292,8 +293,8 @@ def area_change_table(df: pd.DataFrame, cfg: AreaChangeConfig | None = None) -> 
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = t["change_km2"].to_numpy() / dt
         rate_pct = np.where(base > 0, 100.0 * rate / base, np.nan)
-        rate_sigma = np.sqrt(t["sigma_inv_km2"].to_numpy() ** 2 + t["sigma_recent_km2"].to_numpy() ** 2
-                             + t["sigma_missed_km2"].to_numpy() ** 2) / dt
+        t["sigma_change_band_km2"] = band = np.hypot(t["sigma_inv_km2"].to_numpy(), t["sigma_recent_km2"].to_numpy())
+        rate_sigma = np.hypot(band, t["sigma_missed_km2"].to_numpy()) / dt
         rate_sigma_pct = np.where(base > 0, 100.0 * rate_sigma / base, np.nan)
         t["snr"] = np.abs(rate) / rate_sigma
     t["rate_km2_per_yr"] = rate
@@ -378,7 +379,7 @@ def regional_summary(table: pd.DataFrame) -> dict[str, Any]:
     glacier can have several flags) and total areas. NaN -> None.
     """
     missing = [c for c in ("kept", "rate_pct_per_yr", "area_inv_km2", "area_recent_km2", "dt_yr", "size_class",
-                           "change_km2", "area_base_km2", "sigma_inv_km2", "sigma_recent_km2", "sigma_missed_km2",
+                           "change_km2", "area_base_km2", "sigma_change_band_km2", "sigma_missed_km2",
                            "rate_sigma_km2_per_yr", "extrapolated_rate_pct_per_yr",
                            "extrapolated_sigma_pct_per_yr", *FLAG_COLUMNS) if c not in table.columns]
     if missing:
@@ -390,7 +391,7 @@ def regional_summary(table: pd.DataFrame) -> dict[str, Any]:
     denom = float((k["area_base_km2"] * k["dt_yr"]).sum())
     rate_pct = 100.0 * float(k["change_km2"].sum()) / denom if denom > 0 else float("nan")
     dt = k["dt_yr"].to_numpy(float)
-    s_change = np.hypot(k["sigma_inv_km2"].to_numpy(float), k["sigma_recent_km2"].to_numpy(float))  # NaN: unknown
+    s_change = k["sigma_change_band_km2"].to_numpy(float)  # NaN: unknown
     m_change = k["sigma_missed_km2"].to_numpy(float)
     independent, correlated = _sigma_sums(s_change, m_change)
     independent_yr, correlated_yr = _sigma_sums(s_change / dt, m_change / dt)
@@ -438,8 +439,7 @@ def _regionwide(table: pd.DataFrame, kept: np.ndarray) -> dict[str, Any]:
     change = np.where(kept, table["change_km2"].to_numpy(float),
                       a_out * table["extrapolated_rate_pct_per_yr"].to_numpy(float) / 100 * dt)
     weight = np.where(kept, table["area_base_km2"].to_numpy(float), a_out) * dt
-    band = np.hypot(table["sigma_inv_km2"].to_numpy(float), table["sigma_recent_km2"].to_numpy(float)) / dt
-    sigma = np.where(kept, band, a_out * table["extrapolated_sigma_pct_per_yr"].to_numpy(float) / 100)
+    sigma = np.where(kept, table["sigma_change_band_km2"].to_numpy(float) / dt, a_out * table["extrapolated_sigma_pct_per_yr"].to_numpy(float) / 100)
     denom, kept_weight = weight.sum(), weight[kept].sum()
     m = table["sigma_missed_km2"].to_numpy(float)[kept]  # scaled from the kept glaciers to every glacier
     scale = denom / kept_weight if kept_weight > 0 else 0.0

@@ -79,7 +79,7 @@ from glaciermap.data.cubes import read_cube  # noqa: E402
 from glaciermap.data.simulate.surface import DEBRIS, FOREFIELD, GLACIER_CLASSES  # noqa: E402
 from glaciermap.io import write_json, write_text  # noqa: E402
 
-REAL_ALPS = ROOT.parent / "shared" / "data" / "real-alps"  # ../shared/data, as the tests find it
+SHARED_DATA = ROOT.parent / "shared" / "data"  # ../shared/data, as the tests find it (--shared-data)
 DEFAULT_OUT = HERE / "results" / "validity.json"
 
 
@@ -91,7 +91,12 @@ class Region:
     seed: int
     regime: str  # what the region tests, one line
     simulate: dict[str, Any] = field(default_factory=dict)
-    needs: tuple[Path, ...] = ()  # input files: the region is skipped, with the reason, when one is absent
+    # simulate keys whose value is a file under the shared data folder (relative to it): checked before
+    # any region runs, so that a run without them stops with one line instead of losing the region
+    shared: dict[str, str] = field(default_factory=dict)
+
+    def inputs(self, shared_data: Path) -> dict[str, Path]:
+        return {key: shared_data / rel for key, rel in self.shared.items()}
 
 
 REGIONS: tuple[Region, ...] = (
@@ -105,9 +110,8 @@ REGIONS: tuple[Region, ...] = (
     # pixels); it holds about 12 of the 23 RGI 7 outlines, 0.25-17 km2 (the others are left out, with
     # a warning in the simulate log)
     Region("real-terrain", 606, "real DEM (SRTM, Oetztal) and real RGI 7 outlines",
-           {"dem_path": str(REAL_ALPS / "hef_srtm.tif"), "outlines_path": str(REAL_ALPS / "rgi7g_hef_complex.shp"),
-            "center_lon": 10.7704, "center_lat": 46.8381, "width_km": 12.0, "height_km": 12.0},
-           needs=(REAL_ALPS / "hef_srtm.tif", REAL_ALPS / "rgi7g_hef_complex.shp")),
+           {"center_lon": 10.7704, "center_lat": 46.8381, "width_km": 12.0, "height_km": 12.0},
+           shared={"dem_path": "real-alps/hef_srtm.tif", "outlines_path": "real-alps/rgi7g_hef_complex.shp"}),
 )
 REGION_NAMES = tuple(r.name for r in REGIONS)
 
@@ -366,6 +370,7 @@ class Settings:
     seeds: tuple[int, ...] | None  # train.seeds (ensemble members per fold); None: params' own / not supported
     profile: Path | None
     base_params: Path
+    shared_data: Path = SHARED_DATA  # where the real regions' files are (Region.shared)
 
 
 class StageFailed(RuntimeError):
@@ -382,7 +387,8 @@ def region_params(region: Region, settings: Settings, work: Path) -> dict[str, A
     if settings.seeds is not None:
         train["seeds"] = list(settings.seeds)
     raw = deep_merge(raw, {
-        "simulate": {**region.simulate, "seed": region.seed, "name": f"validity-{region.name}"},
+        "simulate": {**region.simulate, **{k: str(v) for k, v in region.inputs(settings.shared_data).items()},
+                     "seed": region.seed, "name": f"validity-{region.name}"},
         "folds": {"k": settings.folds},
         "train": train,
         "tracking": {"tracking_uri": f"sqlite:///{(work / 'mlflow.db').resolve()}"},
@@ -468,13 +474,10 @@ def run_region(region: Region, settings: Settings, work_root: Path, position: in
                clean: bool = False) -> dict[str, Any]:
     """Run one region end to end in a fresh `work_root/<name>`; its validity.json row.
 
-    The row holds `skipped` (a needed input is absent) or `error` (a stage failed) instead of the
-    figures when the region could not be measured; the other regions go on either way.
+    The row holds `error` (a stage failed) instead of the figures when the region could not be
+    measured; the other regions go on either way. Absent inputs are `missing_input`'s, before any run.
     """
     head = {"name": region.name, "seed": region.seed, "regime": region.regime}
-    missing = [str(p) for p in region.needs if not p.exists()]
-    if missing:
-        return {**head, "skipped": f"input missing: {', '.join(missing)}"}
     work = work_root / region.name
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -511,6 +514,16 @@ def run_region(region: Region, settings: Settings, work_root: Path, position: in
     if clean and "error" not in row:
         shutil.rmtree(work, ignore_errors=True)
     return row
+
+
+def missing_input(regions: Iterable[Region], shared_data: Path) -> str | None:
+    """The one-line error for the first region input that is absent, or None when all are there."""
+    for region in regions:
+        for path in region.inputs(shared_data).values():
+            if not path.exists():
+                return (f"error: {path}: not found, the {region.name} region needs it (pass --shared-data "
+                        f"with the folder holding {path.parent.name}/, or leave {region.name} out of --regions)")
+    return None
 
 
 def rescore_region(region: Region, work_root: Path, old: dict[str, Any] | None) -> dict[str, Any]:
@@ -568,6 +581,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--work", type=Path, default=Path("/tmp/glaciermap-validity"), help="work folder")
     ap.add_argument("--out", type=Path, help=f"results JSON (default {DEFAULT_OUT.relative_to(ROOT)}; "
                                              "--smoke: <work>/validity-smoke.json)")
+    ap.add_argument("--shared-data", type=Path, default=SHARED_DATA,
+                    help=f"folder of the real regions' files (default {SHARED_DATA}, beside the checkout)")
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml", help="base params file")
     ap.add_argument("--profile", type=Path, help="YAML merged over the base params before the region's overrides "
                                                  "(e.g. experiments/debris_centres.yaml; default: the size's)")
@@ -588,16 +603,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         mode="smoke" if args.smoke else "full", folds=args.folds or size.folds,
         max_epochs=args.max_epochs or size.max_epochs,
         seeds=tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None,
-        profile=args.profile.resolve() if args.profile else size.profile, base_params=args.params.resolve())
+        profile=args.profile.resolve() if args.profile else size.profile, base_params=args.params.resolve(),
+        shared_data=args.shared_data.resolve())
     args.out = args.out or (args.work / "validity-smoke.json" if args.smoke else DEFAULT_OUT)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    settings, regions = args.settings, [r for r in REGIONS if r.name in args.region_list]
+    if not args.rescore and (problem := missing_input(regions, settings.shared_data)):
+        print(problem, file=sys.stderr)  # before any stage: nothing measured is replaced by a gap
+        return 2
     from machine import machine  # imports torch: only for a run
 
-    settings, regions = args.settings, [r for r in REGIONS if r.name in args.region_list]
     info = {**machine(), "jobs": args.jobs}
     print(f"validity ({settings.mode}): {len(regions)} region(s) {', '.join(r.name for r in regions)}; "
           f"{settings.folds} folds x {settings.max_epochs} epochs"

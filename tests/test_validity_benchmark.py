@@ -6,6 +6,7 @@ The benchmark itself runs the whole pipeline per region (minutes each) and is ru
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -133,13 +134,26 @@ def test_a_profile_variant_reaches_every_region_and_its_settings_row(validity, t
     assert row["profile"] == "experiments/debris_centres.yaml"
 
 
-def test_a_region_whose_input_is_absent_is_skipped_with_the_reason(validity, tmp_path):
-    absent = tmp_path / "hef_srtm.tif"
-    region = validity.Region("real-terrain", 606, "r", needs=(absent,))
-    row = validity.run_region(region, settings(validity), tmp_path / "work")
-    assert row["skipped"] == f"input missing: {absent}" and "est_rate_pct_per_yr" not in row
+def test_an_absent_real_input_stops_the_run_before_any_stage_and_keeps_the_results(validity, tmp_path, capsys):
+    out = tmp_path / "validity.json"
+    out.write_text('{"mode": "full", "regions": [{"name": "real-terrain", "est_rate_pct_per_yr": -1.7}]}')
+    rc = validity.main(["--regions", "real-terrain", "--shared-data", str(tmp_path / "nowhere"),
+                        "--work", str(tmp_path / "work"), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith(f"error: {tmp_path / 'nowhere' / 'real-alps' / 'hef_srtm.tif'}: not found")
+    assert "--shared-data" in err[0]
     assert not (tmp_path / "work").exists()
-    assert validity.pooled_statistics([row])["n_regions"] == 0
+    assert json.loads(out.read_text())["regions"][0]["est_rate_pct_per_yr"] == -1.7  # nothing measured is lost
+
+
+def test_the_real_region_reads_its_files_from_the_shared_data_folder(validity, tmp_path):
+    region = next(r for r in validity.REGIONS if r.name == "real-terrain")
+    raw = validity.region_params(region, settings(validity, shared_data=tmp_path), tmp_path)
+    assert raw["simulate"]["dem_path"] == str(tmp_path / "real-alps" / "hef_srtm.tif")
+    assert raw["simulate"]["outlines_path"] == str(tmp_path / "real-alps" / "rgi7g_hef_complex.shp")
+    assert validity.missing_input([region], tmp_path) is not None
+    assert validity.missing_input([r for r in validity.REGIONS if r.name != "real-terrain"], tmp_path) is None
 
 
 def test_a_stage_runs_in_its_work_folder_and_reports_wall_and_cpu_time(validity, tmp_path):

@@ -333,7 +333,8 @@ UNIFORM = AreaChangeConfig(drop_extreme_frac=0.0, missed_ice="uniform")
 
 def test_missed_ice_uniform_counts_half_the_missed_ice_as_gone_with_its_sigma():
     # outline 10 km2, the model finds 8 of it (M0 = 2) and 7 in the recent year, 10 yr apart;
-    # bounds +-0.3 / +-0.4 km2 (s = 0.5). Half of M0 gone: change = 7 - 8 - 1 = -2 km2
+    # bounds +-0.3 / +-0.4 km2. Half of M0 gone: change = 7 - 8 - 1 = -2 km2 = 7 - (8 + 10) / 2,
+    # so the inventory bound enters at half weight: s = sqrt(0.15**2 + 0.4**2) = sqrt(0.1825)
     df = table(row("A", a_out=10.0, p_inv=8.0, p_rec=7.0, s0=0.3, s1=0.4))
     t = area_change_table(df, UNIFORM).iloc[0]
     assert t["missed_inv_km2"] == pytest.approx(2.0)
@@ -343,14 +344,18 @@ def test_missed_ice_uniform_counts_half_the_missed_ice_as_gone_with_its_sigma():
     assert t["change_km2"] == pytest.approx(-2.0)
     assert t["rate_km2_per_yr"] == pytest.approx(-0.2)
     assert t["rate_pct_per_yr"] == pytest.approx(-2.0)  # 100 * -0.2 / 10
-    assert t["rate_sigma_km2_per_yr"] == pytest.approx(math.sqrt(0.25 + 4 / 12) / 10)  # 0.076376
-    assert t["rate_sigma_pct_per_yr"] == pytest.approx(100 * math.sqrt(0.25 + 4 / 12) / 10 / 10)
+    assert t["sigma_change_band_km2"] == pytest.approx(math.sqrt(0.1825))
+    assert t["rate_sigma_km2_per_yr"] == pytest.approx(math.sqrt(0.1825 + 4 / 12) / 10)  # 0.071880
+    assert t["rate_sigma_pct_per_yr"] == pytest.approx(100 * math.sqrt(0.1825 + 4 / 12) / 10 / 10)
+    # the half weight is the derivative: moving A_inv's bound by d moves the change by d / 2
+    shifted = area_change_table(table(row("A", a_out=10.0, p_inv=8.3, p_rec=7.0)), UNIFORM).iloc[0]
+    assert shifted["change_km2"] - t["change_km2"] == pytest.approx(-0.15)
     # proportional (DL4GAM, the default): the predicted change relative to the predicted area
     p = area_change_table(df, NO_EXTREME).iloc[0]
     assert p["change_km2"] == pytest.approx(-1.0) and p["rate_pct_per_yr"] == pytest.approx(-1.25)
     assert p["missed_inv_km2"] == pytest.approx(2.0) and p["missed_gone_km2"] == 0 and p["sigma_missed_km2"] == 0
     assert p["rate_sigma_km2_per_yr"] == pytest.approx(0.05)
-    # nothing missed: the two agree
+    # nothing missed: the two agree (the inventory bound at full weight in both)
     full = table(row("F", a_out=10.0, p_inv=10.0, p_rec=9.0, s0=0.3, s1=0.4))
     a, b = area_change_table(full, UNIFORM).iloc[0], area_change_table(full, NO_EXTREME).iloc[0]
     for c in ("rate_pct_per_yr", "rate_sigma_pct_per_yr", "change_km2"):
@@ -359,21 +364,24 @@ def test_missed_ice_uniform_counts_half_the_missed_ice_as_gone_with_its_sigma():
 
 def test_missed_ice_uniform_regional_sigma_adds_the_shared_share_in_full():
     df = table(
-        # A: outline 10, found 8 -> 7 (M0 = 2, m = 2 / sqrt 12), 10 yr, s = 0.5; change -2
+        # A: outline 10, found 8 -> 7 (M0 = 2, m = 2 / sqrt 12), 10 yr; change -2,
+        #    s = sqrt((0.3 / 2)**2 + 0.4**2) (the inventory bound at half weight)
         row("A", a_out=10.0, p_inv=8.0, p_rec=7.0, s0=0.3, s1=0.4),
-        # B: outline 5, found 4 -> 3 (M0 = 1, m = 1 / sqrt 12), 20 yr, s = 1.0; change -1.5
+        # B: outline 5, found 4 -> 3 (M0 = 1, m = 1 / sqrt 12), 20 yr; change -1.5,
+        #    s = sqrt((0.6 / 2)**2 + 0.8**2)
         row("B", a_out=5.0, p_inv=4.0, p_rec=3.0, y1=2020, s0=0.6, s1=0.8),
     )
+    s_a, s_b = math.sqrt(0.15**2 + 0.4**2), math.sqrt(0.3**2 + 0.8**2)
     s = regional_summary(area_change_table(df, UNIFORM))
     denom = 10 * 10 + 5 * 20  # outline areas x dt
     m = 3 / math.sqrt(12)  # m_A + m_B: one unknown share g for both
     assert s["rate_pct_per_yr"] == pytest.approx(100 * (-2.0 - 1.5) / denom)  # -1.75
-    assert s["rate_sigma_independent_pct_per_yr"] == pytest.approx(100 * math.sqrt(0.5**2 + 1.0**2 + m**2) / denom)
-    assert s["rate_sigma_correlated_pct_per_yr"] == pytest.approx(100 * (0.5 + 1.0 + m) / denom)
+    assert s["rate_sigma_independent_pct_per_yr"] == pytest.approx(100 * math.sqrt(s_a**2 + s_b**2 + m**2) / denom)
+    assert s["rate_sigma_correlated_pct_per_yr"] == pytest.approx(100 * (s_a + s_b + m) / denom)
     assert s["rate_sigma_pct_per_yr"] == s["rate_sigma_independent_pct_per_yr"]
-    # km2/yr: band 0.05 and 0.05, missed 2 / sqrt 12 / 10 + 1 / sqrt 12 / 20
+    # km2/yr: bands s_a / 10 and s_b / 20, missed 2 / sqrt 12 / 10 + 1 / sqrt 12 / 20
     m_yr = (2 / 10 + 1 / 20) / math.sqrt(12)
-    assert s["rate_sigma_km2_per_yr"] == pytest.approx(math.sqrt(2 * 0.05**2 + m_yr**2))
+    assert s["rate_sigma_km2_per_yr"] == pytest.approx(math.sqrt((s_a / 10) ** 2 + (s_b / 20) ** 2 + m_yr**2))
     assert s["missed_inv_kept_km2"] == pytest.approx(3.0) and s["missed_gone_kept_km2"] == pytest.approx(1.5)
     # region-wide with everything kept: the same rate, and the same sigma
     assert s["regionwide_rate_pct_per_yr"] == pytest.approx(s["rate_pct_per_yr"])

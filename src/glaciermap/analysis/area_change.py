@@ -65,12 +65,17 @@ ice, which sits on the tongues, where the retreat is. ``missed_ice`` says what i
     change = A_recent - A_inv - gone                   (proportional: A_recent - A_inv)
     A_base = A_outline                                 (proportional: A_inv)    -> area_base_km2
 
+With ``uniform`` and M0 > 0 the change is ``A_recent - (A_inv + A_outline) / 2``: an error in A_inv
+moves M0 by as much the other way, so it reaches the change at half weight, w_inv = 1/2
+(w_inv = 1 with ``proportional`` or where M0 = 0).
+
 Rates (``dt = year_recent - year_inv``; the two epochs' errors independent)::
 
     change_km2 = change
+    s = sqrt((w_inv * sigma_inv)**2 + sigma_recent**2)                  -> sigma_change_band_km2
     rate_km2_per_yr = change / dt
     rate_pct_per_yr = 100 * rate_km2_per_yr / A_base
-    rate_sigma_km2_per_yr = sqrt(sigma_inv**2 + sigma_recent**2 + sigma_missed**2) / dt
+    rate_sigma_km2_per_yr = sqrt(s**2 + sigma_missed**2) / dt
     rate_sigma_pct_per_yr = 100 * rate_sigma_km2_per_yr / A_base  (denominator uncertainty ignored)
     snr = |rate_km2_per_yr| / rate_sigma_km2_per_yr
 
@@ -88,8 +93,8 @@ names joined by "+", e.g. "small+low_recall")::
                            |rate_pct - median| (median over the same glaciers)
 
 Regional rate of the kept glaciers, and its sigma under the two extreme assumptions on how the
-glaciers' errors correlate (``s_i = sqrt(sigma_inv**2 + sigma_recent**2)``, the sigma of glacier
-i's change from its probability bands; ``m_i = sigma_missed``)::
+glaciers' errors correlate (``s_i``, the sigma of glacier i's change from its probability bands,
+``sigma_change_band_km2`` above; ``m_i = sigma_missed``)::
 
     rate_pct_per_yr = 100 * sum(change) / sum(A_base * dt)
     rate_sigma_independent_pct_per_yr = 100 * sqrt(sum s_i**2 + (sum m_i)**2) / sum(A_base * dt)
@@ -293,7 +298,9 @@ def area_change_table(df: pd.DataFrame, cfg: AreaChangeConfig | None = None) -> 
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = t["change_km2"].to_numpy() / dt
         rate_pct = np.where(base > 0, 100.0 * rate / base, np.nan)
-        t["sigma_change_band_km2"] = band = np.hypot(t["sigma_inv_km2"].to_numpy(), t["sigma_recent_km2"].to_numpy())
+        w_inv = np.where(uniform & (missed > 0), 0.5, 1.0)  # d change / d A_inv
+        t["sigma_change_band_km2"] = band = np.hypot(w_inv * t["sigma_inv_km2"].to_numpy(),
+                                                     t["sigma_recent_km2"].to_numpy())
         rate_sigma = np.hypot(band, t["sigma_missed_km2"].to_numpy()) / dt
         rate_sigma_pct = np.where(base > 0, 100.0 * rate_sigma / base, np.nan)
         t["snr"] = np.abs(rate) / rate_sigma

@@ -1,5 +1,7 @@
 """Per-stage wall time of the last demo run (`scripts/demo.sh`), from its outputs' timestamps,
-and the disk the demo leaves behind (`disk_footprint`; target: under 1 GB).
+and the disk the demo leaves behind (`disk_footprint`; target: under 1 GB). The footprint is the
+checkout's folders as they are: the DVC cache and the MLflow artifacts keep every earlier run's
+outputs too, so only a fresh clone after one demo measures one demo.
 
 DVC does not time stages, so each stage's duration is the time between its last output and the
 previous stage's (outputs are written atomically at a stage's end). Writes
@@ -80,6 +82,8 @@ def main() -> None:
     result = {"benchmark": "demo_stages", "stages": rows, "total_s": round(sum(r["seconds"] or 0.0 for r in rows), 1),
               "infer_glacier_km2": glacier_km2, "infer_glacier_km2_per_s": glacier_km2 / infer_s,
               "disk_bytes": disk_footprint(args.root),
+              "disk_scope": "this checkout's folders: the DVC cache and MLflow artifacts of every run since it "
+                            "was cloned, not of the last demo alone",
               "method": "stage end = newest output's mtime; infer includes loading the fold models from "
                         "the MLflow registry", "machine": {"platform": platform.platform(),
                                                            "logical_cpus": os.cpu_count(),

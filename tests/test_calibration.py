@@ -117,7 +117,6 @@ def _bundle(folder, fold):
                                                   fold=fold.index))
 
 
-
 def test_logged_model_says_nothing_about_signatures_and_loads_back(tmp_path, folds, monkeypatch):
     """log_model gives its signature explicitly: MLflow's advice on type hints and input examples
     is not repeated on every training run, and the logged model rebuilds the same weights."""

@@ -446,7 +446,8 @@ def _regionwide(table: pd.DataFrame, kept: np.ndarray) -> dict[str, Any]:
     change = np.where(kept, table["change_km2"].to_numpy(float),
                       a_out * table["extrapolated_rate_pct_per_yr"].to_numpy(float) / 100 * dt)
     weight = np.where(kept, table["area_base_km2"].to_numpy(float), a_out) * dt
-    sigma = np.where(kept, table["sigma_change_band_km2"].to_numpy(float) / dt, a_out * table["extrapolated_sigma_pct_per_yr"].to_numpy(float) / 100)
+    sigma = np.where(kept, table["sigma_change_band_km2"].to_numpy(float) / dt,
+                     a_out * table["extrapolated_sigma_pct_per_yr"].to_numpy(float) / 100)
     denom, kept_weight = weight.sum(), weight[kept].sum()
     m = table["sigma_missed_km2"].to_numpy(float)[kept]  # scaled from the kept glaciers to every glacier
     scale = denom / kept_weight if kept_weight > 0 else 0.0

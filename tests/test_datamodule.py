@@ -342,11 +342,11 @@ def test_centre_pools_keep_only_the_most_recently_drawn(monkeypatch):
 
 
 def test_centre_kinds_follow_the_configured_shares(folds, cubes_dir):
-    dm = _dm(cubes_dir, folds[0], debris_centres=0.3, margin_centres=0.5)
+    dm = _dm(cubes_dir, folds[0], debris_centres=0.3, margin_centres=0.4, background_centres=0.2)
     dm.setup("fit")
     gen = torch.Generator().manual_seed(0)
     kinds = [dm.train_set.centre_kind(gen) for _ in range(4000)]
-    for kind, share in (("debris", 0.3), ("margin", 0.5), ("glacier", 0.2)):
+    for kind, share in (("debris", 0.3), ("margin", 0.4), ("background", 0.2), ("glacier", 0.1)):
         assert abs(kinds.count(kind) / 4000 - share) < 0.03, kind
 
 
@@ -366,6 +366,35 @@ def test_margin_centred_patches_straddle_the_outline(folds, cubes_dir):
     assert 0 < on_glacier < len(dm.train_set)  # both sides of the outline are drawn
 
 
+def test_background_centred_patches_sit_on_valid_ground_off_every_outline(folds, cubes_dir):
+    """Every centre of a background patch is a valid pixel outside all glaciers, not only its own."""
+    dm = _dm(cubes_dir, folds[0], background_centres=1.0)
+    dm.setup("fit")
+    c = SIZE // 2
+    for i in range(len(dm.train_set)):
+        s = dm.train_set[i]
+        assert s["target"][0, c, c] == 0 and s["valid"][0, c, c], i
+
+
+def test_background_pool_falls_back_to_the_glacier_where_the_cube_has_no_ground():
+    from glaciermap.data import datamodule
+    from glaciermap.data.windows import PreparedCube
+
+    glacier = np.ones((8, 8), np.uint8)
+    valid = np.ones((8, 8), bool)
+    cube = PreparedCube(image=np.zeros((1, 8, 8), np.float32), target=glacier, glacier=glacier, valid=valid,
+                        location=np.zeros(2, np.float32), glacier_pixels=np.argwhere(glacier == 1))
+    pool = datamodule.CentrePools(margin_px=2)(Path("all-ice"), cube, "background")
+    assert len(pool) == 64
+    target = glacier.copy()
+    target[:, :2] = 0
+    valid[0, :] = False  # ground that is no data is never a centre
+    cube = PreparedCube(image=np.zeros((1, 8, 8), np.float32), target=target, glacier=glacier, valid=valid,
+                        location=np.zeros(2, np.float32), glacier_pixels=np.argwhere(glacier == 1))
+    pool = datamodule.CentrePools(margin_px=2)(Path("some-ground"), cube, "background")
+    assert sorted(map(tuple, pool)) == [(r, col) for r in range(1, 8) for col in range(2)]
+
+
 def test_default_centres_are_the_glacier_pixels_as_before(folds, cubes_dir):
     """Shares of 0 draw nothing extra: the default patches are exactly those of an explicit 0."""
     a, b = _dm(cubes_dir, folds[0]), _dm(cubes_dir, folds[0], debris_centres=0.0, margin_centres=0.0, margin_px=3)
@@ -378,8 +407,10 @@ def test_default_centres_are_the_glacier_pixels_as_before(folds, cubes_dir):
 
 
 def test_centre_shares_above_one_are_a_config_error():
-    with pytest.raises(ValueError, match="debris_centres \\+ margin_centres"):
+    with pytest.raises(ValueError, match="debris_centres \\+ margin_centres \\+ background_centres"):
         PatchesConfig(debris_centres=0.6, margin_centres=0.5)
+    with pytest.raises(ValueError, match="0.4 \\+ 0.3 \\+ 0.4"):
+        PatchesConfig(debris_centres=0.4, margin_centres=0.3, background_centres=0.4)
 
 
 # ------------------------------------------------------------------ photometric augmentation

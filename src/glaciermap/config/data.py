@@ -135,10 +135,12 @@ class PatchesConfig(StrictModel):
     augment: bool = True
     # where training patches are centred (GlacierPatches): these shares of the centres fall on the
     # glacier's debris-covered ice (cubes with a debris mask; others use glacier pixels) and on its
-    # margin (pixels within margin_px of its outline, inside or out); the rest on any glacier pixel
+    # margin (pixels within margin_px of its outline, inside or out) and on the cube's valid ground off
+    # every outline (background: what is mistaken for ice far from it); the rest on any glacier pixel
     debris_centres: float = Field(0.0, ge=0, le=1)
     margin_centres: float = Field(0.0, ge=0, le=1)
     margin_px: int = Field(16, ge=1)
+    background_centres: float = Field(0.0, ge=0, le=1)
     # photometric augmentation of training patches (`Photometric`; 0 = off): each patch's optical
     # bands times exp(U(-illumination, illumination)), its SAR backscatter (dB) plus
     # U(-backscatter_db, backscatter_db); coherence, DEM and dh/dt unchanged
@@ -149,9 +151,9 @@ class PatchesConfig(StrictModel):
 
     @model_validator(mode="after")
     def _centre_shares(self) -> "PatchesConfig":
-        if self.debris_centres + self.margin_centres > 1:
-            raise ValueError(f"debris_centres + margin_centres must be at most 1, got "
-                             f"{self.debris_centres} + {self.margin_centres}")
+        if self.debris_centres + self.margin_centres + self.background_centres > 1:
+            raise ValueError(f"debris_centres + margin_centres + background_centres must be at most 1, got "
+                             f"{self.debris_centres} + {self.margin_centres} + {self.background_centres}")
         return self
 
     @field_validator("size")

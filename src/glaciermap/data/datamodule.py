@@ -1,10 +1,11 @@
 """Patches for training and evaluation, served by a LightningDataModule.
 
 Training patches are centred on random glacier pixels (Diaconu & Bamber 2023), optionally more
-often on debris-covered ice and on the outline's margin (`patches.debris_centres`,
-`patches.margin_centres`), then flipped, rotated and optionally re-lit (`Photometric`); evaluation
-patches tile each cube on a regular overlapping grid. Every sample carries a `valid` mask
-(no data, cloud and cloud shadow are invalid) so losses and metrics can ignore those pixels.
+often on debris-covered ice, on the outline's margin and on the ground around the glaciers
+(`patches.debris_centres`, `patches.margin_centres`, `patches.background_centres`), then flipped,
+rotated and optionally re-lit (`Photometric`); evaluation patches tile each cube on a regular
+overlapping grid. Every sample carries a `valid` mask (no data, cloud and cloud shadow are
+invalid) so losses and metrics can ignore those pixels.
 """
 
 from __future__ import annotations
@@ -123,8 +124,10 @@ def margin_pixels(glacier: np.ndarray, width: int) -> np.ndarray:
 
 class CentrePools:
     """A cube's candidate patch centres of one kind: `glacier` (every pixel of this glacier),
-    `debris` (its debris-covered pixels; the glacier's where the cube has no debris truth) or
-    `margin` (`margin_pixels`). Each kind is computed when first drawn and kept for the `max_items`
+    `debris` (its debris-covered pixels; the glacier's where the cube has no debris truth),
+    `margin` (`margin_pixels`) or `background` (the cube's valid pixels off every outline: the rock,
+    forest, forefield and snow around the glaciers, which glacier-centred patches reach only near
+    the ice; the glacier's pixels where the cube has none). Each kind is computed when first drawn and kept for the `max_items`
     most recently drawn (cube, kind) pairs, like `CubeCache` keeps cubes."""
 
     def __init__(self, margin_px: int, max_items: int = 256):
@@ -140,6 +143,9 @@ class CentrePools:
             return self._pools[key]
         if kind == "margin":
             pool = margin_pixels(cube.glacier, self.margin_px)
+        elif kind == "background":
+            off_ice = np.argwhere((cube.target == 0) & cube.valid)
+            pool = off_ice if len(off_ice) else cube.glacier_pixels
         else:
             on_debris = (np.argwhere((cube.debris == 1) & (cube.glacier == 1)) if cube.debris is not None
                          else np.empty((0, 2), np.int64))
@@ -154,20 +160,21 @@ class GlacierPatches(Dataset):
     """Training patches: a random glacier, a random centre on it, then augment.
 
     The centre is one of the glacier's pixels (Diaconu & Bamber 2023), or, for the shares
-    `debris_centres` and `margin_centres` of the samples, one of its debris-covered or margin pixels
-    (`CentrePools`): more of the patches then hold the surfaces and boundaries that are missed.
+    `debris_centres`, `margin_centres` and `background_centres` of the samples, one of its
+    debris-covered or margin pixels or of the ground off the ice (`CentrePools`): more of the patches
+    then hold the surfaces and boundaries that are missed, and the terrain mistaken for ice.
     Then `Photometric` re-lights it where that is on, and `augment` flips and rotates it.
     """
 
     def __init__(self, paths: list[Path], groups: dict[str, list[str]], stats: dict, size: int,
                  length: int, augment: bool = True, seed: int = 0, compact: bool = False, *,
                  debris_centres: float = 0.0, margin_centres: float = 0.0, margin_px: int = 16,
-                 illumination: float = 0.0, backscatter_db: float = 0.0):
+                 background_centres: float = 0.0, illumination: float = 0.0, backscatter_db: float = 0.0):
         if not paths:
             raise ConfigError("no training cubes for this fold")
         self.paths, self.groups, self.size, self.length = paths, groups, size, length
         self.augment, self.seed, self.compact = augment, seed, compact
-        self.shares = (("debris", debris_centres), ("margin", margin_centres))
+        self.shares = (("debris", debris_centres), ("margin", margin_centres), ("background", background_centres))
         self.cache = CubeCache(groups, stats)
         self.pools = CentrePools(margin_px)
         self.photometric = Photometric(groups, stats, illumination, backscatter_db)
@@ -176,8 +183,8 @@ class GlacierPatches(Dataset):
         return self.length
 
     def centre_kind(self, gen: torch.Generator) -> str:
-        """glacier, debris or margin, with the configured shares (no draw when both are 0: the
-        default samples exactly the patches it always has)."""
+        """glacier, debris, margin or background, with the configured shares (no draw when all are 0:
+        the default samples exactly the patches it always has)."""
         if not any(share for _, share in self.shares):
             return "glacier"
         u, edge = float(torch.rand((1,), generator=gen)), 0.0
@@ -268,6 +275,7 @@ class GlacierDataModule(L.LightningDataModule):
                                             self.cfg.samples_per_epoch, self.cfg.augment, self.seed,
                                             compact=self.compact, debris_centres=self.cfg.debris_centres,
                                             margin_centres=self.cfg.margin_centres, margin_px=self.cfg.margin_px,
+                                            background_centres=self.cfg.background_centres,
                                             illumination=self.cfg.illumination,
                                             backscatter_db=self.cfg.backscatter_db)
             self.val_set = GridPatches(self.paths(self.fold.val), self.groups, stats, self.cfg.size,

@@ -100,7 +100,8 @@ class RunSpec:
 #: the params.yaml settings a fold run logs as MLflow params (the whole file is its params.json artifact)
 RUN_PARAM_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("lr", "weight_decay", "loss", "scheduler", "max_epochs", "early_stopping_patience", "precision"),
-    "patches": ("size", "samples_per_epoch", "batch_size", "debris_centres", "margin_centres", "margin_px"),
+    "patches": ("size", "samples_per_epoch", "batch_size", "debris_centres", "margin_centres", "margin_px",
+                "background_centres"),
     "data": ("resolution_m", "buffer_m"),
 }
 

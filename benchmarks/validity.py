@@ -548,6 +548,7 @@ def _row_settings(raw: dict[str, Any], settings: Settings, region: Region) -> di
         "model": raw["infer"]["model"], "sensor_set": raw["infer"]["sensor_set"],
         "samples_per_epoch": patches.get("samples_per_epoch"), "patch_size": patches.get("size"),
         "debris_centres": patches.get("debris_centres", 0.0), "margin_centres": patches.get("margin_centres", 0.0),
+        "sar_voids": raw.get("data", {}).get("sar_voids", "keep"),
         "background_centres": patches.get("background_centres", 0.0),
         "profile": str(settings.profile.relative_to(ROOT)) if settings.profile else None,
     }

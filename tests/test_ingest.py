@@ -648,6 +648,37 @@ def test_dem_voids_on_a_glacier_are_filled_or_masked(raw_copy, tmp_path, void, p
         np.testing.assert_array_equal(optical.valid, cube.mask_invalid == 0)
 
 
+# ------------------------------------------------------------------------ SAR layover and shadow
+SENSORS_SAR = SensorsConfig(groups={"optical": SensorsConfig().groups["optical"], "sar": ["VV", "VH", "coh"]},
+                            sets={"optical_sar": ["optical", "sar"]})
+
+
+def test_sar_voids_are_kept_or_filled_from_their_neighbours(raw_region, tmp_path):
+    """Layover and radar shadow are NaN in the SAR bands. "keep" leaves them so; "fill" puts there
+    values interpolated from the pixels around, within the range of the window's own values, and
+    changes no other pixel or band. Both record the void share of the window."""
+    cubes = {}
+    for policy in ("keep", "fill"):
+        ingest_region(raw_region, tmp_path / policy, updated(DATA, sar_voids=policy), SENSORS_SAR, progress=False)
+        cubes[policy] = tmp_path / policy
+    index = read_index(cubes["keep"])
+    n_void = 0
+    for rel in index.path:
+        keep, fill = read_cube(cubes["keep"] / rel), read_cube(cubes["fill"] / rel)
+        sar = [keep.bands.index(b) for b in ("VV", "VH", "coh")]
+        void = ~np.isfinite(keep.data[sar]).all(axis=0)
+        assert keep.attrs["sar_void_fraction"] == fill.attrs["sar_void_fraction"] == pytest.approx(void.mean())
+        np.testing.assert_array_equal(np.delete(keep.data, sar, axis=0), np.delete(fill.data, sar, axis=0))
+        np.testing.assert_array_equal(keep.data[sar][:, ~void], fill.data[sar][:, ~void])
+        if void.any() and (~void).sum() > 100:
+            filled = fill.data[sar][:, void]
+            assert np.isfinite(filled).all(), rel
+            for band, values in zip(keep.data[sar], filled):
+                assert np.nanmin(band) <= values.min() and values.max() <= np.nanmax(band)
+            n_void += int(void.sum())
+    assert n_void > 0, "the simulated region has no layover or radar shadow: nothing was tested"
+
+
 # ------------------------------------------------------------------------ dh/dt (issue #17)
 #: optical plus the dh/dt map: the sensor groups of the dh/dt tests (no SAR / DEM: faster ingest)
 SENSORS_DHDT = SensorsConfig(groups={"optical": SensorsConfig().groups["optical"], "dhdt": ["dhdt"]},

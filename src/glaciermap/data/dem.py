@@ -94,6 +94,16 @@ class DemOnGrid:
     n_filled_src: int  # of those, filled by interpolation
 
 
+def fill_voids(z: np.ndarray, void: np.ndarray) -> np.ndarray:
+    """`z` (2-D float) with its `void` pixels interpolated from their neighbours (rasterio
+    fillnodata, inverse-distance, up to FILL_SEARCH_PX pixels away); voids wider stay NaN."""
+    z = np.where(void, np.nan, z).astype(np.float32)
+    if void.any() and not void.all():
+        z = fillnodata(z, mask=(~void).astype(np.uint8), max_search_distance=FILL_SEARCH_PX)
+        z[~np.isfinite(z)] = np.nan
+    return z
+
+
 def read_dem_on_grid(path: Path, grid, policy: str, *, band: int = 1,
                      find: Callable[[np.ndarray, float | None], np.ndarray] = find_voids) -> DemOnGrid:
     """Read the source window of the DEM covering `grid`, treat voids by `policy` ("fill" or
@@ -123,8 +133,7 @@ def read_dem_on_grid(path: Path, grid, policy: str, *, band: int = 1,
     n_void = int(void.sum())
     z[void] = np.nan
     if n_void and policy == "fill":
-        z = fillnodata(z, mask=(~void).astype(np.uint8), max_search_distance=FILL_SEARCH_PX)
-        z[~np.isfinite(z)] = np.nan
+        z = fill_voids(z, void)
     n_filled = n_void - int((~np.isfinite(z)).sum())
     out = np.full((grid.height, grid.width), np.nan, np.float32)
     reproject(z, out, src_transform=transform, src_crs=crs, src_nodata=np.nan,
@@ -133,4 +142,4 @@ def read_dem_on_grid(path: Path, grid, policy: str, *, band: int = 1,
     return DemOnGrid(out, ~np.isfinite(out), n_void, n_filled)
 
 
-__all__ = ["find_voids", "check_usable", "check_dem_file", "read_dem_on_grid", "DemOnGrid"]
+__all__ = ["find_voids", "check_usable", "check_dem_file", "fill_voids", "read_dem_on_grid", "DemOnGrid"]

@@ -29,7 +29,7 @@ from glaciermap.config import DataConfig, SensorsConfig
 from glaciermap.data.cubes import (DEBRIS_UNKNOWN, INDEX_FILE, SKIPPED_COLUMNS, SKIPPED_FILE, Cube,
                                    glacier_location, index_row, write_cube)
 from glaciermap.data.dates import decimal_year
-from glaciermap.data.dem import check_dem_file, read_dem_on_grid
+from glaciermap.data.dem import check_dem_file, fill_voids, read_dem_on_grid
 from glaciermap.data.dhdt import dhdt_band, read_dhdt_on_grid, require_dhdt
 from glaciermap.data.grid import Grid
 from glaciermap.data.raw import (Region, band_indexes, open_raster, open_region, raster_footprint, read_on_grid,
@@ -214,14 +214,16 @@ def fill_gaps(region: Region, optical_bands: list[str], grid: Grid, opt: np.ndar
 def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geoms,
                epoch: str, scene: str, dem: tuple[np.ndarray, np.ndarray] | None, has_sar: bool,
                attrs: dict, dhdt: tuple[np.ndarray, np.ndarray] | None = None,
-               alternates: list[str] = ()) -> Cube:
+               alternates: list[str] = (), sar_voids: str = "keep") -> Cube:
     """Read every sensor of one acquisition (`scene`, of `epoch`) onto a glacier's grid; add masks.
 
     `dem` is (DEM feature bands, DEM void mask) from `dem_features`, or None without a dem group;
     `dhdt` likewise (the dh/dt band, its void mask), or None without a dhdt group or map.
     With `alternates` (other acquisitions of the epoch, clearest first), `fill_gaps` fills the
     optical pixels `scene` leaves masked; attrs `filled_from` and `filled_fraction` say from where
-    and how much.
+    and how much. With `sar_voids` "fill" the SAR layover and radar shadow are interpolated from
+    their neighbours (`fill_voids`); attr `sar_void_fraction` is the share of the window that was
+    void, filled or not.
     """
     bands: list[str] = []
     layers: list[np.ndarray] = []
@@ -231,8 +233,12 @@ def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geo
     layers.append(opt)
     if has_sar and "sar" in sensors.groups:
         sar_bands = sensors.groups["sar"]
-        layers.append(read_on_grid(region.scene_path(scene, "sar"), sar_bands, grid,
-                                   resampling=Resampling.bilinear))
+        sar = read_on_grid(region.scene_path(scene, "sar"), sar_bands, grid, resampling=Resampling.bilinear)
+        void = ~np.isfinite(sar).all(axis=0)
+        attrs = {**attrs, "sar_void_fraction": float(void.mean())}
+        if sar_voids == "fill" and void.any():
+            sar = np.stack([fill_voids(band, ~np.isfinite(band)) for band in sar])
+        layers.append(sar)
         bands += sar_bands
     if dem is not None:
         layers.append(dem[0])
@@ -324,7 +330,8 @@ def _glacier_job(args) -> dict:
         scene, *others = clearest_first(region, check.usable[epoch], sensors.groups["optical"][0], grid,
                                         glacier_mask)
         cube = build_cube(region, sensors, grid, geom, neighbours, epoch, scene, dem,
-                          check.has_sar[scene], attrs, dhdt, alternates=others if cfg.fill_gaps else [])
+                          check.has_sar[scene], attrs, dhdt, alternates=others if cfg.fill_gaps else [],
+                          sar_voids=cfg.sar_voids)
         rel = Path(epoch) / f"{gid}.nc"
         write_cube(out_dir / rel, cube)
         on_glacier = cube.mask_glacier == 1

@@ -62,10 +62,10 @@ What is measured (all with `torch.set_num_threads(2)`, float32, CPU):
   the number of glaciers (below 1: a fixed per-region cost being amortised). `--quick` regions are
   tiny, so its ratios mostly show load noise; the full mode (1,050 glaciers, ~10 U-Net windows
   each) took 822 s on 2 idle cores (2026-11-25).
-* **validity** – whether the area-change uncertainty is calibrated (issue #16): 7 simulated
+* **validity** – whether the area-change uncertainty is calibrated (issue #16): 8 simulated
   regions, each with its own seed and regime (the demo; debris-heavy, `debris_fraction` 0.6;
   cloudy, `cloud_cover` 0.15; low sun, 25 deg; fast retreat, -3 %/yr; slow retreat, -0.5 %/yr;
-  real terrain and outlines: 12 x 12 km of `hef_srtm.tif` with `rgi7g_hef_complex.shp` from
+  the demo's settings on seed 7; real terrain and outlines: 12 x 12 km of `hef_srtm.tif` with `rgi7g_hef_complex.shp` from
   `../shared/data` or `--shared-data`; when they are absent the run stops before any stage with
   one line naming the file), each run end to end through the CLI
   (simulate, ingest, folds, train per fold, evaluate, register, infer, area-change) in its own

@@ -36,9 +36,9 @@ class DataConfig(StrictModel):
     # in the cube's mask_dem_void (invalid wherever a sensor set uses the dem group)
     dem_voids: Literal["fill", "mask"] = "fill"
     # SAR layover and radar shadow (NaN in VV, VH and coherence): "keep" leaves them NaN, which the
-    # model sees as each band's mean (0 after normalisation), on rock walls read as ice more often
-    # than not; "fill" interpolates them from their neighbours in the scene (rasterio fillnodata, as
-    # DEM voids), so a shadowed rock wall looks like the rock around it
+    # model sees as each band's mean (0 after normalisation) and maps as glacier on rock walls far
+    # more often than elsewhere; "fill" interpolates them from their neighbours (rasterio
+    # fillnodata, as DEM voids), so a shadowed rock wall looks like the rock around it
     sar_voids: Literal["fill", "keep"] = "keep"
     # dh/dt voids (NaN, nodata, |dh/dt| > 50 m/yr): "fill" interpolates them from their neighbours,
     # "mask" leaves them NaN and marks them in mask_dhdt_void (invalid where a set uses the dhdt group)

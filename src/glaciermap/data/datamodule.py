@@ -127,8 +127,9 @@ class CentrePools:
     `debris` (its debris-covered pixels; the glacier's where the cube has no debris truth),
     `margin` (`margin_pixels`) or `background` (the cube's valid pixels off every outline: the rock,
     forest, forefield and snow around the glaciers, which glacier-centred patches reach only near
-    the ice; the glacier's pixels where the cube has none). Each kind is computed when first drawn and kept for the `max_items`
-    most recently drawn (cube, kind) pairs, like `CubeCache` keeps cubes."""
+    the ice; the glacier's pixels where the cube has none). Each kind is computed when first drawn
+    and kept for the `max_items` most recently drawn (cube, kind) pairs, like `CubeCache` keeps
+    cubes."""
 
     def __init__(self, margin_px: int, max_items: int = 256):
         self.margin_px, self.max_items = margin_px, max_items

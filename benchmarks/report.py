@@ -66,8 +66,8 @@ What is measured (all with `torch.set_num_threads(2)`, float32, CPU):
   regions, each with its own seed and regime (the demo; debris-heavy, `debris_fraction` 0.6;
   cloudy, `cloud_cover` 0.15; low sun, 25 deg; fast retreat, -3 %/yr; slow retreat, -0.5 %/yr;
   the demo's settings on seed 7; real terrain and outlines: 12 x 12 km of `hef_srtm.tif` with
-  `rgi7g_hef_complex.shp` from `../shared/data` or `--shared-data`; when they are absent the run stops before any stage with
-  one line naming the file), each run end to end through the CLI
+  `rgi7g_hef_complex.shp` from `../shared/data` or `--shared-data`; when they are absent the run
+  stops before any stage with one line naming the file), each run end to end through the CLI
   (simulate, ingest, folds, train per fold, evaluate, register, infer, area-change) in its own
   work folder (`--work`, default /tmp/glaciermap-validity/<region>: params.yaml, data, runs,
   `mlflow.db` + `mlruns/`, stage logs; never the project's) with the demo's params.yaml reduced

@@ -327,6 +327,46 @@ def test_regional_sigma_independent_and_fully_correlated():
 
 
 
+def test_regional_sigma_with_measured_band_correlation_lies_between_the_extremes():
+    # the glaciers of the test above (s_A = 0.5, s_B = 1.0 km2), band errors correlated by rho = 0.6:
+    # B**2 = 0.4 * (0.25 + 1.0) + 0.6 * 1.5**2 = 0.5 + 1.35 = 1.85
+    df = table(row("A", a_out=10.0, p_inv=10.0, p_rec=9.0, y0=2000, y1=2010, s0=0.3, s1=0.4),
+               row("B", a_out=10.0, p_inv=10.0, p_rec=8.0, y0=2000, y1=2020, s0=0.6, s1=0.8))
+    t = area_change_table(df, NO_EXTREME)
+    s = regional_summary(t, band_correlation=0.6)
+    assert s["rate_sigma_pct_per_yr"] == pytest.approx(100 * math.sqrt(1.85) / 300)  # 0.45338
+    assert s["band_correlation"] == 0.6
+    assert s["rate_sigma_independent_pct_per_yr"] < s["rate_sigma_pct_per_yr"] < s["rate_sigma_correlated_pct_per_yr"]
+    # the parts the validity benchmark fits rho from
+    assert s["rate_sigma_band_independent_pct_per_yr"] == pytest.approx(100 * math.sqrt(1.25) / 300)
+    assert s["rate_sigma_band_correlated_pct_per_yr"] == pytest.approx(100 * 1.5 / 300)
+    assert s["rate_sigma_missed_pct_per_yr"] == 0
+    # km2/yr: 0.05 and 0.05 -> 0.4 * 0.005 + 0.6 * 0.01 = 0.008
+    assert s["rate_sigma_km2_per_yr"] == pytest.approx(math.sqrt(0.008))
+    # everything kept: the region-wide sigma is the same sum
+    assert s["regionwide_sigma_pct_per_yr"] == pytest.approx(s["rate_sigma_pct_per_yr"])
+    assert s["regionwide_change_sigma_km2_per_yr"] == pytest.approx(s["rate_sigma_km2_per_yr"])
+    # the extremes: rho = 0 is the independent sigma, rho = 1 the aligned bands (missed ice 0 here)
+    assert regional_summary(t, 0.0)["rate_sigma_pct_per_yr"] == pytest.approx(s["rate_sigma_independent_pct_per_yr"])
+    assert regional_summary(t, 1.0)["rate_sigma_pct_per_yr"] == pytest.approx(s["rate_sigma_correlated_pct_per_yr"])
+    with pytest.raises(ValueError, match="band_correlation"):
+        regional_summary(t, 1.5)
+    with pytest.raises(ValidationError):
+        AreaChangeConfig(band_correlation=-0.1)
+
+
+def test_regionwide_sigma_correlates_the_kept_bands_only():
+    # K1, K2, K3 kept (band sigmas 0.005, 0.005, 0.05 km2/yr), D_mid and D_tiny extrapolated
+    # (0.0106066, 0.00035355 km2/yr, independent: each glacier's scatter about its class rate)
+    t = area_change_table(_classes_table().iloc[[0, 1, 2, 4, 5]], NO_EXTREME)
+    s = regional_summary(t, band_correlation=0.5)
+    kept, dropped = [0.005, 0.005, 0.05], [1.5 * math.sqrt(0.5) / 100, 0.05 * math.sqrt(0.5) / 100]
+    var = 0.5 * sum(x**2 for x in kept) + 0.5 * sum(kept) ** 2 + sum(x**2 for x in dropped)
+    assert s["regionwide_change_sigma_km2_per_yr"] == pytest.approx(math.sqrt(var))
+    assert s["regionwide_sigma_pct_per_yr"] == pytest.approx(100 * 10 * math.sqrt(var) / 59.5)
+
+
+
 # ------------------------------------------------------------ ice missed in the inventory year
 UNIFORM = AreaChangeConfig(drop_extreme_frac=0.0, missed_ice="uniform")
 

@@ -93,20 +93,30 @@ names joined by "+", e.g. "small+low_recall")::
                            |rate_pct - median| (median over the same glaciers)
 
 Regional rate of the kept glaciers, and its sigma under the two extreme assumptions on how the
-glaciers' errors correlate (``s_i``, the sigma of glacier i's change from its probability bands,
-``sigma_change_band_km2`` above; ``m_i = sigma_missed``)::
+glaciers' errors correlate and under the measured one, ``rho = band_correlation`` (``s_i``, the
+sigma of glacier i's change from its probability bands, ``sigma_change_band_km2`` above;
+``m_i = sigma_missed``; ``W = sum(A_base * dt)``)::
 
-    rate_pct_per_yr = 100 * sum(change) / sum(A_base * dt)
-    rate_sigma_independent_pct_per_yr = 100 * sqrt(sum s_i**2 + (sum m_i)**2) / sum(A_base * dt)
-    rate_sigma_correlated_pct_per_yr  = 100 * (sum s_i + sum m_i)            / sum(A_base * dt)
+    rate_pct_per_yr = 100 * sum(change) / W
+    rate_sigma_independent_pct_per_yr = 100 * sqrt(sum s_i**2 + (sum m_i)**2) / W
+    rate_sigma_correlated_pct_per_yr  = 100 * (sum s_i + sum m_i)            / W
+    B(rho) = sqrt((1 - rho) * sum s_i**2 + rho * (sum s_i)**2)    every pair of band errors
+                                                                  correlated by rho
+    rate_sigma_pct_per_yr             = 100 * sqrt(B(rho)**2 + (sum m_i)**2) / W   (the headline)
+
+and its parts ``rate_sigma_band_independent_pct_per_yr`` (100 * B(0) / W),
+``rate_sigma_band_correlated_pct_per_yr`` (100 * B(1) / W) and ``rate_sigma_missed_pct_per_yr``
+(100 * sum m_i / W), from which the validity benchmark fits rho.
 
 The rate equals ``100 * (sum A_recent - sum A_inv) / (sum A_inv * dt)`` (proportional) when all
 glaciers share ``dt``, and otherwise weights each glacier's change by its own time span; large
-glaciers dominate, unlike the mean of per-glacier rates. The headline ``rate_sigma_pct_per_yr``
-is the independent one: errors from scene to scene and glacier to glacier (clouds, shadows,
-debris of one tongue) average out; the missed-ice share g is one unknown of the model and the
-region, so its terms add up in both; any other error shared by all glaciers does not average out,
-and the correlated sigma bounds that case. With ``proportional`` every m_i is 0.
+glaciers dominate, unlike the mean of per-glacier rates. Errors from scene to scene and glacier
+to glacier (clouds, shadows, the debris of one tongue) average out; the missed-ice share g is one
+unknown of the model and the region, so its terms add up in all three; errors one model makes on
+every glacier alike (tongues it misses, fresh forefield it maps as ice) do not average out, and
+the correlated sigma bounds that case. The headline sits between the two at the correlation
+measured on simulated regions (``band_correlation``, README; 0 gives the independent sigma).
+With ``proportional`` every m_i is 0.
 
 Area-class extrapolation. Classes of the outline area with edges
 [0, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, inf] km2 (Paul et al. 2020; DL4GAM), centred (for
@@ -128,9 +138,10 @@ outline area ``A_out`` at the class rate)::
     e_i = s_i / dt                    (kept)     e_i = A_out * sd_c / 100       (dropped)
     M = sum_kept(m_i) * sum(w_i) / sum_kept(w_i)      (the missed-ice term, scaled to every glacier;
                                                        M_yr likewise from m_i / dt)
+    E**2 = (1 - rho) * sum_kept (e_i * dt)**2 + rho * (sum_kept e_i * dt)**2 + sum_dropped (e_i * dt)**2
     regionwide_rate_pct_per_yr = 100 * sum(c_i) / sum(w_i)
-    regionwide_sigma_pct_per_yr = 100 * sqrt(sum (e_i * dt)**2 + M**2) / sum(w_i)
-    regionwide_change_km2_per_yr = sum(c_i / dt),  its sigma sqrt(sum e_i**2 + M_yr**2)
+    regionwide_sigma_pct_per_yr = 100 * sqrt(E**2 + M**2) / sum(w_i)
+    regionwide_change_km2_per_yr = sum(c_i / dt),  its sigma sqrt(E_yr**2 + M_yr**2)  (E_yr: E of e_i)
 
 Outputs are JSON-safe: NaN and inf become None in the summaries.
 """
@@ -373,12 +384,13 @@ def _num(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def regional_summary(table: pd.DataFrame) -> dict[str, Any]:
+def regional_summary(table: pd.DataFrame, band_correlation: float = 0.0) -> dict[str, Any]:
     """Regional figures from :func:`area_change_table` (JSON-safe dict; formulas in the module doc).
 
     Kept glaciers: ``rate_pct_per_yr`` (summed areas, so large glaciers weigh more) with
     ``rate_sigma_independent_pct_per_yr`` and ``rate_sigma_correlated_pct_per_yr`` (headline
-    ``rate_sigma_pct_per_yr`` = the independent one; None unless every kept glacier has a sigma),
+    ``rate_sigma_pct_per_yr``: band errors correlated by `band_correlation`, 0 = the independent
+    one; None unless every kept glacier has a sigma) and the sigma's three parts,
     ``rate_km2_per_yr`` (total area change per year) with its two sigmas; all glaciers:
     ``regionwide_rate_pct_per_yr``, ``regionwide_sigma_pct_per_yr``, ``regionwide_change_km2_per_yr``,
     ``regionwide_change_sigma_km2_per_yr``, ``n_extrapolated``; ``size_classes`` (the rows of
@@ -400,8 +412,11 @@ def regional_summary(table: pd.DataFrame) -> dict[str, Any]:
     dt = k["dt_yr"].to_numpy(float)
     s_change = k["sigma_change_band_km2"].to_numpy(float)  # NaN: unknown
     m_change = k["sigma_missed_km2"].to_numpy(float)
-    independent, correlated = _sigma_sums(s_change, m_change)
-    independent_yr, correlated_yr = _sigma_sums(s_change / dt, m_change / dt)
+    rho = float(band_correlation)
+    if not 0.0 <= rho <= 1.0:
+        raise ValueError(f"band_correlation must lie in [0, 1], not {rho}")
+    headline, independent, correlated = _sigma_sums(s_change, m_change, rho)
+    headline_yr, _, correlated_yr = _sigma_sums(s_change / dt, m_change / dt, rho)
     pct = 100.0 / denom if denom > 0 else float("nan")  # denom > 0: something kept
     some = 1.0 if len(k) else float("nan")  # empty sums are unknown, not 0
     a_inv_sum = float(k["area_inv_km2"].sum())
@@ -410,15 +425,19 @@ def regional_summary(table: pd.DataFrame) -> dict[str, Any]:
         "n_kept": int(len(k)),
         **{f"n_{c.removeprefix('flag_')}": int(table[c].sum()) for c in FLAG_COLUMNS},
         "rate_pct_per_yr": _num(rate_pct),
-        "rate_sigma_pct_per_yr": _num(pct * independent),
+        "rate_sigma_pct_per_yr": _num(pct * headline),
         "rate_sigma_independent_pct_per_yr": _num(pct * independent),
         "rate_sigma_correlated_pct_per_yr": _num(pct * correlated),
+        "band_correlation": rho,
+        "rate_sigma_band_independent_pct_per_yr": _num(pct * _band_sum(s_change, 0.0)),
+        "rate_sigma_band_correlated_pct_per_yr": _num(pct * _band_sum(s_change, 1.0)),
+        "rate_sigma_missed_pct_per_yr": _num(pct * m_change.sum()),
         "rate_km2_per_yr": _num(some * k["rate_km2_per_yr"].sum()),
-        "rate_sigma_km2_per_yr": _num(some * independent_yr),
+        "rate_sigma_km2_per_yr": _num(some * headline_yr),
         "rate_sigma_correlated_km2_per_yr": _num(some * correlated_yr),
         "missed_inv_kept_km2": _num(some * k["missed_inv_km2"].sum()),
         "missed_gone_kept_km2": _num(some * k["missed_gone_km2"].sum()),
-        **_regionwide(table, kept),
+        **_regionwide(table, kept, rho),
         "median_glacier_rate_pct_per_yr": _num(k["rate_pct_per_yr"].median()) if len(k) else None,
         "mean_glacier_rate_pct_per_yr": _num(k["rate_pct_per_yr"].mean()) if len(k) else None,
         "area_outline_total_km2": _num(table["area_inventory_km2"].sum()),
@@ -433,14 +452,22 @@ def regional_summary(table: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _sigma_sums(s: np.ndarray, m: np.ndarray) -> tuple[float, float]:
-    """(independent, correlated) sigma of a sum of glaciers: band sigmas s_i independent or all
-    aligned; the missed-ice sigmas m_i (one unknown share g) added up in both."""
-    return float(np.sqrt((s**2).sum() + m.sum() ** 2)), float(s.sum() + m.sum())
+def _band_sum(s: np.ndarray, rho: float) -> float:
+    """Sigma of a sum of errors with sigmas s_i, every pair correlated by rho:
+    sqrt((1 - rho) * sum s_i**2 + rho * (sum s_i)**2) (rho = 0: in quadrature; 1: added up)."""
+    return float(np.sqrt((1.0 - rho) * (s**2).sum() + rho * s.sum() ** 2))
 
 
-def _regionwide(table: pd.DataFrame, kept: np.ndarray) -> dict[str, Any]:
-    """Region-wide rate over all glaciers: kept ones measured, dropped ones at their class rate."""
+def _sigma_sums(s: np.ndarray, m: np.ndarray, rho: float) -> tuple[float, float, float]:
+    """(headline, independent, correlated) sigma of a sum of glaciers: band sigmas s_i correlated by
+    rho, independent or all aligned; the missed-ice sigmas m_i (one unknown share g) added up in all."""
+    return (float(math.hypot(_band_sum(s, rho), m.sum())), float(math.hypot(_band_sum(s, 0.0), m.sum())),
+            float(s.sum() + m.sum()))
+
+
+def _regionwide(table: pd.DataFrame, kept: np.ndarray, rho: float) -> dict[str, Any]:
+    """Region-wide rate over all glaciers: kept ones measured (band errors correlated by rho),
+    dropped ones at their class rate."""
     dt = table["dt_yr"].to_numpy(float)
     a_out = table["area_inventory_km2"].to_numpy(float)
     change = np.where(kept, table["change_km2"].to_numpy(float),
@@ -452,12 +479,16 @@ def _regionwide(table: pd.DataFrame, kept: np.ndarray) -> dict[str, Any]:
     m = table["sigma_missed_km2"].to_numpy(float)[kept]  # scaled from the kept glaciers to every glacier
     scale = denom / kept_weight if kept_weight > 0 else 0.0
     missed, missed_yr = m.sum() * scale, (m / dt[kept]).sum() * scale
+
+    def spread(e: np.ndarray) -> float:  # E of the module doc: kept band errors correlated, dropped not
+        return math.hypot(_band_sum(e[kept], rho), _band_sum(e[~kept], 0.0))
+
     return {
         "regionwide_rate_pct_per_yr": _num(100 * change.sum() / denom) if denom > 0 else None,
-        "regionwide_sigma_pct_per_yr": _num(100 * math.sqrt(((sigma * dt) ** 2).sum() + missed**2) / denom)
+        "regionwide_sigma_pct_per_yr": _num(100 * math.hypot(spread(sigma * dt), missed) / denom)
         if denom > 0 else None,
         "regionwide_change_km2_per_yr": _num((change / dt).sum()),
-        "regionwide_change_sigma_km2_per_yr": _num(math.sqrt((sigma**2).sum() + missed_yr**2)),
+        "regionwide_change_sigma_km2_per_yr": _num(math.hypot(spread(sigma), missed_yr)),
         "n_extrapolated": int(np.isfinite(table["extrapolated_rate_pct_per_yr"].to_numpy(float)).sum()),
     }
 

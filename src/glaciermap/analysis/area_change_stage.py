@@ -105,7 +105,8 @@ def area_change_stage(params: Params, areas: Path, out: Path, metrics: Path) -> 
     check_predictions_match_cubes(table, index, areas, params.data.cubes_dir, largest)
     truth_inputs = read_truth(params.data.raw_dir)
     made_by = read_provenance(areas.parent) or {"model": params.infer.model, "sensor_set": params.infer.sensor_set}
-    summary = {"model": made_by["model"], "sensor_set": made_by["sensor_set"], **regional_summary(table)}
+    summary = {"model": made_by["model"], "sensor_set": made_by["sensor_set"],
+               **regional_summary(table, params.area_change.band_correlation)}
     truth = truth_check(table, summary, truth_inputs) if truth_inputs is not None else None
     if truth is not None:
         summary["truth"] = truth
@@ -119,6 +120,7 @@ def area_change_stage(params: Params, areas: Path, out: Path, metrics: Path) -> 
     log_to_parent(params, summary["model"], summary["sensor_set"],
                   {"area_change_rate_pct_per_yr": summary["rate_pct_per_yr"], "area_change_n_kept": summary["n_kept"],
                    "area_change_rate_sigma_pct_per_yr": summary["rate_sigma_pct_per_yr"],
+                   "area_change_rate_sigma_independent_pct_per_yr": summary["rate_sigma_independent_pct_per_yr"],
                    "area_change_rate_sigma_correlated_pct_per_yr": summary["rate_sigma_correlated_pct_per_yr"],
                    "area_change_regionwide_rate_pct_per_yr": summary["regionwide_rate_pct_per_yr"],
                    "area_change_regionwide_sigma_pct_per_yr": summary["regionwide_sigma_pct_per_yr"],

@@ -27,3 +27,8 @@ class AreaChangeConfig(StrictModel):
     # of the glacier missed in both epochs); "uniform" = the share g of M0 gone by the recent epoch
     # is unknown, g ~ U(0, 1): change - M0 / 2 +- M0 / sqrt(12), rates relative to the outline area
     missed_ice: Literal["proportional", "uniform"] = "proportional"
+    # correlation of the glaciers' probability-band errors in the regional sigma (module
+    # glaciermap.analysis.area_change): 0 = independent, 1 = all aligned. The errors of one model share
+    # causes (the same tongues missed, the same fresh forefield over-mapped), so neither extreme is
+    # right; params.yaml uses the value fitted on the simulated validity regions (README)
+    band_correlation: float = Field(0.0, ge=0, le=1)

@@ -89,6 +89,41 @@ def test_pooled_statistics_without_sigmas_leaves_those_targets_unknown(validity)
     assert p["all_pass"] is None
 
 
+def _parts_row(name, est, true, independent, correlated, missed):
+    return {"name": name, "est_rate_pct_per_yr": est, "true_rate_pct_per_yr": true,
+            "sigma_band_independent_pct_per_yr": independent, "sigma_band_correlated_pct_per_yr": correlated,
+            "sigma_missed_pct_per_yr": missed}
+
+
+def test_band_correlation_fit_recovers_a_known_correlation(validity):
+    # 400 regions whose errors are drawn with the sigma their parts give at rho = 0.6
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(400):
+        ind = rng.uniform(0.05, 0.2)
+        cor, mis = ind * rng.uniform(1.5, 4.0), rng.uniform(0.0, 0.1)
+        sigma = np.sqrt(0.4 * ind**2 + 0.6 * cor**2 + mis**2)
+        rows.append(_parts_row(f"r{i}", -1.8 + rng.normal(0, sigma), -1.8, ind, cor, mis))
+    fit = validity.fit_band_correlation(rows)
+    assert fit["n_regions"] == 400 and abs(fit["rho"] - 0.6) <= 0.1
+    assert len(fit["leave_one_out"]) == 400 and 0.9 <= fit["leave_one_out_within_2sigma"] <= 1.0
+
+
+def test_band_correlation_fit_by_hand_and_leave_one_out(validity):
+    # parts I = 0.1, C = 0.3, M = 0: sigma(rho)**2 = 0.01 + 0.08 rho. With one error e each the
+    # likelihood peaks where sigma**2 = mean(e**2): errors 0.2, 0.2, 0.2 -> 0.04 -> rho = 0.375 (grid 0.38
+    # or 0.37); regions that sit at or above the correlated extreme call for rho = 1
+    rows = [_parts_row(n, -1.6, -1.8, 0.1, 0.3, 0.0) for n in "abc"]
+    fit = validity.fit_band_correlation(rows)
+    assert fit["rho"] == pytest.approx(0.375, abs=0.006)
+    loo = {x["name"]: x for x in fit["leave_one_out"]}
+    assert loo["a"]["z"] == pytest.approx(0.2 / np.sqrt(0.01 + 0.08 * loo["a"]["rho"]))
+    big = [_parts_row(n, -1.0, -1.8, 0.1, 0.3, 0.0) for n in "abc"]
+    assert validity.fit_band_correlation(big)["rho"] == 1.0
+    # too few regions with the parts (one lacks them): no fit
+    assert validity.fit_band_correlation(rows[:2] + [{**rows[2], "sigma_missed_pct_per_yr": None}]) is None
+
+
 def test_kept_glaciers_joins_the_table_with_the_truth(validity, tmp_path):
     table, truth = tmp_path / "area_change.csv", tmp_path / "rates.csv"
     table.write_text("glacier_id,rate_pct_per_yr,rate_sigma_pct_per_yr,kept\n"

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -69,6 +66,9 @@ def disk_footprint(root: Path) -> dict[str, int]:
 
 
 def main() -> None:
+    from machine import machine  # benchmarks/, beside this file (they import torch)
+    from run import bench_peak  # at torch's default threads, those the demo trained with
+
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--root", type=Path, default=Path("."))
     ap.add_argument("--start", type=float, help="demo start (epoch s); default: the content of .demo_start")
@@ -85,10 +85,11 @@ def main() -> None:
               "disk_scope": "this checkout's folders: the DVC cache and MLflow artifacts of every run since it "
                             "was cloned, not of the last demo alone",
               "method": "stage end = newest output's mtime; infer includes loading the fold models from "
-                        "the MLflow registry", "machine": {"platform": platform.platform(),
-                                                           "logical_cpus": os.cpu_count(),
-                                                           "date": datetime.now(timezone.utc).isoformat(),
-                                                           "loadavg_1_5_15": list(os.getloadavg())}}
+                        "the MLflow registry",
+              # training is most of the demo and runs at the cores' float32 peak: the same 2 cores
+              # measure 146-175 GFLOP/s with AVX2 (AMD EPYC, 2026-12-01) and 516 with AVX-512
+              # (2026-11-25), so a demo time means little without the peak it ran at
+              "machine": {**machine(), "peak_gflops": round(bench_peak(quick=True)["gflops_best"], 1)}}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

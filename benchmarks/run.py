@@ -626,9 +626,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes and few iterations (< 5 min, 2 cores)")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON results")
     ap.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma list of {', '.join(BENCHMARKS)}")
-    ap.add_argument("--readme", type=Path, default=HERE / "README.md")
+    ap.add_argument("--readme", type=Path, help="the markdown report (default: benchmarks/README.md for the "
+                                                "default --out, else <out>/README.md: a scratch run leaves it alone)")
     ap.add_argument("--readme-only", action="store_true", help="only rebuild the README from the JSON")
     args = ap.parse_args(argv)
+    if args.readme is None:
+        default_out = args.out.resolve() == (HERE / "results").resolve()
+        args.readme = HERE / "README.md" if default_out else args.out / "README.md"
     if args.readme_only:
         write_readme(args.out, args.readme)
         return 0

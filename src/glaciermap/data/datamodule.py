@@ -3,7 +3,8 @@
 Training patches are centred on random glacier pixels (Diaconu & Bamber 2023), optionally more
 often on debris-covered ice, on the outline's margin and on the ground around the glaciers
 (`patches.debris_centres`, `patches.margin_centres`, `patches.background_centres`), then flipped,
-rotated and optionally re-lit (`Photometric`); evaluation patches tile each cube on a regular
+rotated, optionally re-lit (`Photometric`) and stripped of one sensor group (`group_dropout`);
+evaluation patches tile each cube on a regular
 overlapping grid. Every sample carries a `valid` mask (no data, cloud and cloud shadow are
 invalid) so losses and metrics can ignore those pixels.
 """
@@ -164,13 +165,16 @@ class GlacierPatches(Dataset):
     `debris_centres`, `margin_centres` and `background_centres` of the samples, one of its
     debris-covered or margin pixels or of the ground off the ice (`CentrePools`): more of the patches
     then hold the surfaces and boundaries that are missed, and the terrain mistaken for ice.
-    Then `Photometric` re-lights it where that is on, and `augment` flips and rotates it.
+    Then `Photometric` re-lights it where that is on, `augment` flips and rotates it, and with
+    probability `group_dropout` one of its sensor groups (drawn uniformly) is set to 0, the training
+    mean: a model that maps forest with glacier-like coherence as ice has let one group decide.
     """
 
     def __init__(self, paths: list[Path], groups: dict[str, list[str]], stats: dict, size: int,
                  length: int, augment: bool = True, seed: int = 0, compact: bool = False, *,
                  debris_centres: float = 0.0, margin_centres: float = 0.0, margin_px: int = 16,
-                 background_centres: float = 0.0, illumination: float = 0.0, backscatter_db: float = 0.0):
+                 background_centres: float = 0.0, illumination: float = 0.0, backscatter_db: float = 0.0,
+                 group_dropout: float = 0.0):
         if not paths:
             raise ConfigError("no training cubes for this fold")
         self.paths, self.groups, self.size, self.length = paths, groups, size, length
@@ -179,6 +183,9 @@ class GlacierPatches(Dataset):
         self.cache = CubeCache(groups, stats)
         self.pools = CentrePools(margin_px)
         self.photometric = Photometric(groups, stats, illumination, backscatter_db)
+        edges = np.cumsum([0, *(len(bands) for bands in groups.values())])
+        self.group_slices = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+        self.group_dropout = group_dropout if len(self.group_slices) > 1 else 0.0
 
     def __len__(self) -> int:
         return self.length
@@ -210,6 +217,10 @@ class GlacierPatches(Dataset):
         affine = self.photometric.draw(gen) if self.photometric else None
         sample = crop(cube, self.groups, int(cy) - self.size // 2, int(cx) - self.size // 2, self.size, affine)
         sample = augment(sample, gen) if self.augment else sample
+        if self.group_dropout and float(torch.rand((1,), generator=gen)) < self.group_dropout:  # no draw when off
+            dropped = self.group_slices[int(torch.randint(len(self.group_slices), (1,), generator=gen))]
+            sample["image"] = sample["image"].clone()
+            sample["image"][dropped] = 0.0
         return compact(sample) if self.compact else sample
 
 
@@ -278,7 +289,8 @@ class GlacierDataModule(L.LightningDataModule):
                                             margin_centres=self.cfg.margin_centres, margin_px=self.cfg.margin_px,
                                             background_centres=self.cfg.background_centres,
                                             illumination=self.cfg.illumination,
-                                            backscatter_db=self.cfg.backscatter_db)
+                                            backscatter_db=self.cfg.backscatter_db,
+                                            group_dropout=self.cfg.group_dropout)
             self.val_set = GridPatches(self.paths(self.fold.val), self.groups, stats, self.cfg.size,
                                        self.cfg.eval_stride)
         if stage in (None, "test"):

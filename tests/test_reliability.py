@@ -717,7 +717,8 @@ def test_killed_inference_reuses_finished_rasters_and_redoes_bad_ones(infer_setu
     assert not (out / "provenance.json").exists()  # and what made them, after them
     for p in finished:  # every raster under its final name is complete
         row = cube_index[cube_index.path == f"{p.parent.name}/{p.stem}.nc"].iloc[0]
-        assert read_probability(p, read_cube(params.data.cubes_dir / row.path).grid) is not None
+        cube = read_cube(params.data.cubes_dir / row.path)
+        assert read_probability(p, cube.grid, valid=cube.mask_invalid == 0) is not None
     _truncate(finished[0], 0.3)  # e.g. a disk that filled up: must be recomputed, not trusted
     fakes.calls.clear()
     table = infer(params, "unet", "optical", out, progress=False)
@@ -763,6 +764,34 @@ def test_read_probability_rejects_damaged_rasters(damage, tmp_path):
     assert read_probability(path, grid) is None
 
 
+def test_unseen_pixels_are_nodata_and_a_raster_from_before_is_predicted_again(tmp_path):
+    """A raster written with a valid mask is NaN (the GeoTIFF's nodata) outside it in every band and is
+    read back against the same mask; one with values there (written before unseen pixels were NaN) or
+    NaN on a seen pixel is not trusted."""
+    from rasterio import Affine
+    from rasterio.crs import CRS
+
+    from glaciermap.data.raw import Grid
+    from glaciermap.inference.run import read_probability, write_probability
+
+    grid = Grid(CRS.from_epsg(32632), Affine(10, 0, 600000, 0, -10, 5100000), 60, 40)
+    prob = np.random.default_rng(0).random((40, 60)).astype(np.float32)
+    seen = np.ones((40, 60), bool)
+    seen[:, :15] = False  # beyond the scene edge
+    path = tmp_path / "G1.tif"
+    write_probability(path, prob, np.zeros_like(prob), grid, valid=seen)
+    with rasterio.open(path) as src:
+        assert np.isnan(src.nodata)
+        bands = src.read()
+    assert np.isnan(bands[:, ~seen]).all() and np.isfinite(bands[:, seen]).all()
+    got = read_probability(path, grid, valid=seen)
+    assert got is not None and np.array_equal(got[0][seen], prob[seen])
+    assert read_probability(path, grid) is None  # NaN is a damaged raster where no mask says it is unseen
+    assert read_probability(path, grid, valid=np.ones_like(seen)) is None  # NaN on a seen pixel
+    write_probability(path, prob, np.zeros_like(prob), grid)  # the old format: ~0.5 beyond the edge
+    assert read_probability(path, grid, valid=seen) is None
+
+
 def test_read_probability_rejects_a_raster_on_another_grid(tmp_path):
     from rasterio import Affine
     from rasterio.crs import CRS
@@ -800,9 +829,19 @@ def test_a_glacier_is_mapped_only_by_the_members_of_the_fold_that_held_it_out(in
     assert dict(zip(table.glacier_id, table.fold)) == {g: test_fold[g] for g in table.glacier_id}
     for _, r in cube_index.iterrows():
         cube = read_cube(params.data.cubes_dir / r.path)
-        prob, std = read_probability(tmp_path / "predictions" / r.epoch / f"{r.glacier_id}.tif", cube.grid)
-        np.testing.assert_allclose(prob, 0.2 + 0.6 * cube.mask_glacier, atol=1e-6)
-        np.testing.assert_allclose(std, 0.1, atol=1e-6)
+        seen = cube.mask_invalid == 0
+        prob, std = read_probability(tmp_path / "predictions" / r.epoch / f"{r.glacier_id}.tif", cube.grid,
+                                     valid=seen)
+        np.testing.assert_allclose(prob[seen], (0.2 + 0.6 * cube.mask_glacier)[seen], atol=1e-6)
+        np.testing.assert_allclose(std[seen], 0.1, atol=1e-6)
+        assert np.isnan(prob[~seen]).all() and np.isnan(std[~seen]).all()  # unseen: no statement
+    # the outlines are the visible p >= 0.5 pixels: their area is the table's, holes where unseen
+    long = pd.read_csv(tmp_path / "predictions" / "areas_long.csv", dtype={"glacier_id": str, "epoch": str})
+    outlines = gpd.read_file(tmp_path / "predictions" / "outlines.gpkg")
+    drawn = outlines.assign(km2=outlines.area / 1e6).set_index(["glacier_id", "epoch"]).km2
+    counted = long.set_index(["glacier_id", "epoch"]).pred_area_km2
+    assert (counted > 0).sum() == len(drawn) and np.allclose(drawn, counted[drawn.index], rtol=1e-6)
+    assert (long.masked_frac > 0).any()  # some of them had pixels to leave out
 
 
 def test_evaluate_scores_the_mean_probability_of_the_folds_members(infer_setup, folds, monkeypatch):

@@ -55,24 +55,33 @@ def raster_key(cube_file: Path, model_ids: list[str], *, stride: int, tta: bool)
     return h.hexdigest()
 
 
-def write_probability(path: Path, prob: np.ndarray, std: np.ndarray, grid: Grid, key: str | None = None) -> None:
+def write_probability(path: Path, prob: np.ndarray, std: np.ndarray, grid: Grid, key: str | None = None,
+                      valid: np.ndarray | None = None) -> None:
     """Probability, ensemble spread and pixel uncertainty ``sqrt(p * (1 - p))`` (the standard
     deviation of a Bernoulli pixel with probability p: 0 where the model is sure, 0.5 at p = 0.5)
-    as a 3-band float32 GeoTIFF, atomically, tagged with `key`."""
+    as a 3-band float32 GeoTIFF, atomically, tagged with `key`. Pixels outside `valid` (what the
+    model did not see: beyond the scene, cloud, shadow) are NaN, the GeoTIFF's nodata: the model's
+    ~0.5 there is no statement about the ground."""
     profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=len(PROBABILITY_BANDS),
-                   dtype="float32", crs=grid.crs, transform=grid.transform, compress="deflate")
+                   dtype="float32", crs=grid.crs, transform=grid.transform, compress="deflate", nodata=np.nan)
+    with np.errstate(invalid="ignore"):  # NaN where p is outside [0, 1]: read_probability rejects it
+        bands = np.stack([prob, std, np.sqrt(prob * (1 - prob))]).astype(np.float32)
+    if valid is not None:
+        bands[:, ~valid] = np.nan
     with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
-            with np.errstate(invalid="ignore"):  # NaN where p is outside [0, 1]: read_probability rejects it
-                dst.write(np.stack([prob, std, np.sqrt(prob * (1 - prob))]).astype(np.float32))
+            dst.write(bands)
             dst.descriptions = PROBABILITY_BANDS
             if key is not None:
                 dst.update_tags(**{KEY_TAG: key})
 
 
-def read_probability(path: Path, grid: Grid, key: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+def read_probability(path: Path, grid: Grid, key: str | None = None,
+                     valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """(probability, ensemble spread) of a previously written raster if it is complete (all
-    bands), on the right grid and (when `key` is given) predicted from the same inputs, else None."""
+    bands), on the right grid, (when `key` is given) predicted from the same inputs and (when
+    `valid` is given) NaN exactly outside it, else None. Without `valid` every value must be a
+    probability."""
     if not path.exists():
         return None
     try:
@@ -84,12 +93,16 @@ def read_probability(path: Path, grid: Grid, key: str | None = None) -> tuple[np
             prob, std = src.read([1, 2])
     except rasterio.errors.RasterioIOError:
         return None
-    return (prob, std) if is_probability(prob) else None
+    if valid is None:
+        return (prob, std) if is_probability(prob) else None
+    if valid.shape != prob.shape or not np.isnan(prob[~valid]).all():  # e.g. written before unseen pixels were NaN
+        return None
+    return (prob, std) if is_probability(prob[valid]) else None
 
 
 def is_probability(prob: np.ndarray) -> bool:
-    """Every value finite and in [0, 1]."""
-    return bool(np.isfinite(prob).all() and prob.min() >= 0 and prob.max() <= 1)
+    """Every value finite and in [0, 1] (an empty array too)."""
+    return bool(np.isfinite(prob).all() and (prob.size == 0 or (prob.min() >= 0 and prob.max() <= 1)))
 
 
 def polygons(mask: np.ndarray, grid: Grid) -> list:
@@ -114,11 +127,12 @@ def glacier_stats(prob: np.ndarray, cube) -> dict[str, float]:
             "debris_recall": glacier_debris_recall(pred, inside, cube.mask_debris, visible)}
 
 
-def map_glacier(item: dict, device, *, models: dict, params: Params, name: str, tta: bool,
-                grid: Grid | None = None) -> tuple[np.ndarray, np.ndarray]:
+def map_glacier(item: dict, device, *, models: dict, params: Params, name: str,
+                tta: bool) -> tuple[np.ndarray, np.ndarray]:
     """Predict one cube with the members of its fold (`item["fold"]`): p = mean of their
     probabilities, spread = their standard deviation (0 with one member); write the probability
-    raster, return (p, spread). Module-level, so DDP ranks can run it."""
+    raster (NaN where the cube is invalid, as `glacier_stats` leaves those pixels out), return
+    (p, spread) as written. Module-level, so DDP ranks can run it."""
     probs, _ = predict_members(models[item["fold"]], item["cube"], stride=params.patches.eval_stride,
                                batch_size=params.infer.batch_size or params.patches.batch_size, tta=tta,
                                device=device, precision=params.infer.precision)
@@ -127,9 +141,17 @@ def map_glacier(item: dict, device, *, models: dict, params: Params, name: str, 
             raise GlaciermapError(f"model {name}@{member_alias(item['fold'], seed)} predicted values outside [0, 1] "
                                   f"or NaN for glacier {item['glacier_id']}, epoch {item['epoch']}", path=item["cube"],
                                   hint="check the cube for extreme or NaN inputs and the model's weights")
-    prob, std = probs.mean(axis=0), probs.std(axis=0)
-    write_probability(item["raster"], prob, std, grid or read_cube(item["cube"]).grid, item["key"])
+    cube = read_cube(item["cube"])
+    seen = cube.mask_invalid == 0
+    prob, std = np.where(seen, probs.mean(axis=0), np.nan), np.where(seen, probs.std(axis=0), np.nan)
+    write_probability(item["raster"], prob, std, cube.grid, item["key"], valid=seen)
     return prob, std
+
+
+def cached_probability(item: dict, cube=None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The raster `map_glacier` wrote for this item, if it is still valid for its cube (`read_probability`)."""
+    cube = cube if cube is not None else read_cube(item["cube"])
+    return read_probability(item["raster"], cube.grid, item["key"], valid=cube.mask_invalid == 0)
 
 
 def warn_static_inputs(params: Params, sensor_set: str) -> list[str]:
@@ -165,15 +187,15 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, tta: bo
         items.append({"cube": params.data.cubes_dir / r.path, "raster": out_dir / r.epoch / f"{r.glacier_id}.tif",
                       "fold": fold, "key": key, "glacier_id": r.glacier_id, "epoch": r.epoch})
     if params.infer.devices != 1:  # the rasters on many devices (Lightning DDP), the tables below
-        stale = [it for it in items if read_probability(it["raster"], read_cube(it["cube"]).grid, it["key"]) is None]
+        stale = [it for it in items if cached_probability(it) is None]
         if not map_cubes(job, stale, accelerator=accelerator(params.infer.device), devices=params.infer.devices,
                          num_nodes=params.infer.num_nodes, strategy=params.infer.strategy, progress=progress):
             return pd.DataFrame()  # ddp: another rank's copy of this command; rank 0 writes the tables
     for (_, r), item in tqdm(zip(todo.iterrows(), items), total=len(todo), desc="infer", unit="cube",
                              disable=not progress):
         cube = read_cube(item["cube"])
-        cached = read_probability(item["raster"], cube.grid, item["key"])
-        prob, std = cached if cached is not None else job(item, resolve_device(params.infer.device), grid=cube.grid)
+        cached = cached_probability(item, cube)
+        prob, std = cached if cached is not None else job(item, resolve_device(params.infer.device))
         stats = glacier_stats(prob, cube)
         rows.append({"glacier_id": r.glacier_id, "epoch": r.epoch, "role": r.role, "year": r.year,
                      "fold": fold_of[r.glacier_id], "area_inventory_km2": r.area_km2, **stats})

@@ -362,12 +362,21 @@ def validity_lines(d: dict | None) -> list[str]:
             "| target | value | bound | pass |", "|---|---:|---|---|"]
     verdict = {True: "yes", False: "**no**", None: "–"}
     out += [f"| {t['what']} | {_f(t['value'])} | {t['target']} | {verdict[t['pass']]} |" for t in p["targets"]]
+    fit = p.get("band_correlation_fit")
+    if fit:
+        loo = ", ".join(f"{x['name']} {x['z']:+.2f} (ρ {x['rho']:.2f})" for x in fit["leave_one_out"])
+        out += ["", f"Band correlation the regional errors call for (maximum likelihood over {fit['n_regions']} "
+                    f"regions): ρ = {fit['rho']:.2f}. Each region with ρ fitted on the others, z = (est - true) / σ: "
+                    f"{loo}; within 2σ: {_pct(fit['leave_one_out_within_2sigma'])}."]
+    rhos = sorted({r.get("band_correlation") for r in d["regions"]} - {None})
+    sigma = (f"σ = band errors correlated by ρ = {', '.join(f'{x:g}' for x in rhos)} (area_change.band_correlation)"
+             if rhos and rhos != [0.0] else "σ = independent errors")
     s = d["regions"][0].get("settings", {}) if d["regions"] else {}
     m = d["machine"]
     out += ["", f"Settings ({d['mode']}): {s.get('folds')} folds x {s.get('max_epochs')} epochs of "
                 f"{s.get('samples_per_epoch')} patches, seeds {s.get('seeds') or 'params.yaml'}, "
                 f"{s.get('model')} on {s.get('sensor_set')}; true = the simulator's all-glacier rate; "
-                f"σ = independent errors. {d['method']}.", "",
+                f"{sigma}. {d['method']}.", "",
             f"*validity ({d['mode']}): {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m['platform']}, "
             f"torch {m['torch']}, jobs {m['jobs']}, {m['date']}, load average {m['loadavg_1_5_15']} at the end, "
             f"took {d['wall_s']:.0f} s*", ""]

@@ -25,7 +25,10 @@ Then it reads what the stages wrote and compares with the simulator's truth:
   and the mean test IoU over the folds (metrics/evaluate);
 - pooled over the regions (`pooled`): coverage over every region's kept glaciers, median and max
   |est - true| of the regional rate, the fraction of regions with |est - true| <= 2 sigma, the
-  largest regional sigma and region-wide error, each against the issue's target with pass / fail.
+  largest regional sigma and region-wide error, each against the issue's target with pass / fail;
+  and the correlation of the glaciers' band errors that the regional errors call for, fitted by
+  maximum likelihood with each region left out in turn (`band_correlation_fit`; params.yaml's
+  area_change.band_correlation comes from it).
 
 Keys the pipeline does not write yet (before the uncertainty work lands: sigma, region-wide rate)
 are null, and so are the figures and targets computed from them.

@@ -144,6 +144,7 @@ def test_registry_holds_each_fold_and_a_champion(repro):
 def test_inference_covers_every_glacier_and_outlines_match_rasters(repro):
     work, _ = repro
     import geopandas as gpd
+    import numpy as np
     import pandas as pd
     import rasterio
 
@@ -164,9 +165,13 @@ def test_inference_covers_every_glacier_and_outlines_match_rasters(repro):
         with rasterio.open(work / "products/predictions" / row.epoch / f"{row.glacier_id}.tif") as src:
             prob = src.read(1)
             assert src.descriptions == ("probability", "ensemble_std", "uncertainty")
-        assert 0 <= prob.min() and prob.max() <= 1
+        seen = cube.mask_invalid == 0
+        assert 0 <= prob[seen].min() and prob[seen].max() <= 1
+        assert np.isnan(prob[~seen]).all()  # no statement where the cube is invalid (nodata)
         raster_km2 = ((prob >= 0.5) & (cube.mask_glacier == 1)).sum() * cube.grid.res ** 2 / 1e6
         assert row.geometry.area / 1e6 == pytest.approx(raster_km2, rel=1e-6)
+        counted = long[(long.glacier_id == row.glacier_id) & (long.epoch == row.epoch)].pred_area_km2.item()
+        assert raster_km2 == pytest.approx(counted, rel=1e-6)  # the outline is the table's area
         checked += 1
     assert checked > 0 and len(long) == len(index)
 

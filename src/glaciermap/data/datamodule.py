@@ -4,9 +4,8 @@ Training patches are centred on random glacier pixels (Diaconu & Bamber 2023), o
 often on debris-covered ice, on the outline's margin and on the ground around the glaciers
 (`patches.debris_centres`, `patches.margin_centres`, `patches.background_centres`), then flipped,
 rotated, optionally re-lit (`Photometric`) and stripped of one sensor group (`group_dropout`);
-evaluation patches tile each cube on a regular
-overlapping grid. Every sample carries a `valid` mask (no data, cloud and cloud shadow are
-invalid) so losses and metrics can ignore those pixels.
+evaluation patches tile each cube on a regular overlapping grid. Every sample carries a `valid`
+mask (no data, cloud and cloud shadow are invalid) so losses and metrics can ignore those pixels.
 """
 
 from __future__ import annotations

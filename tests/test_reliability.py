@@ -765,7 +765,7 @@ def test_read_probability_rejects_damaged_rasters(damage, tmp_path):
 
 
 def test_unseen_pixels_are_nodata_and_a_raster_from_before_is_predicted_again(tmp_path):
-    """A raster written with a valid mask is NaN (the GeoTIFF's nodata) outside it in every band and is
+    """A raster whose p is NaN off the seen pixels is NaN (the GeoTIFF's nodata) there in every band and is
     read back against the same mask; one with values there (written before unseen pixels were NaN) or
     NaN on a seen pixel is not trusted."""
     from rasterio import Affine
@@ -779,7 +779,7 @@ def test_unseen_pixels_are_nodata_and_a_raster_from_before_is_predicted_again(tm
     seen = np.ones((40, 60), bool)
     seen[:, :15] = False  # beyond the scene edge
     path = tmp_path / "G1.tif"
-    write_probability(path, prob, np.zeros_like(prob), grid, valid=seen)
+    write_probability(path, np.where(seen, prob, np.nan), np.where(seen, 0.0, np.nan), grid)  # as map_glacier does
     with rasterio.open(path) as src:
         assert np.isnan(src.nodata)
         bands = src.read()

@@ -55,19 +55,15 @@ def raster_key(cube_file: Path, model_ids: list[str], *, stride: int, tta: bool)
     return h.hexdigest()
 
 
-def write_probability(path: Path, prob: np.ndarray, std: np.ndarray, grid: Grid, key: str | None = None,
-                      valid: np.ndarray | None = None) -> None:
+def write_probability(path: Path, prob: np.ndarray, std: np.ndarray, grid: Grid, key: str | None = None) -> None:
     """Probability, ensemble spread and pixel uncertainty ``sqrt(p * (1 - p))`` (the standard
     deviation of a Bernoulli pixel with probability p: 0 where the model is sure, 0.5 at p = 0.5)
-    as a 3-band float32 GeoTIFF, atomically, tagged with `key`. Pixels outside `valid` (what the
-    model did not see: beyond the scene, cloud, shadow) are NaN, the GeoTIFF's nodata: the model's
-    ~0.5 there is no statement about the ground."""
+    as a 3-band float32 GeoTIFF, atomically, tagged with `key`. NaN in p (the pixels `map_glacier`
+    leaves unseen) is NaN in every band, the GeoTIFF's nodata."""
     profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=len(PROBABILITY_BANDS),
                    dtype="float32", crs=grid.crs, transform=grid.transform, compress="deflate", nodata=np.nan)
     with np.errstate(invalid="ignore"):  # NaN where p is outside [0, 1]: read_probability rejects it
         bands = np.stack([prob, std, np.sqrt(prob * (1 - prob))]).astype(np.float32)
-    if valid is not None:
-        bands[:, ~valid] = np.nan
     with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(bands)
@@ -110,6 +106,12 @@ def polygons(mask: np.ndarray, grid: Grid) -> list:
     return [shape(g) for g, v in shapes(mask.astype(np.uint8), mask=mask, transform=grid.transform) if v == 1]
 
 
+def seen_pixels(cube) -> np.ndarray:
+    """(H, W) bool: the pixels the optical data saw (not `mask_invalid`: no data, beyond the scene,
+    cloud, shadow). Only these carry a probability in the rasters and count in the areas."""
+    return cube.mask_invalid == 0
+
+
 def glacier_stats(prob: np.ndarray, cube) -> dict[str, float]:
     """Inside the outline over visible pixels: predicted area (p >= 0.5) and its 1-sigma bounds
     ``pred_area_lo_km2`` (p >= P_LO = 0.8413) and ``pred_area_hi_km2`` (p >= P_HI = 0.1587);
@@ -117,7 +119,7 @@ def glacier_stats(prob: np.ndarray, cube) -> dict[str, float]:
     its debris-covered ice (NaN where the cube has no debris mask or no debris)."""
     px = cube.grid.res ** 2 / 1e6
     inside = cube.mask_glacier == 1
-    visible = inside & (cube.mask_invalid == 0)
+    visible = inside & seen_pixels(cube)
     pred = prob >= THRESHOLD
     return {"pred_area_km2": float((pred & visible).sum() * px),
             "pred_area_lo_km2": float(((prob >= P_LO) & visible).sum() * px),
@@ -127,12 +129,12 @@ def glacier_stats(prob: np.ndarray, cube) -> dict[str, float]:
             "debris_recall": glacier_debris_recall(pred, inside, cube.mask_debris, visible)}
 
 
-def map_glacier(item: dict, device, *, models: dict, params: Params, name: str,
-                tta: bool) -> tuple[np.ndarray, np.ndarray]:
+def map_glacier(item: dict, device, *, models: dict, params: Params, name: str, tta: bool,
+                cube=None) -> tuple[np.ndarray, np.ndarray]:
     """Predict one cube with the members of its fold (`item["fold"]`): p = mean of their
-    probabilities, spread = their standard deviation (0 with one member); write the probability
-    raster (NaN where the cube is invalid, as `glacier_stats` leaves those pixels out), return
-    (p, spread) as written. Module-level, so DDP ranks can run it."""
+    probabilities, spread = their standard deviation (0 with one member), both NaN off
+    `seen_pixels`; write the probability raster, return (p, spread) as written. `cube`: the item's
+    cube if the caller has read it. Module-level, so DDP ranks can run it."""
     probs, _ = predict_members(models[item["fold"]], item["cube"], stride=params.patches.eval_stride,
                                batch_size=params.infer.batch_size or params.patches.batch_size, tta=tta,
                                device=device, precision=params.infer.precision)
@@ -141,17 +143,17 @@ def map_glacier(item: dict, device, *, models: dict, params: Params, name: str,
             raise GlaciermapError(f"model {name}@{member_alias(item['fold'], seed)} predicted values outside [0, 1] "
                                   f"or NaN for glacier {item['glacier_id']}, epoch {item['epoch']}", path=item["cube"],
                                   hint="check the cube for extreme or NaN inputs and the model's weights")
-    cube = read_cube(item["cube"])
-    seen = cube.mask_invalid == 0
+    cube = cube if cube is not None else read_cube(item["cube"])
+    seen = seen_pixels(cube)
     prob, std = np.where(seen, probs.mean(axis=0), np.nan), np.where(seen, probs.std(axis=0), np.nan)
-    write_probability(item["raster"], prob, std, cube.grid, item["key"], valid=seen)
+    write_probability(item["raster"], prob, std, cube.grid, item["key"])
     return prob, std
 
 
 def cached_probability(item: dict, cube=None) -> tuple[np.ndarray, np.ndarray] | None:
     """The raster `map_glacier` wrote for this item, if it is still valid for its cube (`read_probability`)."""
     cube = cube if cube is not None else read_cube(item["cube"])
-    return read_probability(item["raster"], cube.grid, item["key"], valid=cube.mask_invalid == 0)
+    return read_probability(item["raster"], cube.grid, item["key"], valid=seen_pixels(cube))
 
 
 def warn_static_inputs(params: Params, sensor_set: str) -> list[str]:
@@ -195,7 +197,7 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, tta: bo
                              disable=not progress):
         cube = read_cube(item["cube"])
         cached = cached_probability(item, cube)
-        prob, std = cached if cached is not None else job(item, resolve_device(params.infer.device))
+        prob, std = cached if cached is not None else job(item, resolve_device(params.infer.device), cube=cube)
         stats = glacier_stats(prob, cube)
         rows.append({"glacier_id": r.glacier_id, "epoch": r.epoch, "role": r.role, "year": r.year,
                      "fold": fold_of[r.glacier_id], "area_inventory_km2": r.area_km2, **stats})

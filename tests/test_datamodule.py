@@ -455,26 +455,36 @@ def test_photometric_relights_optical_and_offsets_backscatter_only(folds, cubes_
 
 
 def test_group_dropout_zeroes_one_whole_sensor_group_of_a_share_of_the_patches(folds, cubes_dir):
-    """Same patches with and without group dropout: a dropped patch has exactly one of its groups
+    """Same patches with and without group dropout: a dropped patch marks exactly one of its groups
+    absent, so what the model sees (its input times the model's own channel mask) has that group
     (optical 6, sar 3 or dem 3 bands) all 0 and the rest unchanged; about the configured share of
-    patches is dropped, each group in turn; masks are untouched."""
+    patches is dropped, each group in turn; image and masks are untouched."""
+    from glaciermap.config.models import ModelConfig
+    from glaciermap.models.factory import build_model
+
     plain = _dm(cubes_dir, folds[0])
     drop = _dm(cubes_dir, folds[0], group_dropout=0.5)
     plain.setup("fit"), drop.setup("fit")
     groups = SENSORS.resolve("optical_sar_dem")
+    model = build_model(ModelConfig(name="unet", encoder="resnet18"), {g: len(b) for g, b in groups.items()})
+
+    def seen(sample):
+        return sample["image"] * model.channel_mask(sample["group_present"][None])[0].to(sample["image"].dtype)
+
     edges = np.cumsum([0, *(len(b) for b in groups.values())])
     dropped = []
     n = 60
     for i in range(n):
         a, b = plain.train_set[i], drop.train_set[i]
-        for key in ("target", "glacier", "valid"):
+        for key in ("image", "target", "glacier", "valid"):
             assert torch.equal(a[key], b[key])
-        changed = [g for g, lo, hi in zip(groups, edges[:-1], edges[1:])
-                   if not torch.equal(a["image"][lo:hi], b["image"][lo:hi])]
+        xa, xb = seen(a), seen(b)
+        changed = [g for g, lo, hi in zip(groups, edges[:-1], edges[1:]) if not torch.equal(xa[lo:hi], xb[lo:hi])]
         assert len(changed) <= 1
         if changed:
             g = list(groups).index(changed[0])
-            assert (b["image"][edges[g]:edges[g + 1]] == 0).all()
+            assert (xb[edges[g]:edges[g + 1]] == 0).all()
+            assert a["group_present"][g] and not b["group_present"][g]  # absent, as a missing sensor is
             dropped.append(changed[0])
     assert 0.3 * n <= len(dropped) <= 0.7 * n  # share 0.5 (a group already all 0 would not count)
     assert set(dropped) == set(groups)
@@ -487,7 +497,8 @@ def test_group_dropout_is_off_by_default_and_needs_two_groups(folds, cubes_dir):
     plain, one = _dm(cubes_dir, folds[0], "optical"), _dm(cubes_dir, folds[0], "optical", group_dropout=0.5)
     plain.setup("fit"), one.setup("fit")
     for i in range(5):  # a single group is never dropped: the patches are the same
-        assert torch.equal(plain.train_set[i]["image"], one.train_set[i]["image"])
+        for key in ("image", "group_present"):
+            assert torch.equal(plain.train_set[i][key], one.train_set[i][key])
 
 
 def test_photometric_is_off_by_default():

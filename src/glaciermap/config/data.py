@@ -152,8 +152,9 @@ class PatchesConfig(StrictModel):
     illumination: float = Field(0.0, ge=0, le=1)
     backscatter_db: float = Field(0.0, ge=0, le=10)
     # sensor-group dropout (modality dropout; GlacierPatches): with this probability a training patch
-    # loses one of its sensor groups, drawn uniformly, its bands set to 0 (the training mean, which is
-    # also what a NaN becomes), so that no group decides alone; 0 = off, no effect with one group.
+    # loses one of its sensor groups, drawn uniformly, marked absent as a missing sensor is (the models
+    # zero its channels: the training mean), so that no group decides alone; 0 = off, no effect with
+    # one group.
     # Measured worse on the demo and debris-heavy regions (README: tried and not adopted)
     group_dropout: float = Field(0.0, ge=0, lt=1)
     # training batches as float16 image + uint8 masks, restored on the device: auto = with CUDA

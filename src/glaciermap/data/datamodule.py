@@ -165,8 +165,9 @@ class GlacierPatches(Dataset):
     debris-covered or margin pixels or of the ground off the ice (`CentrePools`): more of the patches
     then hold the surfaces and boundaries that are missed, and the terrain mistaken for ice.
     Then `Photometric` re-lights it where that is on, `augment` flips and rotates it, and with
-    probability `group_dropout` one of its sensor groups (drawn uniformly) is set to 0, the training
-    mean: a model that maps forest with glacier-like coherence as ice has let one group decide.
+    probability `group_dropout` one of its sensor groups (drawn uniformly) is marked absent in
+    `group_present`, as a missing sensor is: the models zero its channels (GlaViTU's fusion also
+    skips it). A model that maps forest with glacier-like coherence as ice has let one group decide.
     """
 
     def __init__(self, paths: list[Path], groups: dict[str, list[str]], stats: dict, size: int,
@@ -182,9 +183,7 @@ class GlacierPatches(Dataset):
         self.cache = CubeCache(groups, stats)
         self.pools = CentrePools(margin_px)
         self.photometric = Photometric(groups, stats, illumination, backscatter_db)
-        edges = np.cumsum([0, *(len(bands) for bands in groups.values())])
-        self.group_slices = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-        self.group_dropout = group_dropout if len(self.group_slices) > 1 else 0.0
+        self.group_dropout = group_dropout if len(groups) > 1 else 0.0
 
     def __len__(self) -> int:
         return self.length
@@ -217,9 +216,7 @@ class GlacierPatches(Dataset):
         sample = crop(cube, self.groups, int(cy) - self.size // 2, int(cx) - self.size // 2, self.size, affine)
         sample = augment(sample, gen) if self.augment else sample
         if self.group_dropout and float(torch.rand((1,), generator=gen)) < self.group_dropout:  # no draw when off
-            dropped = self.group_slices[int(torch.randint(len(self.group_slices), (1,), generator=gen))]
-            sample["image"] = sample["image"].clone()
-            sample["image"][dropped] = 0.0
+            sample["group_present"][int(torch.randint(len(self.groups), (1,), generator=gen))] = False
         return compact(sample) if self.compact else sample
 
 

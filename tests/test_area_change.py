@@ -333,7 +333,7 @@ def test_regional_sigma_with_measured_band_correlation_lies_between_the_extremes
     df = table(row("A", a_out=10.0, p_inv=10.0, p_rec=9.0, y0=2000, y1=2010, s0=0.3, s1=0.4),
                row("B", a_out=10.0, p_inv=10.0, p_rec=8.0, y0=2000, y1=2020, s0=0.6, s1=0.8))
     t = area_change_table(df, NO_EXTREME)
-    s = regional_summary(t, band_correlation=0.6)
+    s = regional_summary(t, AreaChangeConfig(band_correlation=0.6))
     assert s["rate_sigma_pct_per_yr"] == pytest.approx(100 * math.sqrt(1.85) / 300)  # 0.45338
     assert s["band_correlation"] == 0.6
     assert s["rate_sigma_independent_pct_per_yr"] < s["rate_sigma_pct_per_yr"] < s["rate_sigma_correlated_pct_per_yr"]
@@ -347,19 +347,45 @@ def test_regional_sigma_with_measured_band_correlation_lies_between_the_extremes
     assert s["regionwide_sigma_pct_per_yr"] == pytest.approx(s["rate_sigma_pct_per_yr"])
     assert s["regionwide_change_sigma_km2_per_yr"] == pytest.approx(s["rate_sigma_km2_per_yr"])
     # the extremes: rho = 0 is the independent sigma, rho = 1 the aligned bands (missed ice 0 here)
-    assert regional_summary(t, 0.0)["rate_sigma_pct_per_yr"] == pytest.approx(s["rate_sigma_independent_pct_per_yr"])
-    assert regional_summary(t, 1.0)["rate_sigma_pct_per_yr"] == pytest.approx(s["rate_sigma_correlated_pct_per_yr"])
-    with pytest.raises(ValueError, match="band_correlation"):
-        regional_summary(t, 1.5)
-    with pytest.raises(ValidationError):
-        AreaChangeConfig(band_correlation=-0.1)
+    for rho, extreme in ((0.0, "independent"), (1.0, "correlated")):
+        at = regional_summary(t, AreaChangeConfig(band_correlation=rho))["rate_sigma_pct_per_yr"]
+        assert at == pytest.approx(s[f"rate_sigma_{extreme}_pct_per_yr"])
+    for bad in ({"band_correlation": -0.1}, {"band_correlation": 1.5}, {"sigma_scale": 0.0},
+                {"discrepancy_pct_per_yr": -0.1}):
+        with pytest.raises(ValidationError):
+            AreaChangeConfig(**bad)
+
+
+def test_sigma_scale_and_regional_discrepancy_by_hand():
+    # the same two glaciers, k = sigma_scale = 0.5, tau = discrepancy 0.3 %/yr, rho = 0:
+    # per glacier: A 0.5 km2 / 10 yr = 0.05 km2/yr -> 0.025, 0.25 %/yr of 10 km2; B likewise 0.025, 0.25
+    # regional: S = sqrt((0.5 * 100 * sqrt(1.25) / 300)**2 + 0.3**2) = sqrt(0.0347222 + 0.09) = 0.353160
+    # km2/yr: sqrt((0.5 * sqrt(2) * 0.05)**2 + (0.3 / 100 * 20)**2) = sqrt(0.00125 + 0.0036) = 0.069642
+    df = table(row("A", a_out=10.0, p_inv=10.0, p_rec=9.0, y0=2000, y1=2010, s0=0.3, s1=0.4),
+               row("B", a_out=10.0, p_inv=10.0, p_rec=8.0, y0=2000, y1=2020, s0=0.6, s1=0.8))
+    cfg = AreaChangeConfig(drop_extreme_frac=0.0, sigma_scale=0.5, discrepancy_pct_per_yr=0.3)
+    t = area_change_table(df, cfg).set_index("glacier_id")
+    assert t["rate_sigma_km2_per_yr"].tolist() == pytest.approx([0.025, 0.025])
+    assert t["rate_sigma_pct_per_yr"].tolist() == pytest.approx([0.25, 0.25])
+    assert t["sigma_change_band_km2"].tolist() == pytest.approx([0.5, 1.0])  # the bands themselves, unscaled
+    s = regional_summary(t.reset_index(), cfg)
+    assert s["rate_sigma_pct_per_yr"] == pytest.approx(0.353160, abs=1e-6)
+    assert s["rate_sigma_independent_pct_per_yr"] == s["rate_sigma_pct_per_yr"]
+    assert s["rate_sigma_correlated_pct_per_yr"] == pytest.approx(math.hypot(0.5 * 0.5, 0.3))
+    assert s["rate_sigma_km2_per_yr"] == pytest.approx(0.069642, abs=1e-6)
+    # the parts stay those of the bands (what the validity benchmark fits k, rho and tau from)
+    assert s["rate_sigma_band_independent_pct_per_yr"] == pytest.approx(100 * math.sqrt(1.25) / 300)
+    assert (s["sigma_scale"], s["band_correlation"], s["discrepancy_pct_per_yr"]) == (0.5, 0.0, 0.3)
+    # everything kept: the region-wide sigma is the same
+    assert s["regionwide_sigma_pct_per_yr"] == pytest.approx(s["rate_sigma_pct_per_yr"])
+    assert s["regionwide_change_sigma_km2_per_yr"] == pytest.approx(s["rate_sigma_km2_per_yr"])
 
 
 def test_regionwide_sigma_correlates_the_kept_bands_only():
     # K1, K2, K3 kept (band sigmas 0.005, 0.005, 0.05 km2/yr), D_mid and D_tiny extrapolated
     # (0.0106066, 0.00035355 km2/yr, independent: each glacier's scatter about its class rate)
     t = area_change_table(_classes_table().iloc[[0, 1, 2, 4, 5]], NO_EXTREME)
-    s = regional_summary(t, band_correlation=0.5)
+    s = regional_summary(t, AreaChangeConfig(band_correlation=0.5))
     kept, dropped = [0.005, 0.005, 0.05], [1.5 * math.sqrt(0.5) / 100, 0.05 * math.sqrt(0.5) / 100]
     var = 0.5 * sum(x**2 for x in kept) + 0.5 * sum(kept) ** 2 + sum(x**2 for x in dropped)
     assert s["regionwide_change_sigma_km2_per_yr"] == pytest.approx(math.sqrt(var))

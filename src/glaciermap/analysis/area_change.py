@@ -69,13 +69,13 @@ With ``uniform`` and M0 > 0 the change is ``A_recent - (A_inv + A_outline) / 2``
 moves M0 by as much the other way, so it reaches the change at half weight, w_inv = 1/2
 (w_inv = 1 with ``proportional`` or where M0 = 0).
 
-Rates (``dt = year_recent - year_inv``; the two epochs' errors independent)::
+Rates (``dt = year_recent - year_inv``; the two epochs' errors independent; ``k = sigma_scale``)::
 
     change_km2 = change
     s = sqrt((w_inv * sigma_inv)**2 + sigma_recent**2)                  -> sigma_change_band_km2
     rate_km2_per_yr = change / dt
     rate_pct_per_yr = 100 * rate_km2_per_yr / A_base
-    rate_sigma_km2_per_yr = sqrt(s**2 + sigma_missed**2) / dt
+    rate_sigma_km2_per_yr = k * sqrt(s**2 + sigma_missed**2) / dt
     rate_sigma_pct_per_yr = 100 * rate_sigma_km2_per_yr / A_base  (denominator uncertainty ignored)
     snr = |rate_km2_per_yr| / rate_sigma_km2_per_yr
 
@@ -93,20 +93,22 @@ names joined by "+", e.g. "small+low_recall")::
                            |rate_pct - median| (median over the same glaciers)
 
 Regional rate of the kept glaciers, and its sigma under the two extreme assumptions on how the
-glaciers' errors correlate and under the measured one, ``rho = band_correlation`` (``s_i``, the
+glaciers' errors correlate and under the chosen one, ``rho = band_correlation`` (``s_i``, the
 sigma of glacier i's change from its probability bands, ``sigma_change_band_km2`` above;
-``m_i = sigma_missed``; ``W = sum(A_base * dt)``)::
+``m_i = sigma_missed``; ``W = sum(A_base * dt)``; ``k = sigma_scale``; ``tau =
+discrepancy_pct_per_yr``, the region's error that no band shows)::
 
     rate_pct_per_yr = 100 * sum(change) / W
-    rate_sigma_independent_pct_per_yr = 100 * sqrt(sum s_i**2 + (sum m_i)**2) / W
-    rate_sigma_correlated_pct_per_yr  = 100 * (sum s_i + sum m_i)            / W
     B(rho) = sqrt((1 - rho) * sum s_i**2 + rho * (sum s_i)**2)    every pair of band errors
                                                                   correlated by rho
-    rate_sigma_pct_per_yr             = 100 * sqrt(B(rho)**2 + (sum m_i)**2) / W   (the headline)
+    S(x) = sqrt((100 * k * x / W)**2 + tau**2)
+    rate_sigma_independent_pct_per_yr = S(sqrt(B(0)**2 + (sum m_i)**2))
+    rate_sigma_correlated_pct_per_yr  = S(sum s_i + sum m_i)
+    rate_sigma_pct_per_yr             = S(sqrt(B(rho)**2 + (sum m_i)**2))        (the headline)
 
-and its parts ``rate_sigma_band_independent_pct_per_yr`` (100 * B(0) / W),
+and its parts before k and tau, ``rate_sigma_band_independent_pct_per_yr`` (100 * B(0) / W),
 ``rate_sigma_band_correlated_pct_per_yr`` (100 * B(1) / W) and ``rate_sigma_missed_pct_per_yr``
-(100 * sum m_i / W), from which the validity benchmark fits rho.
+(100 * sum m_i / W), from which the validity benchmark fits k, rho and tau.
 
 The rate equals ``100 * (sum A_recent - sum A_inv) / (sum A_inv * dt)`` (proportional) when all
 glaciers share ``dt``, and otherwise weights each glacier's change by its own time span; large
@@ -114,8 +116,10 @@ glaciers dominate, unlike the mean of per-glacier rates. Errors from scene to sc
 to glacier (clouds, shadows, the debris of one tongue) average out; the missed-ice share g is one
 unknown of the model and the region, so its terms add up in all three; errors one model makes on
 every glacier alike (tongues it misses, fresh forefield it maps as ice) do not average out, and
-the correlated sigma bounds that case. The headline sits between the two at the correlation
-measured on simulated regions (``band_correlation``, README; 0 gives the independent sigma).
+the correlated sigma bounds that case. Such errors are not in the bands at all where the model is
+confidently wrong; ``tau`` carries them. The three numbers come from simulated regions with known
+truth (README): ``k`` from the kept glaciers' true rates, ``rho`` and ``tau`` from the regions'
+true rates; the defaults (1, 0, 0) take the bands as they are.
 With ``proportional`` every m_i is 0.
 
 Area-class extrapolation. Classes of the outline area with edges
@@ -136,12 +140,14 @@ outline area ``A_out`` at the class rate)::
     c_i = change                      (kept)     c_i = A_out * r_c / 100 * dt   (dropped)
     w_i = A_base * dt                 (kept)     w_i = A_out * dt               (dropped)
     e_i = s_i / dt                    (kept)     e_i = A_out * sd_c / 100       (dropped)
-    M = sum_kept(m_i) * sum(w_i) / sum_kept(w_i)      (the missed-ice term, scaled to every glacier;
+    M = k * sum_kept(m_i) * sum(w_i) / sum_kept(w_i)  (the missed-ice term, scaled to every glacier;
                                                        M_yr likewise from m_i / dt)
-    E**2 = (1 - rho) * sum_kept (e_i * dt)**2 + rho * (sum_kept e_i * dt)**2 + sum_dropped (e_i * dt)**2
+    E**2 = k**2 * ((1 - rho) * sum_kept (e_i * dt)**2 + rho * (sum_kept e_i * dt)**2)
+           + sum_dropped (e_i * dt)**2
     regionwide_rate_pct_per_yr = 100 * sum(c_i) / sum(w_i)
-    regionwide_sigma_pct_per_yr = 100 * sqrt(E**2 + M**2) / sum(w_i)
-    regionwide_change_km2_per_yr = sum(c_i / dt),  its sigma sqrt(E_yr**2 + M_yr**2)  (E_yr: E of e_i)
+    regionwide_sigma_pct_per_yr = sqrt((100 * sqrt(E**2 + M**2) / sum(w_i))**2 + tau**2)
+    regionwide_change_km2_per_yr = sum(c_i / dt),  its sigma sqrt(E_yr**2 + M_yr**2 + T**2)
+                                   (E_yr: E of e_i; T = tau / 100 * sum(w_i / dt))
 
 Outputs are JSON-safe: NaN and inf become None in the summaries.
 """
@@ -312,7 +318,7 @@ def area_change_table(df: pd.DataFrame, cfg: AreaChangeConfig | None = None) -> 
         w_inv = np.where(uniform & (missed > 0), 0.5, 1.0)  # d change / d A_inv
         t["sigma_change_band_km2"] = band = np.hypot(w_inv * t["sigma_inv_km2"].to_numpy(),
                                                      t["sigma_recent_km2"].to_numpy())
-        rate_sigma = np.hypot(band, t["sigma_missed_km2"].to_numpy()) / dt
+        rate_sigma = cfg.sigma_scale * np.hypot(band, t["sigma_missed_km2"].to_numpy()) / dt
         rate_sigma_pct = np.where(base > 0, 100.0 * rate_sigma / base, np.nan)
         t["snr"] = np.abs(rate) / rate_sigma
     t["rate_km2_per_yr"] = rate
@@ -384,13 +390,14 @@ def _num(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def regional_summary(table: pd.DataFrame, band_correlation: float = 0.0) -> dict[str, Any]:
+def regional_summary(table: pd.DataFrame, cfg: AreaChangeConfig | None = None) -> dict[str, Any]:
     """Regional figures from :func:`area_change_table` (JSON-safe dict; formulas in the module doc).
 
     Kept glaciers: ``rate_pct_per_yr`` (summed areas, so large glaciers weigh more) with
     ``rate_sigma_independent_pct_per_yr`` and ``rate_sigma_correlated_pct_per_yr`` (headline
-    ``rate_sigma_pct_per_yr``: band errors correlated by `band_correlation`, 0 = the independent
-    one; None unless every kept glacier has a sigma) and the sigma's three parts,
+    ``rate_sigma_pct_per_yr``: band errors correlated by ``cfg.band_correlation``, scaled by
+    ``cfg.sigma_scale``, with ``cfg.discrepancy_pct_per_yr``; None unless every kept glacier has a
+    sigma), the three numbers and the sigma's three parts before them,
     ``rate_km2_per_yr`` (total area change per year) with its two sigmas; all glaciers:
     ``regionwide_rate_pct_per_yr``, ``regionwide_sigma_pct_per_yr``, ``regionwide_change_km2_per_yr``,
     ``regionwide_change_sigma_km2_per_yr``, ``n_extrapolated``; ``size_classes`` (the rows of
@@ -412,32 +419,37 @@ def regional_summary(table: pd.DataFrame, band_correlation: float = 0.0) -> dict
     dt = k["dt_yr"].to_numpy(float)
     s_change = k["sigma_change_band_km2"].to_numpy(float)  # NaN: unknown
     m_change = k["sigma_missed_km2"].to_numpy(float)
-    rho = float(band_correlation)
-    if not 0.0 <= rho <= 1.0:
-        raise ValueError(f"band_correlation must lie in [0, 1], not {rho}")
+    cfg = cfg or AreaChangeConfig()
+    rho, kappa, tau = cfg.band_correlation, cfg.sigma_scale, cfg.discrepancy_pct_per_yr
     headline, independent, correlated = _sigma_sums(s_change, m_change, rho)
     headline_yr, _, correlated_yr = _sigma_sums(s_change / dt, m_change / dt, rho)
     pct = 100.0 / denom if denom > 0 else float("nan")  # denom > 0: something kept
     some = 1.0 if len(k) else float("nan")  # empty sums are unknown, not 0
+    tau_yr = tau / 100.0 * float(k["area_base_km2"].sum())  # tau in km2/yr of the kept glaciers
+
+    def scaled(x: float, t: float) -> float:  # S(x) of the module doc
+        return math.hypot(kappa * x, t)
     a_inv_sum = float(k["area_inv_km2"].sum())
     return {
         "n_total": int(len(table)),
         "n_kept": int(len(k)),
         **{f"n_{c.removeprefix('flag_')}": int(table[c].sum()) for c in FLAG_COLUMNS},
         "rate_pct_per_yr": _num(rate_pct),
-        "rate_sigma_pct_per_yr": _num(pct * headline),
-        "rate_sigma_independent_pct_per_yr": _num(pct * independent),
-        "rate_sigma_correlated_pct_per_yr": _num(pct * correlated),
+        "rate_sigma_pct_per_yr": _num(scaled(pct * headline, tau)),
+        "rate_sigma_independent_pct_per_yr": _num(scaled(pct * independent, tau)),
+        "rate_sigma_correlated_pct_per_yr": _num(scaled(pct * correlated, tau)),
+        "sigma_scale": kappa,
         "band_correlation": rho,
+        "discrepancy_pct_per_yr": tau,
         "rate_sigma_band_independent_pct_per_yr": _num(pct * _band_sum(s_change, 0.0)),
         "rate_sigma_band_correlated_pct_per_yr": _num(pct * _band_sum(s_change, 1.0)),
         "rate_sigma_missed_pct_per_yr": _num(pct * m_change.sum()),
         "rate_km2_per_yr": _num(some * k["rate_km2_per_yr"].sum()),
-        "rate_sigma_km2_per_yr": _num(some * headline_yr),
-        "rate_sigma_correlated_km2_per_yr": _num(some * correlated_yr),
+        "rate_sigma_km2_per_yr": _num(some * scaled(headline_yr, tau_yr)),
+        "rate_sigma_correlated_km2_per_yr": _num(some * scaled(correlated_yr, tau_yr)),
         "missed_inv_kept_km2": _num(some * k["missed_inv_km2"].sum()),
         "missed_gone_kept_km2": _num(some * k["missed_gone_km2"].sum()),
-        **_regionwide(table, kept, rho),
+        **_regionwide(table, kept, cfg),
         "median_glacier_rate_pct_per_yr": _num(k["rate_pct_per_yr"].median()) if len(k) else None,
         "mean_glacier_rate_pct_per_yr": _num(k["rate_pct_per_yr"].mean()) if len(k) else None,
         "area_outline_total_km2": _num(table["area_inventory_km2"].sum()),
@@ -465,9 +477,10 @@ def _sigma_sums(s: np.ndarray, m: np.ndarray, rho: float) -> tuple[float, float,
             float(s.sum() + m.sum()))
 
 
-def _regionwide(table: pd.DataFrame, kept: np.ndarray, rho: float) -> dict[str, Any]:
-    """Region-wide rate over all glaciers: kept ones measured (band errors correlated by rho),
-    dropped ones at their class rate."""
+def _regionwide(table: pd.DataFrame, kept: np.ndarray, cfg: AreaChangeConfig) -> dict[str, Any]:
+    """Region-wide rate over all glaciers: kept ones measured (band errors correlated by rho and
+    scaled by k), dropped ones at their class rate; the regional discrepancy tau on top."""
+    rho, kappa, tau = cfg.band_correlation, cfg.sigma_scale, cfg.discrepancy_pct_per_yr
     dt = table["dt_yr"].to_numpy(float)
     a_out = table["area_inventory_km2"].to_numpy(float)
     change = np.where(kept, table["change_km2"].to_numpy(float),
@@ -478,17 +491,18 @@ def _regionwide(table: pd.DataFrame, kept: np.ndarray, rho: float) -> dict[str, 
     denom, kept_weight = weight.sum(), weight[kept].sum()
     m = table["sigma_missed_km2"].to_numpy(float)[kept]  # scaled from the kept glaciers to every glacier
     scale = denom / kept_weight if kept_weight > 0 else 0.0
-    missed, missed_yr = m.sum() * scale, (m / dt[kept]).sum() * scale
+    missed, missed_yr = kappa * m.sum() * scale, kappa * (m / dt[kept]).sum() * scale
+    tau_yr = tau / 100.0 * float((weight / dt).sum())
 
     def spread(e: np.ndarray) -> float:  # E of the module doc: kept band errors correlated, dropped not
-        return math.hypot(_band_sum(e[kept], rho), _band_sum(e[~kept], 0.0))
+        return math.hypot(kappa * _band_sum(e[kept], rho), _band_sum(e[~kept], 0.0))
 
     return {
         "regionwide_rate_pct_per_yr": _num(100 * change.sum() / denom) if denom > 0 else None,
-        "regionwide_sigma_pct_per_yr": _num(100 * math.hypot(spread(sigma * dt), missed) / denom)
+        "regionwide_sigma_pct_per_yr": _num(math.hypot(100 * math.hypot(spread(sigma * dt), missed) / denom, tau))
         if denom > 0 else None,
         "regionwide_change_km2_per_yr": _num((change / dt).sum()),
-        "regionwide_change_sigma_km2_per_yr": _num(math.hypot(spread(sigma), missed_yr)),
+        "regionwide_change_sigma_km2_per_yr": _num(math.hypot(spread(sigma), missed_yr, tau_yr)),
         "n_extrapolated": int(np.isfinite(table["extrapolated_rate_pct_per_yr"].to_numpy(float)).sum()),
     }
 

@@ -106,7 +106,7 @@ def area_change_stage(params: Params, areas: Path, out: Path, metrics: Path) -> 
     truth_inputs = read_truth(params.data.raw_dir)
     made_by = read_provenance(areas.parent) or {"model": params.infer.model, "sensor_set": params.infer.sensor_set}
     summary = {"model": made_by["model"], "sensor_set": made_by["sensor_set"],
-               **regional_summary(table, params.area_change.band_correlation)}
+               **regional_summary(table, params.area_change)}
     truth = truth_check(table, summary, truth_inputs) if truth_inputs is not None else None
     if truth is not None:
         summary["truth"] = truth

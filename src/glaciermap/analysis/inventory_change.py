@@ -110,7 +110,7 @@ def inventory_change(old: gpd.GeoDataFrame, new: gpd.GeoDataFrame,
         "pred_area_recent_km2": a_new[both].to_numpy(), "masked_frac_inv": 0.0, "masked_frac_recent": 0.0,
         "recall_test": 1.0})
     table = area_change_table(df, cfg)
-    summary = regional_summary(table, cfg.band_correlation if cfg is not None else 0.0)
+    summary = regional_summary(table, cfg)
     summary["only_in_old"] = sorted(set(a_old.index) - set(both))
     summary["only_in_new"] = sorted(set(a_new.index) - set(both))
     summary["area_crs"] = crs.srs

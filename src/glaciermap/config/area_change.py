@@ -27,8 +27,15 @@ class AreaChangeConfig(StrictModel):
     # of the glacier missed in both epochs); "uniform" = the share g of M0 gone by the recent epoch
     # is unknown, g ~ U(0, 1): change - M0 / 2 +- M0 / sqrt(12), rates relative to the outline area
     missed_ice: Literal["proportional", "uniform"] = "proportional"
-    # correlation of the glaciers' probability-band errors in the regional sigma (module
-    # glaciermap.analysis.area_change): 0 = independent, 1 = all aligned. The errors of one model share
-    # causes (the same tongues missed, the same fresh forefield over-mapped), so neither extreme is
-    # right; params.yaml uses the value fitted on the simulated validity regions (README)
+    # the uncertainty model's three numbers (module glaciermap.analysis.area_change), all fitted on the
+    # simulated validity regions (benchmarks/validity.py, README); the defaults take the bands as they are:
+    # sigma_scale multiplies every glacier's sigma from its bands and missed ice. The band between the
+    # p = 0.16 and 0.84 contours moves a glacier's whole boundary at once, which overstates one glacier's
+    # error; fitted on the true rates of the kept glaciers
+    sigma_scale: float = Field(1.0, gt=0)
+    # correlation of the glaciers' band errors in the regional sigma: 0 = independent, 1 = all aligned
     band_correlation: float = Field(0.0, ge=0, le=1)
+    # a regional error no glacier's band shows (%/yr, added in quadrature to the regional and region-wide
+    # sigma): errors one model makes on every glacier of a region alike (fresh forefield mapped as ice,
+    # the fate of the ice it misses) and which glaciers the filters keep; fitted on the regional errors
+    discrepancy_pct_per_yr: float = Field(0.0, ge=0)

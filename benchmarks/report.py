@@ -347,7 +347,7 @@ def validity_lines(d: dict | None) -> list[str]:
                        + " |" * 10 + f" {_f(r.get('wall_s'), 0)} |")
             continue
         out.append(
-            f"| {r['name']} | {r['seed']} | {_f(r['true_rate_pct_per_yr'])} | "
+            f"| {r['name']}{' (held out)' if r.get('held_out') else ''} | {r['seed']} | {_f(r['true_rate_pct_per_yr'])} | "
             f"{_pm(r['est_rate_pct_per_yr'], r['sigma_pct_per_yr'])} | {_f(_err(r, 'est_rate_pct_per_yr'))} | "
             f"{_f(r.get('sigma_correlated_pct_per_yr'))} | "
             f"{_pm(r['regionwide_rate_pct_per_yr'], r['regionwide_sigma_pct_per_yr'])} | "
@@ -362,15 +362,30 @@ def validity_lines(d: dict | None) -> list[str]:
             "| target | value | bound | pass |", "|---|---:|---|---|"]
     verdict = {True: "yes", False: "**no**", None: "–"}
     out += [f"| {t['what']} | {_f(t['value'])} | {t['target']} | {verdict[t['pass']]} |" for t in p["targets"]]
-    fit = p.get("band_correlation_fit")
+    fit = p.get("uncertainty_fit")
     if fit:
-        loo = ", ".join(f"{x['name']} {x['z']:+.2f} (ρ {x['rho']:.2f})" for x in fit["leave_one_out"])
-        out += ["", f"Band correlation the regional errors call for (maximum likelihood over {fit['n_regions']} "
-                    f"regions): ρ = {fit['rho']:.2f}. Each region with ρ fitted on the others, z = (est - true) / σ: "
-                    f"{loo}; within 2σ: {_pct(fit['leave_one_out_within_2sigma'])}."]
-    rhos = sorted({r.get("band_correlation") for r in d["regions"]} - {None})
-    sigma = (f"σ = band errors correlated by ρ = {', '.join(f'{x:g}' for x in rhos)} (area_change.band_correlation)"
-             if rhos and rhos != [0.0] else "σ = independent errors")
+        def tested(entries: list[dict]) -> str:
+            return ", ".join(f"{x['name']} {x['z']:+.2f}" for x in entries)
+
+        out += ["", f"Uncertainty model the errors call for (maximum likelihood over {fit['n_regions']} regions and "
+                    f"{fit['n_glaciers']} kept glaciers, held-out regions left out): sigma_scale k = "
+                    f"{fit['sigma_scale']:.2f}, band_correlation ρ = {fit['band_correlation']:.2f}, discrepancy τ = "
+                    f"{fit['discrepancy_pct_per_yr']:.3f} %/yr. Each region with the numbers fitted on the others, "
+                    f"z = (est - true) / σ: {tested(fit['leave_one_out'])}; within 2σ: "
+                    f"{_pct(fit['leave_one_out_within_2sigma'])}; its glaciers within 1σ / 2σ: "
+                    f"{_pct(fit['leave_one_out_glacier_cover_1sigma'])} / "
+                    f"{_pct(fit['leave_one_out_glacier_cover_2sigma'])}."]
+        if fit.get("held_out"):
+            out += ["", f"Held-out regions (fresh seeds, never fitted on), with the numbers above: "
+                        f"{tested(fit['held_out'])}; within 2σ: {_pct(fit['held_out_within_2sigma'])}; their "
+                        f"glaciers within 1σ / 2σ: {_pct(fit['held_out_glacier_cover_1sigma'])} / "
+                        f"{_pct(fit['held_out_glacier_cover_2sigma'])}."]
+    used = sorted({tuple(r.get(k) for k in ("sigma_scale", "band_correlation", "discrepancy_pct_per_yr"))
+                   for r in d["regions"] if "error" not in r and "skipped" not in r}, key=str)
+    sigma = "σ = " + "; ".join(
+        "the bands as they are" if u[0] in (None, 1.0) and not u[2] and not u[1] else
+        f"k = {u[0] if u[0] is not None else 1:g}, ρ = {u[1] or 0:g}, τ = {u[2] or 0:g} %/yr" for u in used) \
+        + " (area_change.sigma_scale, band_correlation, discrepancy_pct_per_yr)"
     s = d["regions"][0].get("settings", {}) if d["regions"] else {}
     m = d["machine"]
     out += ["", f"Settings ({d['mode']}): {s.get('folds')} folds x {s.get('max_epochs')} epochs of "

@@ -26,9 +26,10 @@ Then it reads what the stages wrote and compares with the simulator's truth:
 - pooled over the regions (`pooled`): coverage over every region's kept glaciers, median and max
   |est - true| of the regional rate, the fraction of regions with |est - true| <= 2 sigma, the
   largest regional sigma and region-wide error, each against the issue's target with pass / fail;
-  and the correlation of the glaciers' band errors that the regional errors call for, fitted by
-  maximum likelihood with each region left out in turn (`band_correlation_fit`; params.yaml's
-  area_change.band_correlation comes from it).
+  and the uncertainty model's three numbers (params.yaml's area_change.sigma_scale,
+  band_correlation and discrepancy_pct_per_yr come from it), fitted by maximum likelihood on the
+  regions that are not held out, with each region left out in turn and on the held-out regions
+  (`uncertainty_fit`).
 
 Keys the pipeline does not write yet (before the uncertainty work lands: sigma, region-wide rate)
 are null, and so are the figures and targets computed from them.
@@ -202,47 +203,107 @@ def _check(value: float | None, op: str, bound) -> bool | None:
     return bool(value >= bound) if op == ">=" else bool(value <= bound)
 
 
-#: the regional sigma's parts in a row (metrics/area_change.json rate_sigma_<part>_pct_per_yr)
+#: the regional sigma's parts in a row (metrics/area_change.json rate_sigma_<part>_pct_per_yr: before
+#: sigma_scale and the discrepancy)
 SIGMA_PARTS = ("band_independent", "band_correlated", "missed")
-#: the band correlations the fit tries
-RHO_GRID = np.round(np.linspace(0.0, 1.0, 101), 2)
+#: the band correlations and discrepancies (%/yr) the regional fit tries
+RHO_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
+TAU_GRID = np.round(np.arange(0.0, 0.5 + 1e-9, 0.005), 3)
 
 
-def _sigma_at(row: dict, rho: np.ndarray) -> np.ndarray | None:
-    """The row's regional sigma were its band errors correlated by rho (module doc of
-    glaciermap.analysis.area_change): sqrt((1 - rho) * I**2 + rho * C**2 + M**2) from its parts."""
-    parts = [_finite(row.get(f"sigma_{p}_pct_per_yr")) for p in SIGMA_PARTS]
-    if None in parts:
-        return None
+def _glacier_z(rows: list[dict]) -> np.ndarray:
+    """(est - true) / s of every kept glacier of the rows, s its sigma before the row's sigma_scale
+    (the bands' own; rows written before sigma_scale existed have 1)."""
+    z = []
+    for r in rows:
+        scale = _finite(r.get("sigma_scale")) or 1.0
+        for gl in r.get("kept_glaciers", []):
+            e, s, t = _finite(gl.get("est")), _finite(gl.get("sigma")), _finite(gl.get("true"))
+            if e is not None and s is not None and t is not None and s > 0:
+                z.append((e - t) / (s / scale))
+    return np.asarray(z, dtype=float)
+
+
+def _regional(rows: list[dict]) -> list[tuple[str, float, np.ndarray]]:
+    """(name, est - true, parts [I, C, M]) of the rows that have the sigma's parts."""
+    out = []
+    for r in rows:
+        parts = [_finite(r.get(f"sigma_{p}_pct_per_yr")) for p in SIGMA_PARTS]
+        est, true = _finite(r.get("est_rate_pct_per_yr")), _finite(r.get("true_rate_pct_per_yr"))
+        if None not in parts and est is not None and true is not None:
+            out.append((r["name"], est - true, np.asarray(parts)))
+    return out
+
+
+def regional_sigma(parts: np.ndarray, kappa: float, rho: np.ndarray | float, tau: np.ndarray | float):
+    """A region's sigma from its parts [I, C, M] (module doc of glaciermap.analysis.area_change):
+    sqrt(tau**2 + kappa**2 * ((1 - rho) * I**2 + rho * C**2 + M**2)); broadcasts over rho and tau."""
     i, c, m = parts
-    return np.sqrt((1 - rho) * i**2 + rho * c**2 + m**2)
+    return np.sqrt(tau**2 + kappa**2 * ((1 - rho) * i**2 + rho * c**2 + m**2))
 
 
-def fit_band_correlation(rows: list[dict]) -> dict[str, Any] | None:
-    """The glaciers' band-error correlation rho that makes the regional errors e = est - true most
-    likely under e ~ N(0, sigma(rho)**2), on a 0.01 grid over [0, 1]; and, to say how well that
-    predicts a region it was not fitted on, each region's rho fitted on the others (leave one out)
-    with its z = e / sigma(rho). None with fewer than 3 regions that have the sigma's parts.
+def _fit(glacier_z: np.ndarray, regions: list[tuple[str, float, np.ndarray]]) -> tuple[float, float, float]:
+    """(sigma_scale, band_correlation, discrepancy): the scale k that makes the kept glaciers' errors
+    most likely under e_i ~ N(0, (k s_i)**2), k = sqrt(mean z**2) (to 0.01); then (rho, tau) on their
+    grids that make the regional errors most likely under N(0, regional_sigma**2) at that k."""
+    kappa = round(float(np.sqrt(np.mean(glacier_z**2))), 2)
+    rho, tau = RHO_GRID[:, None], TAU_GRID[None, :]
+    nll = sum(np.log(regional_sigma(p, kappa, rho, tau)) + 0.5 * (e / regional_sigma(p, kappa, rho, tau)) ** 2
+              for _, e, p in regions)
+    i, j = np.unravel_index(int(np.argmin(nll)), nll.shape)
+    return kappa, float(RHO_GRID[i]), float(TAU_GRID[j])
 
-    sigma(rho) is the regional sigma of `_sigma_at`. The fit takes whatever the regions' errors
-    share (a tongue every glacier's model misses, the kept glaciers' selection) as correlation:
-    it calibrates the headline sigma on known truth, it does not explain it."""
-    use = [(r["name"], _sigma_at(r, RHO_GRID), r["est_rate_pct_per_yr"] - r["true_rate_pct_per_yr"]) for r in rows
-           if _finite(r.get("est_rate_pct_per_yr")) is not None and _finite(r.get("true_rate_pct_per_yr")) is not None]
-    use = [(n, sig, e) for n, sig, e in use if sig is not None and np.all(sig > 0)]
-    if len(use) < 3:
+
+def _cover(z: np.ndarray) -> dict[str, float | None]:
+    z = np.abs(z)
+    return {"cover_1sigma": float(np.mean(z <= 1)) if len(z) else None,
+            "cover_2sigma": float(np.mean(z <= 2)) if len(z) else None}
+
+
+def fit_uncertainty(rows: list[dict]) -> dict[str, Any] | None:
+    """The uncertainty model's three numbers (area_change.sigma_scale, band_correlation,
+    discrepancy_pct_per_yr) fitted on the regions that are not held out (`_fit`), and how well they
+    predict what they were not fitted on:
+
+    - `leave_one_out`: each fitted region with the numbers fitted on the others: its regional
+      z = (est - true) / sigma, and its kept glaciers' z pooled into `leave_one_out_glacier_cover_*`;
+    - `held_out`: the held-out regions (Region.held_out: seeds added after the fit) under the numbers
+      fitted on all the others, likewise.
+
+    The scale takes whatever the glaciers' errors share; the discrepancy takes what the regions'
+    errors hold beyond the bands (a forefield every glacier's model maps as ice, the kept glaciers'
+    selection): they calibrate the sigma on known truth, they do not explain it. None with fewer than
+    3 fitted regions that have glaciers with a sigma and the sigma's parts."""
+    fitted = [r for r in rows if not r.get("held_out") and len(_glacier_z([r])) and _regional([r])]
+    if len(fitted) < 3:
         return None
+    kappa, rho, tau = _fit(_glacier_z(fitted), _regional(fitted))
 
-    def nll(subset) -> np.ndarray:  # negative log-likelihood at every rho of the grid
-        return sum(np.log(sig) + 0.5 * (e / sig) ** 2 for _, sig, e in subset)
+    def scored(row: dict, k: float, b: float, t: float) -> tuple[dict[str, Any], np.ndarray]:
+        name, e, parts = _regional([row])[0]
+        z = _glacier_z([row]) / k
+        return {"name": name, "sigma_scale": k, "band_correlation": b, "discrepancy_pct_per_yr": t,
+                "sigma_pct_per_yr": float(regional_sigma(parts, k, b, t)),
+                "z": float(e / regional_sigma(parts, k, b, t)), **_cover(z)}, z
 
-    best = int(np.argmin(nll(use)))
-    loo = []
-    for name, sig, e in use:
-        j = int(np.argmin(nll([u for u in use if u[0] != name])))
-        loo.append({"name": name, "rho": float(RHO_GRID[j]), "sigma_pct_per_yr": float(sig[j]), "z": float(e / sig[j])})
-    return {"rho": float(RHO_GRID[best]), "n_regions": len(use), "leave_one_out": loo,
-            "leave_one_out_within_2sigma": float(np.mean([abs(x["z"]) <= 2 for x in loo]))}
+    loo, loo_z = [], []
+    for row in fitted:
+        others = [r for r in fitted if r is not row]
+        entry, z = scored(row, *_fit(_glacier_z(others), _regional(others)))
+        loo.append(entry)
+        loo_z.append(z)
+    held = [scored(r, kappa, rho, tau) for r in rows if r.get("held_out") and _regional([r])]
+    held_z = np.concatenate([z for _, z in held]) if held else np.array([])
+    return {
+        "sigma_scale": kappa, "band_correlation": rho, "discrepancy_pct_per_yr": tau,
+        "n_regions": len(fitted), "n_glaciers": int(len(_glacier_z(fitted))),
+        "leave_one_out": loo,
+        "leave_one_out_within_2sigma": float(np.mean([abs(x["z"]) <= 2 for x in loo])),
+        **{f"leave_one_out_glacier_{k}": v for k, v in _cover(np.concatenate(loo_z)).items()},
+        "held_out": [entry for entry, _ in held],
+        "held_out_within_2sigma": float(np.mean([abs(e["z"]) <= 2 for e, _ in held])) if held else None,
+        **{f"held_out_glacier_{k}": v for k, v in _cover(held_z).items()},
+    }
 
 
 def pooled_statistics(rows: list[dict]) -> dict[str, Any]:
@@ -254,8 +315,8 @@ def pooled_statistics(rows: list[dict]) -> dict[str, Any]:
       regions (with a sigma) where |e| <= 2 sigma, under the independent sigma and the fully
       correlated one; the largest sigma;
     - region-wide error |regionwide_rate - true_rate|: median and max;
-    - `band_correlation_fit`: the band correlation the regional errors call for
-      (:func:`fit_band_correlation`);
+    - `uncertainty_fit`: the uncertainty model's numbers the errors call for, tested on what they
+      were not fitted on (:func:`fit_uncertainty`);
     - `targets`: each figure against the issue's bound, pass True / False, or None when the
       figure could not be computed; `all_pass` is False if any fails, None if any is unknown.
     """
@@ -288,7 +349,7 @@ def pooled_statistics(rows: list[dict]) -> dict[str, Any]:
         "max_sigma_pct_per_yr": max(sigmas) if sigmas else None,
         "median_regionwide_abs_error_pct_per_yr": float(np.median(rw)) if rw else None,
         "max_regionwide_abs_error_pct_per_yr": max(rw) if rw else None,
-        "band_correlation_fit": fit_band_correlation(measured),
+        "uncertainty_fit": fit_uncertainty(measured),
     }
     out["targets"] = [{"key": key, "what": what, "value": out[key], "target": f"{op} {bound}",
                        "pass": _check(out[key], op, bound)} for key, op, bound, what in TARGETS]
@@ -405,7 +466,7 @@ def region_row(region: Region, work: Path, params: Params) -> dict[str, Any]:
         "est_rate_pct_per_yr": _finite(summary.get("rate_pct_per_yr")),
         "sigma_pct_per_yr": _finite(summary.get("rate_sigma_pct_per_yr")),
         "sigma_correlated_pct_per_yr": _finite(summary.get("rate_sigma_correlated_pct_per_yr")),
-        "band_correlation": _finite(summary.get("band_correlation")),
+        **{key: _finite(summary.get(key)) for key in ("sigma_scale", "band_correlation", "discrepancy_pct_per_yr")},
         **{f"sigma_{part}_pct_per_yr": _finite(summary.get(f"rate_sigma_{part}_pct_per_yr")) for part in SIGMA_PARTS},
         "regionwide_rate_pct_per_yr": _finite(summary.get("regionwide_rate_pct_per_yr")),
         "regionwide_sigma_pct_per_yr": _finite(summary.get("regionwide_sigma_pct_per_yr")),

@@ -89,39 +89,57 @@ def test_pooled_statistics_without_sigmas_leaves_those_targets_unknown(validity)
     assert p["all_pass"] is None
 
 
-def _parts_row(name, est, true, independent, correlated, missed):
+def _parts_row(name, est, true, independent, correlated, missed, glaciers=(), **extra):
     return {"name": name, "est_rate_pct_per_yr": est, "true_rate_pct_per_yr": true,
             "sigma_band_independent_pct_per_yr": independent, "sigma_band_correlated_pct_per_yr": correlated,
-            "sigma_missed_pct_per_yr": missed}
+            "sigma_missed_pct_per_yr": missed, "kept_glaciers": list(glaciers), **extra}
 
 
-def test_band_correlation_fit_recovers_a_known_correlation(validity):
-    # 400 regions whose errors are drawn with the sigma their parts give at rho = 0.6
+def test_uncertainty_fit_recovers_known_numbers(validity):
+    # 300 regions drawn from the model itself: glacier errors N(0, (0.6 s_i)**2), regional errors
+    # N(0, 0.12**2 + 0.6**2 (I**2 + M**2)) (rho = 0)
     rng = np.random.default_rng(3)
     rows = []
-    for i in range(400):
-        ind = rng.uniform(0.05, 0.2)
-        cor, mis = ind * rng.uniform(1.5, 4.0), rng.uniform(0.0, 0.1)
-        sigma = np.sqrt(0.4 * ind**2 + 0.6 * cor**2 + mis**2)
-        rows.append(_parts_row(f"r{i}", -1.8 + rng.normal(0, sigma), -1.8, ind, cor, mis))
-    fit = validity.fit_band_correlation(rows)
-    assert fit["n_regions"] == 400 and abs(fit["rho"] - 0.6) <= 0.1
-    assert len(fit["leave_one_out"]) == 400 and 0.9 <= fit["leave_one_out_within_2sigma"] <= 1.0
+    for i in range(300):
+        s = rng.uniform(0.2, 0.8, 10)
+        glaciers = [g(-2.0 + e, si, -2.0) for e, si in zip(rng.normal(0, 0.6 * s), s)]
+        ind, mis = rng.uniform(0.05, 0.2), rng.uniform(0.0, 0.1)
+        sigma = np.sqrt(0.12**2 + 0.36 * (ind**2 + mis**2))
+        rows.append(_parts_row(f"r{i}", -1.8 + rng.normal(0, sigma), -1.8, ind, 3 * ind, mis, glaciers))
+    fit = validity.fit_uncertainty(rows)
+    assert fit["n_regions"] == 300 and fit["n_glaciers"] == 3000
+    assert fit["sigma_scale"] == pytest.approx(0.6, abs=0.02)
+    assert fit["band_correlation"] <= 0.1 and fit["discrepancy_pct_per_yr"] == pytest.approx(0.12, abs=0.03)
+    assert 0.9 <= fit["leave_one_out_within_2sigma"] <= 1.0
+    assert fit["leave_one_out_glacier_cover_1sigma"] == pytest.approx(0.683, abs=0.03)
+    assert fit["held_out"] == [] and fit["held_out_within_2sigma"] is None
 
 
-def test_band_correlation_fit_by_hand_and_leave_one_out(validity):
-    # parts I = 0.1, C = 0.3, M = 0: sigma(rho)**2 = 0.01 + 0.08 rho. With one error e each the
-    # likelihood peaks where sigma**2 = mean(e**2): errors 0.2, 0.2, 0.2 -> 0.04 -> rho = 0.375 (grid 0.38
-    # or 0.37); regions that sit at or above the correlated extreme call for rho = 1
-    rows = [_parts_row(n, -1.6, -1.8, 0.1, 0.3, 0.0) for n in "abc"]
-    fit = validity.fit_band_correlation(rows)
-    assert fit["rho"] == pytest.approx(0.375, abs=0.006)
+def test_uncertainty_fit_by_hand_leave_one_out_and_held_out(validity):
+    # glaciers 0.3 and 0.6 band sigmas off: k = sqrt((0.09 + 0.36) / 2) = 0.474 -> 0.47. Parts I = C = 0.1,
+    # M = 0, errors 0.2: the likelihood peaks where tau**2 + 0.47**2 * 0.01 = 0.04, tau = 0.1944 (grid
+    # 0.195); rho cannot matter (the grid's first, 0)
+    glaciers = [g(-1.5, 0.2, -1.56), g(-1.0, 0.4, -0.76)]
+    rows = [_parts_row(n, -1.6, -1.8, 0.1, 0.1, 0.0, glaciers) for n in "ab"]
+    # a row written with sigma_scale 0.5 holds the scaled sigmas: the same band z
+    rows.append(_parts_row("c", -1.6, -1.8, 0.1, 0.1, 0.0, [g(-1.5, 0.1, -1.56), g(-1.0, 0.2, -0.76)],
+                           sigma_scale=0.5))
+    # held out: glacier z = 0.05 / (0.47 * 0.2) = 0.53 (covered) and 0.3 / 0.094 = 3.2 (not at 2 sigma)
+    held = _parts_row("h", -1.0, -1.8, 0.1, 0.1, 0.0, [g(-1.75, 0.2, -1.8), g(-1.5, 0.2, -1.8)], held_out=True)
+    fit = validity.fit_uncertainty([*rows, held])
+    assert (fit["sigma_scale"], fit["band_correlation"], fit["discrepancy_pct_per_yr"]) == (0.47, 0.0, 0.195)
+    assert fit["n_regions"] == 3 and fit["n_glaciers"] == 6  # the held-out region is not fitted on
+    sigma = np.sqrt(0.195**2 + 0.47**2 * 0.01)
     loo = {x["name"]: x for x in fit["leave_one_out"]}
-    assert loo["a"]["z"] == pytest.approx(0.2 / np.sqrt(0.01 + 0.08 * loo["a"]["rho"]))
-    big = [_parts_row(n, -1.0, -1.8, 0.1, 0.3, 0.0) for n in "abc"]
-    assert validity.fit_band_correlation(big)["rho"] == 1.0
-    # too few regions with the parts (one lacks them): no fit
-    assert validity.fit_band_correlation(rows[:2] + [{**rows[2], "sigma_missed_pct_per_yr": None}]) is None
+    assert loo["a"]["z"] == pytest.approx(0.2 / sigma) and fit["leave_one_out_within_2sigma"] == 1.0
+    # scaled glacier z 0.64 and 1.28: half within 1 sigma, all within 2
+    assert (loo["a"]["cover_1sigma"], loo["a"]["cover_2sigma"]) == (0.5, 1.0)
+    assert (fit["leave_one_out_glacier_cover_1sigma"], fit["leave_one_out_glacier_cover_2sigma"]) == (0.5, 1.0)
+    (h,) = fit["held_out"]
+    assert h["z"] == pytest.approx(0.8 / sigma) and fit["held_out_within_2sigma"] == 0.0
+    assert (h["cover_1sigma"], h["cover_2sigma"]) == (0.5, 0.5) and fit["held_out_glacier_cover_1sigma"] == 0.5
+    # too few fitted regions with the parts (one lacks them): no fit
+    assert validity.fit_uncertainty(rows[:2] + [{**rows[2], "sigma_missed_pct_per_yr": None}]) is None
 
 
 def test_kept_glaciers_joins_the_table_with_the_truth(validity, tmp_path):

@@ -429,6 +429,7 @@ def regional_summary(table: pd.DataFrame, cfg: AreaChangeConfig | None = None) -
 
     def scaled(x: float, t: float) -> float:  # S(x) of the module doc
         return math.hypot(kappa * x, t)
+
     a_inv_sum = float(k["area_inv_km2"].sum())
     return {
         "n_total": int(len(table)),

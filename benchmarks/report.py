@@ -347,7 +347,8 @@ def validity_lines(d: dict | None) -> list[str]:
                        + " |" * 10 + f" {_f(r.get('wall_s'), 0)} |")
             continue
         out.append(
-            f"| {r['name']}{' (held out)' if r.get('held_out') else ''} | {r['seed']} | {_f(r['true_rate_pct_per_yr'])} | "
+            f"| {r['name']}{' (held out)' if r.get('held_out') else ''} | {r['seed']} | "
+            f"{_f(r['true_rate_pct_per_yr'])} | "
             f"{_pm(r['est_rate_pct_per_yr'], r['sigma_pct_per_yr'])} | {_f(_err(r, 'est_rate_pct_per_yr'))} | "
             f"{_f(r.get('sigma_correlated_pct_per_yr'))} | "
             f"{_pm(r['regionwide_rate_pct_per_yr'], r['regionwide_sigma_pct_per_yr'])} | "
@@ -382,10 +383,9 @@ def validity_lines(d: dict | None) -> list[str]:
                         f"{_pct(fit['held_out_glacier_cover_2sigma'])}."]
     used = sorted({tuple(r.get(k) for k in ("sigma_scale", "band_correlation", "discrepancy_pct_per_yr"))
                    for r in d["regions"] if "error" not in r and "skipped" not in r}, key=str)
-    sigma = "σ = " + "; ".join(
-        "the bands as they are" if u[0] in (None, 1.0) and not u[2] and not u[1] else
-        f"k = {u[0] if u[0] is not None else 1:g}, ρ = {u[1] or 0:g}, τ = {u[2] or 0:g} %/yr" for u in used) \
-        + " (area_change.sigma_scale, band_correlation, discrepancy_pct_per_yr)"
+    sigma = ("σ = " + "; ".join(f"k = {1 if k is None else k:g}, ρ = {rho or 0:g}, τ = {tau or 0:g} %/yr"
+                                 for k, rho, tau in used)
+             + " (area_change.sigma_scale, band_correlation, discrepancy_pct_per_yr)")
     s = d["regions"][0].get("settings", {}) if d["regions"] else {}
     m = d["machine"]
     out += ["", f"Settings ({d['mode']}): {s.get('folds')} folds x {s.get('max_epochs')} epochs of "

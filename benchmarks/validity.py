@@ -248,8 +248,10 @@ def _fit(glacier_z: np.ndarray, regions: list[tuple[str, float, np.ndarray]]) ->
     grids that make the regional errors most likely under N(0, regional_sigma**2) at that k."""
     kappa = round(float(np.sqrt(np.mean(glacier_z**2))), 2)
     rho, tau = RHO_GRID[:, None], TAU_GRID[None, :]
-    nll = sum(np.log(regional_sigma(p, kappa, rho, tau)) + 0.5 * (e / regional_sigma(p, kappa, rho, tau)) ** 2
-              for _, e, p in regions)
+    nll = 0.0
+    for _, e, parts in regions:
+        sigma = regional_sigma(parts, kappa, rho, tau)
+        nll = nll + np.log(sigma) + 0.5 * (e / sigma) ** 2
     i, j = np.unravel_index(int(np.argmin(nll)), nll.shape)
     return kappa, float(RHO_GRID[i]), float(TAU_GRID[j])
 
@@ -281,10 +283,9 @@ def fit_uncertainty(rows: list[dict]) -> dict[str, Any] | None:
 
     def scored(row: dict, k: float, b: float, t: float) -> tuple[dict[str, Any], np.ndarray]:
         name, e, parts = _regional([row])[0]
-        z = _glacier_z([row]) / k
+        z, sigma = _glacier_z([row]) / k, float(regional_sigma(parts, k, b, t))
         return {"name": name, "sigma_scale": k, "band_correlation": b, "discrepancy_pct_per_yr": t,
-                "sigma_pct_per_yr": float(regional_sigma(parts, k, b, t)),
-                "z": float(e / regional_sigma(parts, k, b, t)), **_cover(z)}, z
+                "sigma_pct_per_yr": sigma, "z": e / sigma, **_cover(z)}, z
 
     loo, loo_z = [], []
     for row in fitted:
@@ -462,6 +463,7 @@ def region_row(region: Region, work: Path, params: Params) -> dict[str, Any]:
     glaciers = kept_glaciers(work / "products" / "area_change" / "area_change.csv", raw / "truth" / "rates.csv")
     cover = glacier_coverage(glaciers)
     return {
+        "held_out": region.held_out,
         "true_rate_pct_per_yr": _finite(true_rate),
         "est_rate_pct_per_yr": _finite(summary.get("rate_pct_per_yr")),
         "sigma_pct_per_yr": _finite(summary.get("rate_sigma_pct_per_yr")),
@@ -601,7 +603,7 @@ def run_region(region: Region, settings: Settings, work_root: Path, position: in
     The row holds `error` (a stage failed) instead of the figures when the region could not be
     measured; the other regions go on either way. Absent inputs are `missing_input`'s, before any run.
     """
-    head = {"name": region.name, "seed": region.seed, "regime": region.regime, "held_out": region.held_out}
+    head = {"name": region.name, "seed": region.seed, "regime": region.regime}
     work = work_root / region.name
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -25,6 +25,10 @@ class DataConfig(StrictModel):
     crs: str = "auto"  # metric CRS of the cubes; "auto" = UTM zone of the region's centre
     resolution_m: float = Field(10.0, gt=0)
     buffer_m: float = Field(1280.0, ge=0)
+    # context tiles (glaciermap.data.context): the region beyond the glacier cubes cut into squares of
+    # this side, their pixels inside any glacier cube masked, for training patches of the ground far
+    # from the ice (`patches.context_centres`); 0 = none
+    context_tile_m: float = Field(0.0, ge=0)
     max_scene_cloud_fraction: float = Field(0.98, gt=0, le=1)  # above: scene rejected as all-cloud
     workers: int = Field(1, ge=1)  # processes building cubes in parallel
     # each glacier is mapped from its epoch's clearest acquisition (DL4GAM); with fill_gaps, the
@@ -146,6 +150,9 @@ class PatchesConfig(StrictModel):
     margin_centres: float = Field(0.0, ge=0, le=1)
     margin_px: int = Field(16, ge=1)
     background_centres: float = Field(0.0, ge=0, le=1)
+    # and this share on the ground of a context tile (the region beyond every glacier cube, written by
+    # ingest with data.context_tile_m > 0): terrain that lies nowhere near the training glaciers
+    context_centres: float = Field(0.0, ge=0, le=1)
     # photometric augmentation of training patches (`Photometric`; 0 = off): each patch's optical
     # bands times exp(U(-illumination, illumination)), its SAR backscatter (dB) plus
     # U(-backscatter_db, backscatter_db); coherence, DEM and dh/dt unchanged
@@ -162,9 +169,10 @@ class PatchesConfig(StrictModel):
 
     @model_validator(mode="after")
     def _centre_shares(self) -> "PatchesConfig":
-        if self.debris_centres + self.margin_centres + self.background_centres > 1:
-            raise ValueError(f"debris_centres + margin_centres + background_centres must be at most 1, got "
-                             f"{self.debris_centres} + {self.margin_centres} + {self.background_centres}")
+        shares = (self.debris_centres, self.margin_centres, self.background_centres, self.context_centres)
+        if sum(shares) > 1:
+            raise ValueError("debris_centres + margin_centres + background_centres + context_centres must be at "
+                             f"most 1, got {' + '.join(str(s) for s in shares)}")
         return self
 
     @field_validator("size")

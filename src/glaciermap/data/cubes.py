@@ -21,6 +21,9 @@ INDEX_FILE = "index.csv"
 #: what ingest left out, one row each: glacier_id (empty for an acquisition), scene, reason
 SKIPPED_FILE = "skipped.csv"
 SKIPPED_COLUMNS = ("glacier_id", "scene", "reason")
+#: the context tiles (glaciermap.data.context), one row each: tile_id, epoch, path, scene, usable_fraction
+CONTEXT_FILE = "context.csv"
+CONTEXT_COLUMNS = ("tile_id", "epoch", "path", "scene", "usable_fraction")
 #: optional mask of pixels without a usable DEM value (invalid where a sensor set uses the dem group)
 DEM_VOID = "mask_dem_void"
 #: optional surface layer: 1 on debris-covered ice, 0 elsewhere (on a glacier: clean ice, snow or firn),
@@ -202,3 +205,16 @@ def read_index(cubes_dir: str | Path) -> pd.DataFrame:
     if "group" not in index.columns:  # an index written before glacier groups: each glacier its own
         index.insert(1, "group", index["glacier_id"])
     return index
+
+
+def read_context(cubes_dir: str | Path) -> pd.DataFrame:
+    """The context tiles of a cube folder (`CONTEXT_COLUMNS`); empty when ingest wrote none
+    (`data.context_tile_m: 0`, a dataset adapter, cubes from before context tiles)."""
+    path = Path(cubes_dir) / CONTEXT_FILE
+    if not path.exists():
+        return pd.DataFrame(columns=list(CONTEXT_COLUMNS))
+    try:
+        return pd.read_csv(path, dtype={"tile_id": str, "epoch": str, "scene": str})
+    except ValueError as err:
+        raise InputDataError(f"cannot read the context tile list (empty or corrupt): {err}", path=path,
+                             hint="re-run `glaciermap ingest`") from None

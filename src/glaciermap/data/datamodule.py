@@ -1,8 +1,9 @@
 """Patches for training and evaluation, served by a LightningDataModule.
 
 Training patches are centred on random glacier pixels (Diaconu & Bamber 2023), optionally more
-often on debris-covered ice, on the outline's margin and on the ground around the glaciers
-(`patches.debris_centres`, `patches.margin_centres`, `patches.background_centres`), then flipped,
+often on debris-covered ice, on the outline's margin, on the ground around the glaciers and on the
+ground of the context tiles beyond every glacier cube (`patches.debris_centres`, `margin_centres`,
+`background_centres`, `context_centres`), then flipped,
 rotated, optionally re-lit (`Photometric`) and stripped of one sensor group (`group_dropout`);
 evaluation patches tile each cube on a regular overlapping grid. Every sample carries a `valid`
 mask (no data, cloud and cloud shadow are invalid) so losses and metrics can ignore those pixels.
@@ -21,7 +22,7 @@ from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from glaciermap.config import PatchesConfig
-from glaciermap.data.cubes import read_index
+from glaciermap.data.cubes import read_context, read_index
 from glaciermap.data.folds import Fold
 from glaciermap.device import loader_workers
 from glaciermap.data.windows import PreparedCube, band_stats, crop, prepare_cube, window_starts
@@ -163,7 +164,9 @@ class GlacierPatches(Dataset):
     The centre is one of the glacier's pixels (Diaconu & Bamber 2023), or, for the shares
     `debris_centres`, `margin_centres` and `background_centres` of the samples, one of its
     debris-covered or margin pixels or of the ground off the ice (`CentrePools`): more of the patches
-    then hold the surfaces and boundaries that are missed, and the terrain mistaken for ice.
+    then hold the surfaces and boundaries that are missed, and the terrain mistaken for ice. For the
+    share `context_centres` the centre is the valid ground of a random context tile
+    (`context_paths`, glaciermap.data.context): terrain no glacier cube reaches.
     Then `Photometric` re-lights it where that is on, `augment` flips and rotates it, and with
     probability `group_dropout` one of its sensor groups (drawn uniformly) is marked absent in
     `group_present`, as a missing sensor is: the models zero its channels (GlaViTU's fusion also
@@ -174,12 +177,18 @@ class GlacierPatches(Dataset):
                  length: int, augment: bool = True, seed: int = 0, compact: bool = False, *,
                  debris_centres: float = 0.0, margin_centres: float = 0.0, margin_px: int = 16,
                  background_centres: float = 0.0, illumination: float = 0.0, backscatter_db: float = 0.0,
-                 group_dropout: float = 0.0):
+                 group_dropout: float = 0.0, context_centres: float = 0.0, context_paths: list[Path] = ()):
         if not paths:
             raise ConfigError("no training cubes for this fold")
+        if context_centres and not context_paths:
+            raise ConfigError(f"patches.context_centres is {context_centres} but the cubes hold no context tiles",
+                              hint="set data.context_tile_m (e.g. 2560) and re-run `glaciermap ingest` (raw "
+                                   "regions only), or set patches.context_centres: 0")
         self.paths, self.groups, self.size, self.length = paths, groups, size, length
         self.augment, self.seed, self.compact = augment, seed, compact
-        self.shares = (("debris", debris_centres), ("margin", margin_centres), ("background", background_centres))
+        self.shares = (("debris", debris_centres), ("margin", margin_centres), ("background", background_centres),
+                       ("context", context_centres))
+        self.context_paths = list(context_paths)
         self.cache = CubeCache(groups, stats)
         self.pools = CentrePools(margin_px)
         self.photometric = Photometric(groups, stats, illumination, backscatter_db)
@@ -189,7 +198,7 @@ class GlacierPatches(Dataset):
         return self.length
 
     def centre_kind(self, gen: torch.Generator) -> str:
-        """glacier, debris, margin or background, with the configured shares (no draw when all are 0:
+        """glacier, debris, margin, background or context, with the configured shares (no draw when all are 0:
         the default samples exactly the patches it always has)."""
         if not any(share for _, share in self.shares):
             return "glacier"
@@ -205,8 +214,11 @@ class GlacierPatches(Dataset):
         epoch, i = divmod(int(key), self.length)
         gen = torch.Generator().manual_seed(hash((self.seed, epoch, i)) % 2**63)
         path = self.paths[int(torch.randint(len(self.paths), (1,), generator=gen))]
-        cube = self.cache[path]
         kind = self.centre_kind(gen)
+        if kind == "context":  # the ground of a context tile (no draw unless context_centres > 0)
+            path = self.context_paths[int(torch.randint(len(self.context_paths), (1,), generator=gen))]
+            kind = "background"
+        cube = self.cache[path]
         pool = self.pools(path, cube, kind)
         if len(pool):
             cy, cx = pool[int(torch.randint(len(pool), (1,), generator=gen))]
@@ -276,6 +288,10 @@ class GlacierDataModule(L.LightningDataModule):
         rows = self.index[(self.index["role"] == role) & self.index["glacier_id"].isin(glacier_ids)]
         return [self.cubes_dir / p for p in rows["path"]]
 
+    def context_paths(self) -> list[Path]:
+        """Every context tile's cube (all folds train on all: no tile holds a glacier cube's pixel)."""
+        return [self.cubes_dir / p for p in read_context(self.cubes_dir)["path"]]
+
     def setup(self, stage: str | None = None) -> None:
         stats = self.fold.stats
         if stage in (None, "fit"):
@@ -286,7 +302,9 @@ class GlacierDataModule(L.LightningDataModule):
                                             background_centres=self.cfg.background_centres,
                                             illumination=self.cfg.illumination,
                                             backscatter_db=self.cfg.backscatter_db,
-                                            group_dropout=self.cfg.group_dropout)
+                                            group_dropout=self.cfg.group_dropout,
+                                            context_centres=self.cfg.context_centres,
+                                            context_paths=self.context_paths() if self.cfg.context_centres else [])
             self.val_set = GridPatches(self.paths(self.fold.val), self.groups, stats, self.cfg.size,
                                        self.cfg.eval_stride)
         if stage in (None, "test"):

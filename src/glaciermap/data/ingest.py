@@ -1,7 +1,9 @@
 """Raw region -> one cube per glacier and epoch, every sensor on one 10 m UTM grid.
 
 Each cube reads only the window of each raster it needs (rasterio WarpedVRT), so memory is
-bounded by the size of one glacier's cube however large the scenes are.
+bounded by the size of one glacier's cube however large the scenes are. With
+`data.context_tile_m`, the region beyond the glacier cubes is cut into context tiles as well
+(glaciermap.data.context), listed in context.csv.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -22,12 +24,14 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.features import rasterize
+from shapely import intersection_all, unary_union
 from shapely.geometry import box
 from tqdm.auto import tqdm
 
 from glaciermap.config import DataConfig, SensorsConfig
-from glaciermap.data.cubes import (DEBRIS_UNKNOWN, INDEX_FILE, SKIPPED_COLUMNS, SKIPPED_FILE, Cube,
-                                   glacier_location, index_row, write_cube)
+from glaciermap.data.context import MIN_OUTSIDE_FRACTION, context_grids
+from glaciermap.data.cubes import (CONTEXT_COLUMNS, CONTEXT_FILE, DEBRIS_UNKNOWN, INDEX_FILE, SKIPPED_COLUMNS,
+                                   SKIPPED_FILE, Cube, glacier_location, index_row, write_cube)
 from glaciermap.data.dates import decimal_year
 from glaciermap.data.dem import check_dem_file, fill_voids, read_dem_on_grid
 from glaciermap.data.dhdt import dhdt_band, read_dhdt_on_grid, require_dhdt
@@ -298,6 +302,20 @@ def dem_features(region: Region, grid: Grid, names: list[str], policy: str) -> t
             {"found": got.n_void_src, "filled": got.n_filled_src})
 
 
+def static_layers(region: Region, sensors: SensorsConfig, cfg: DataConfig, grid: Grid):
+    """(dem, DEM void counts, dhdt) of a grid, as `build_cube` takes them: dem = (feature bands,
+    void mask) or None without a dem group; dhdt likewise, None without a dhdt group or map."""
+    dem, voids = None, {}
+    if "dem" in sensors.groups:
+        feats, void, voids = dem_features(region, grid, sensors.groups["dem"], cfg.dem_voids)
+        dem = (feats, void)
+    dhdt = None
+    if "dhdt" in sensors.groups and region.dhdt_path is not None:
+        got = read_dhdt_on_grid(region.dhdt_path, grid, cfg.dhdt_voids)
+        dhdt = (got.z[None], got.void)
+    return dem, voids, dhdt
+
+
 def _glacier_job(args) -> dict:
     """One glacier's cubes (every epoch): {"rows": index rows, "skipped": [...], "dem_voids": counts}."""
     (region_root, sensors, cfg, out_dir, row, neighbours, crs, check) = args
@@ -310,14 +328,7 @@ def _glacier_job(args) -> dict:
             "glacier_id": gid, "scene": "",
             "reason": f"smaller than one pixel ({geom.area:.0f} m2 at {cfg.resolution_m:g} m: "
                       "no pixel centre inside)"}]}
-    dem, voids = None, {}
-    if "dem" in sensors.groups:
-        feats, void, voids = dem_features(region, grid, sensors.groups["dem"], cfg.dem_voids)
-        dem = (feats, void)
-    dhdt = None
-    if "dhdt" in sensors.groups and region.dhdt_path is not None:
-        got = read_dhdt_on_grid(region.dhdt_path, grid, cfg.dhdt_voids)
-        dhdt = (got.z[None], got.void)
+    dem, voids, dhdt = static_layers(region, sensors, cfg, grid)
     inv_epoch = region.nearest_inventory_epoch(row["inventory_year"])
     loc = glacier_location(glacier_mask, grid)
     attrs = {"glacier_id": gid, "inventory_year": row["inventory_year"], "inventory_epoch": inv_epoch,
@@ -340,6 +351,63 @@ def _glacier_job(args) -> dict:
                               glacier_dem_void_fraction=float(dem[1][on_glacier].mean()) if dem else 0.0,
                               has_sar=check.has_sar[scene]))
     return {"rows": rows, "skipped": [], "dem_voids": voids}
+
+
+def _context_job(args) -> dict | None:
+    """One context tile's cube (glaciermap.data.context) at one inventory epoch, its pixels inside
+    any glacier cube masked invalid; its context.csv row, or None when too little stays usable."""
+    (region_root, sensors, cfg, out_dir, tid, grid, cube_boxes, near, epoch, check) = args
+    region = open_region(region_root)
+    dem, _, dhdt = static_layers(region, sensors, cfg, grid)
+    boxed = rasterize_geoms([cube_boxes], grid) == 1
+    scene, *others = clearest_first(region, check.usable[epoch], sensors.groups["optical"][0], grid,
+                                    (~boxed).astype(np.uint8))
+    centre = glacier_location(np.ones((grid.height, grid.width), np.uint8), grid)
+    attrs = {"glacier_id": tid, "context_tile": 1, "inventory_year": region.epoch_year(epoch),
+             "inventory_epoch": epoch, "area_km2": 0.0, "lon": centre["lon"], "lat": centre["lat"],
+             "crs": grid.crs.to_string(), "res": cfg.resolution_m, "coverage": 1.0}
+    cube = build_cube(region, sensors, grid, None, near, epoch, scene, dem, check.has_sar[scene], attrs, dhdt,
+                      alternates=others if cfg.fill_gaps else [], sar_voids=cfg.sar_voids)
+    invalid = (cube.mask_invalid == 1) | boxed
+    usable = float((~invalid).mean())
+    if usable < MIN_OUTSIDE_FRACTION / 2:  # cloud over most of what the boxes leave
+        return None
+    cube = replace(cube, mask_invalid=invalid.astype(np.uint8),
+                   attrs={**cube.attrs, "invalid_fraction": 1.0 - usable})
+    rel = Path("context") / epoch / f"{tid}.nc"
+    write_cube(out_dir / rel, cube)
+    return {"tile_id": tid, "epoch": epoch, "path": rel.as_posix(), "scene": scene, "usable_fraction": usable}
+
+
+def _context_jobs(region: Region, sensors: SensorsConfig, cfg: DataConfig, out_dir: Path, outlines: gpd.GeoDataFrame,
+                  footprints: dict[Path, object], cube_boxes: list, check: RegionCheck) -> list[tuple]:
+    """`_context_job` arguments: every tile of the area all rasters cover, at every inventory
+    epoch the kept outlines use."""
+    area = intersection_all(list(footprints.values()))
+    boxes = unary_union(cube_boxes)
+    epochs = sorted({region.nearest_inventory_epoch(y) for y in outlines["inventory_year"]})
+    sindex = outlines.sindex
+    jobs = []
+    for tid, grid in context_grids(area, boxes, cfg.context_tile_m, cfg.resolution_m, outlines.crs):
+        near = outlines.geometry.iloc[sindex.query(box(*grid.bounds))].tolist()
+        jobs += [(region.root, sensors, cfg, out_dir, tid, grid, boxes, near, e, check) for e in epochs]
+    return jobs
+
+
+def _run(job, args: list[tuple], workers: int, desc: str, unit: str, progress: bool) -> list:
+    """`job` over `args`, in `workers` processes, with a progress bar; results in order."""
+    results = []
+    with tqdm(total=len(args), desc=desc, unit=unit, disable=not progress) as bar:
+        if workers > 1 and len(args) > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                for r in pool.map(job, args):
+                    results.append(r)
+                    bar.update()
+        else:
+            for a in args:
+                results.append(job(a))
+                bar.update()
+    return results
 
 
 def _raster_footprints(region: Region, sensors: SensorsConfig, check: RegionCheck, crs: CRS) -> dict[Path, object]:
@@ -437,29 +505,23 @@ def ingest_region(raw_dir: str | Path, out_dir: str | Path, cfg: DataConfig, sen
     check = check_region(region, sensors, cfg, sensor_sets)
     crs = target_crs(outlines, cfg)
     outlines = outlines.to_crs(crs)
-    outlines, skipped = coverage_check(outlines, _raster_footprints(region, sensors, check, crs), cfg,
-                                       region.outlines_path)
+    footprints = _raster_footprints(region, sensors, check, crs)
+    outlines, skipped = coverage_check(outlines, footprints, cfg, region.outlines_path)
     skipped = check.skipped + skipped
     sindex = outlines.sindex
-    jobs = []
+    jobs, cube_boxes = [], []
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         for _, row in outlines.iterrows():
-            grid_box = glacier_grid(row.geometry, crs, cfg.resolution_m, cfg.buffer_m).bounds
-            near = outlines.geometry.iloc[sindex.query(box(*grid_box))].tolist()
+            cube_boxes.append(box(*glacier_grid(row.geometry, crs, cfg.resolution_m, cfg.buffer_m).bounds))
+            near = outlines.geometry.iloc[sindex.query(cube_boxes[-1])].tolist()
             jobs.append((region.root, sensors, cfg, tmp, row, near, crs, check))
-        results: list[dict] = []
-        bar = tqdm(total=len(jobs), desc="ingest", unit="glacier", disable=not progress)
-        if cfg.workers > 1:
-            with ProcessPoolExecutor(cfg.workers) as pool:
-                for r in pool.map(_glacier_job, jobs):
-                    results.append(r)
-                    bar.update()
-        else:
-            for job in jobs:
-                results.append(_glacier_job(job))
-                bar.update()
-        bar.close()
+        results = _run(_glacier_job, jobs, cfg.workers, "ingest", "glacier", progress)
+        if cfg.context_tile_m > 0:
+            tiles = _run(_context_job, _context_jobs(region, sensors, cfg, tmp, outlines, footprints, cube_boxes, check),
+                         cfg.workers, "context tiles", "tile", progress)
+            pd.DataFrame([t for t in tiles if t is not None], columns=list(CONTEXT_COLUMNS)).to_csv(
+                tmp / CONTEXT_FILE, index=False)
         rows = [row for r in results for row in r["rows"]]
         skipped += [s for r in results for s in r["skipped"]]
         if not rows:

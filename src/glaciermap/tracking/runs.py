@@ -101,8 +101,8 @@ class RunSpec:
 RUN_PARAM_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("lr", "weight_decay", "loss", "scheduler", "max_epochs", "early_stopping_patience", "precision"),
     "patches": ("size", "samples_per_epoch", "batch_size", "debris_centres", "margin_centres", "margin_px",
-                "background_centres", "group_dropout"),
-    "data": ("resolution_m", "buffer_m"),
+                "background_centres", "context_centres", "group_dropout"),
+    "data": ("resolution_m", "buffer_m", "context_tile_m"),
 }
 
 

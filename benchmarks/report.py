@@ -338,13 +338,13 @@ def validity_lines(d: dict | None) -> list[str]:
     if not d:
         return out + ["_not run_ (`.venv/bin/python benchmarks/validity.py`, about 45-60 min)\n"]
     out += ["| region | seed | true %/yr | est ± σ %/yr | est - true | σ correlated | region-wide ± σ | "
-            "rw - true | kept / glaciers | cover 1σ | cover 2σ | r | test IoU | wall s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "rw - true | kept / glaciers | cover 1σ | cover 2σ | r | test IoU (worst fold) | debris IoU | wall s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in d["regions"]:
         if "skipped" in r or "error" in r:
             why = str(r.get("skipped") or r.get("error")).replace("|", "/")
             out.append(f"| {r['name']} | {r['seed']} | {'skipped' if 'skipped' in r else 'FAILED'}: {why} |"
-                       + " |" * 10 + f" {_f(r.get('wall_s'), 0)} |")
+                       + " |" * 11 + f" {_f(r.get('wall_s'), 0)} |")
             continue
         out.append(
             f"| {r['name']}{' (held out)' if r.get('held_out') else ''} | {r['seed']} | "
@@ -354,7 +354,8 @@ def validity_lines(d: dict | None) -> list[str]:
             f"{_pm(r['regionwide_rate_pct_per_yr'], r['regionwide_sigma_pct_per_yr'])} | "
             f"{_f(_err(r, 'regionwide_rate_pct_per_yr'))} | {r['n_kept']} / {r['n_glaciers']} | "
             f"{_pct(r['glacier_cover_1sigma'])} | {_pct(r['glacier_cover_2sigma'])} | {_f(r['glacier_r'])} | "
-            f"{_f(r['test_iou_mean'], 3)} | {_f(r.get('wall_s'), 0)} |")
+            f"{_f(r['test_iou_mean'], 3)} ({_f(r.get('test_iou_min_fold'), 3)}) | "
+            f"{_f(r.get('debris_iou_mean'), 3)} | {_f(r.get('wall_s'), 0)} |")
     out += _budget_lines(d["regions"])
     p = d["pooled"]
     out += ["", f"Pooled over {p['n_regions']} region(s) and {p['n_glaciers_kept']} kept glaciers "

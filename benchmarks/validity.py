@@ -453,6 +453,18 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+def mapping_figures(evaluation: dict) -> dict[str, Any]:
+    """#17's mapping figures from evaluate's output: IoU per fold and of the worst, debris-covered
+    IoU (mean over the folds that have debris truth) and of its worst fold."""
+    folds = evaluation.get("folds") or {}
+    iou = {f: _finite(m.get("iou")) for f, m in folds.items()}
+    debris = [v for v in (_finite(m.get("debris_iou")) for m in folds.values()) if v is not None]
+    scored = [v for v in iou.values() if v is not None]
+    return {"test_iou_folds": iou, "test_iou_min_fold": min(scored) if scored else None,
+            "debris_iou_mean": _finite((evaluation.get("mean") or {}).get("debris_iou_mean")),
+            "debris_iou_min_fold": min(debris) if debris else None}
+
+
 def region_row(region: Region, work: Path, params: Params) -> dict[str, Any]:
     """The region's row of validity.json from the stage outputs in its work folder."""
     summary = _read_json(work / "metrics" / "area_change.json")
@@ -478,6 +490,7 @@ def region_row(region: Region, work: Path, params: Params) -> dict[str, Any]:
         "glacier_cover_2sigma": cover["cover_2sigma"],
         "glacier_r": _finite(truth.get("pearson_r")),
         "test_iou_mean": _finite((evaluation.get("mean") or {}).get("iou_mean")),
+        **mapping_figures(evaluation),
         "true_kept_rate_pct_per_yr": _finite(truth.get("kept_true_rate_pct_per_yr")),
         "n_extrapolated": summary.get("n_extrapolated"),
         "kept_glaciers": glaciers,

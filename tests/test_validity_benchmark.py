@@ -343,3 +343,15 @@ def test_rescoring_reads_a_finished_region_again_and_keeps_its_run_facts(validit
     row = validity.rescore_region(region, tmp_path, old)
     assert seen == [tmp_path / "demo"]
     assert row == {**old, "est_rate_pct_per_yr": -1.0}  # new figures, the run's wall time and settings kept
+
+
+def test_mapping_figures_are_the_worst_folds_of_evaluate(validity):
+    evaluation = {"folds": {"fold0": {"iou": 0.95, "debris_iou": 0.70}, "fold1": {"iou": 0.88, "debris_iou": float("nan")},
+                            "fold2": {"iou": 0.91, "debris_iou": 0.85}},
+                  "mean": {"iou_mean": 0.913, "debris_iou_mean": 0.775}}
+    got = validity.mapping_figures(evaluation)
+    assert got["test_iou_folds"] == {"fold0": 0.95, "fold1": 0.88, "fold2": 0.91}
+    assert got["test_iou_min_fold"] == 0.88 and got["debris_iou_min_fold"] == 0.70  # a fold without debris truth skipped
+    assert got["debris_iou_mean"] == 0.775
+    assert validity.mapping_figures({}) == {"test_iou_folds": {}, "test_iou_min_fold": None,
+                                            "debris_iou_mean": None, "debris_iou_min_fold": None}

@@ -48,7 +48,11 @@ def _ingest(args, params):
         from glaciermap.data.adapters import ingest_dataset
 
         index = ingest_dataset(args.format, raw, out, params.data, params.sensors, sets, progress=not args.quiet)
-    print(f"{index.glacier_id.nunique()} glaciers, {len(index)} cubes written to {out}")
+    from glaciermap.data.cubes import read_context
+
+    tiles = read_context(out)
+    extra = f" and {len(tiles)} context tiles" if len(tiles) else ""
+    print(f"{index.glacier_id.nunique()} glaciers, {len(index)} cubes{extra} written to {out}")
 
 
 def _folds(args, params):

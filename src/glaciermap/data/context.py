@@ -33,8 +33,10 @@ from shapely.geometry import box
 
 from glaciermap.data.grid import Grid
 
-#: tiles with less of their area outside every glacier cube (and inside the region) are not written
+#: tiles with less of their area outside every glacier cube (and inside the region) are not read
 MIN_OUTSIDE_FRACTION = 0.1
+#: tiles with fewer valid pixels once read (cloud over most of what the cubes leave) are not written
+MIN_USABLE_FRACTION = 0.05
 
 
 def tile_id(row: int, col: int) -> str:
@@ -64,4 +66,4 @@ def context_grids(region_area, cube_boxes, tile_m: float, res: float, crs: CRS,
     return out
 
 
-__all__ = ["context_grids", "tile_id", "MIN_OUTSIDE_FRACTION"]
+__all__ = ["context_grids", "tile_id", "MIN_OUTSIDE_FRACTION", "MIN_USABLE_FRACTION"]

@@ -29,7 +29,7 @@ from shapely.geometry import box
 from tqdm.auto import tqdm
 
 from glaciermap.config import DataConfig, SensorsConfig
-from glaciermap.data.context import MIN_OUTSIDE_FRACTION, context_grids
+from glaciermap.data.context import MIN_USABLE_FRACTION, context_grids
 from glaciermap.data.cubes import (CONTEXT_COLUMNS, CONTEXT_FILE, DEBRIS_UNKNOWN, INDEX_FILE, SKIPPED_COLUMNS,
                                    SKIPPED_FILE, Cube, glacier_location, index_row, write_cube)
 from glaciermap.data.dates import decimal_year
@@ -370,7 +370,7 @@ def _context_job(args) -> dict | None:
                       alternates=others if cfg.fill_gaps else [], sar_voids=cfg.sar_voids)
     invalid = (cube.mask_invalid == 1) | boxed
     usable = float((~invalid).mean())
-    if usable < MIN_OUTSIDE_FRACTION / 2:  # cloud over most of what the boxes leave
+    if usable < MIN_USABLE_FRACTION:
         return None
     cube = replace(cube, mask_invalid=invalid.astype(np.uint8),
                    attrs={**cube.attrs, "invalid_fraction": 1.0 - usable})

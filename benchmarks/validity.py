@@ -689,6 +689,8 @@ def _row_settings(raw: dict[str, Any], settings: Settings, region: Region) -> di
         "debris_centres": patches.get("debris_centres", 0.0), "margin_centres": patches.get("margin_centres", 0.0),
         "sar_voids": raw.get("data", {}).get("sar_voids", "keep"),
         "background_centres": patches.get("background_centres", 0.0),
+        "context_centres": patches.get("context_centres", 0.0),
+        "context_tile_m": raw.get("data", {}).get("context_tile_m", 0.0),
         "profile": str(settings.profile.relative_to(ROOT)) if settings.profile else None,
     }
 

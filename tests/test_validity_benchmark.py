@@ -355,3 +355,20 @@ def test_mapping_figures_are_the_worst_folds_of_evaluate(validity):
     assert got["debris_iou_mean"] == 0.775
     assert validity.mapping_figures({}) == {"test_iou_folds": {}, "test_iou_min_fold": None,
                                             "debris_iou_mean": None, "debris_iou_min_fold": None}
+
+
+def test_surface_errors_count_each_class_by_hand():
+    spec = importlib.util.spec_from_file_location("surface_errors", ROOT / "benchmarks" / "surface_errors.py")
+    se = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(se)
+    from glaciermap.data.simulate.surface import DEBRIS, FOREFIELD, FOREST, ICE, ROCK
+
+    cls = np.array([[ICE, ICE, DEBRIS, FOREFIELD],
+                    [FOREST, FOREST, ROCK, ROCK]])
+    outline = np.array([[1, 1, 1, 1], [0, 0, 0, 0]], np.uint8)  # the forefield pixel lies in the old outline
+    pred = np.array([[True, False, False, True], [True, False, False, False]])
+    valid = np.ones_like(pred)
+    valid[1, 3] = False  # an invalid rock pixel counts nowhere
+    assert se.off_ice_errors(pred, cls, outline, valid) == {"rock": [0, 1], "forest": [1, 2]}
+    assert se.inside_errors(pred, cls, outline, valid) == {"missed_clean": 1, "missed_debris": 1,
+                                                           "false_forefield": 1, "false_other": 0}

@@ -6,8 +6,9 @@ classes of that epoch (truth/surface_<epoch>.tif):
 
 - off the ice (outside every inventory outline): pixels mapped as glacier, per class (forest,
   rock, forefield, ...), and the class's valid pixels, per fold of the inventory epoch;
-- inside the cube's own outline, per role (inventory / recent): ice missed (clean, debris) and
-  ground mapped as ice (forefield, other), the pixels that move an area change.
+- inside the cube's own outline, per role (inventory / recent): validity.py's `pixel_budget`
+  (true, predicted, missed and false glacier, missed debris, false forefield), the pixels that move
+  an area change.
 
     .venv/bin/python benchmarks/surface_errors.py /tmp/gm-val/demo /tmp/gm-ctx/demo --out x.json
 
@@ -23,15 +24,14 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.warp import Resampling, reproject
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from validity import BUDGET_KEYS, pixel_budget, surface_on_grid  # noqa: E402 (puts src/ on the path)
 
 from glaciermap.data.cubes import read_cube, read_index  # noqa: E402
-from glaciermap.data.simulate.surface import CLASS_NAMES, DEBRIS, FOREFIELD, GLACIER_CLASSES  # noqa: E402
+from glaciermap.data.simulate.surface import CLASS_NAMES  # noqa: E402
 from glaciermap.io import write_json  # noqa: E402
-
 
 
 def off_ice_errors(pred: np.ndarray, cls: np.ndarray, mask_all: np.ndarray, valid: np.ndarray) -> dict[str, list[int]]:
@@ -41,45 +41,25 @@ def off_ice_errors(pred: np.ndarray, cls: np.ndarray, mask_all: np.ndarray, vali
             for k, name in CLASS_NAMES.items() if (off & (cls == k)).any()}
 
 
-def inside_errors(pred: np.ndarray, cls: np.ndarray, mask_glacier: np.ndarray, valid: np.ndarray) -> dict[str, int]:
-    """Pixels inside the glacier's own outline: ice missed (clean ice and firn / debris) and ground
-    mapped as ice (forefield / any other class)."""
-    inside = (mask_glacier == 1) & valid
-    ice = np.isin(cls, GLACIER_CLASSES)
-    return {"missed_clean": int((inside & ice & (cls != DEBRIS) & ~pred).sum()),
-            "missed_debris": int((inside & (cls == DEBRIS) & ~pred).sum()),
-            "false_forefield": int((inside & (cls == FOREFIELD) & pred).sum()),
-            "false_other": int((inside & ~ice & (cls != FOREFIELD) & pred).sum())}
-
-
-def _classes_on_grid(path: Path, grid) -> np.ndarray:
-    with rasterio.open(path) as src:
-        out = np.full((grid.height, grid.width), -1, np.int16)
-        reproject(src.read(1).astype(np.int16), out, src_transform=src.transform, src_crs=src.crs,
-                  dst_transform=grid.transform, dst_crs=grid.crs, resampling=Resampling.nearest, dst_nodata=-1)
-    return out
-
-
 def work_errors(work: Path) -> dict:
     """Both tables for one finished work folder."""
     folds = {g: f["index"] for f in json.loads((work / "products" / "folds.json").read_text())["folds"]
              for g in f["test"]}
     index = read_index(work / "products" / "cubes")
     off: dict[str, dict[str, list[int]]] = {}
-    inside: dict[str, dict[str, int]] = {}
+    inside = {role: dict.fromkeys(BUDGET_KEYS, 0) for role in ("inventory", "recent")}
     for r in index[index.glacier_id.isin(folds)].itertuples():
         cube = read_cube(work / "products" / "cubes" / r.path)
         with rasterio.open(work / "products" / "predictions" / r.epoch / f"{r.glacier_id}.tif") as src:
-            pred = src.read(1) >= 0.5
-        cls = _classes_on_grid(work / "data" / "truth" / f"surface_{r.epoch}.tif", cube.grid)
+            prob = src.read(1)
+        cls = surface_on_grid(work / "data" / "truth" / f"surface_{r.epoch}.tif", cube.grid)
         valid = cube.mask_invalid == 0
         if r.role == "inventory":
             fold = off.setdefault(f"fold{folds[r.glacier_id]}", {})
-            for name, (n_false, n) in off_ice_errors(pred, cls, cube.mask_all, valid).items():
+            for name, (n_false, n) in off_ice_errors(prob >= 0.5, cls, cube.mask_all, valid).items():
                 fold[name] = [a + b for a, b in zip(fold.get(name, [0, 0]), (n_false, n))]
-        role = inside.setdefault(r.role, {})
-        for key, n in inside_errors(pred, cls, cube.mask_glacier, valid).items():
-            role[key] = role.get(key, 0) + n
+        for key, n in pixel_budget(cls, prob, (cube.mask_glacier == 1) & valid).items():
+            inside[r.role][key] += n
     return {"off_ice_mapped_as_glacier_px": off, "inside_outline_px": inside}
 
 

@@ -364,6 +364,15 @@ SURFACE_NODATA = 255
 BUDGET_KEYS = ("true", "pred", "missed", "missed_debris", "false", "false_forefield")
 
 
+def surface_on_grid(surface_tif: Path, grid) -> np.ndarray:
+    """The simulator's surface classes on a cube's grid (same CRS and resolution), SURFACE_NODATA
+    beyond the scene."""
+    with rasterio.open(surface_tif) as src:
+        window = from_bounds(*grid.bounds, transform=src.transform)
+        return src.read(1, window=window, boundless=True, fill_value=SURFACE_NODATA,
+                        out_shape=(grid.height, grid.width), resampling=Resampling.nearest)
+
+
 def pixel_budget(surface: np.ndarray, prob: np.ndarray, counted: np.ndarray) -> dict[str, int]:
     """Pixel counts of one glacier at one epoch over the `counted` pixels (inside the inventory
     outline, visible) that have a surface class, against the simulator's classes: true glacier,
@@ -433,10 +442,7 @@ def region_budget(work: Path, params: Params, kept_ids: set[str]) -> dict[str, A
         if not surface_tif.exists() or not prob_tif.exists():
             return None
         cube = read_cube(cubes_dir / r.path)
-        with rasterio.open(surface_tif) as src:
-            window = from_bounds(*cube.grid.bounds, transform=src.transform)
-            surface = src.read(1, window=window, boundless=True, fill_value=SURFACE_NODATA,
-                               out_shape=(cube.grid.height, cube.grid.width), resampling=Resampling.nearest)
+        surface = surface_on_grid(surface_tif, cube.grid)
         with rasterio.open(prob_tif) as src:
             prob = src.read(1)
         counted = (cube.mask_glacier == 1) & (cube.mask_invalid == 0)

@@ -24,7 +24,7 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.features import rasterize
-from shapely import intersection_all, unary_union
+from shapely import clip_by_rect, intersection_all, unary_union
 from shapely.geometry import box
 from tqdm.auto import tqdm
 
@@ -355,16 +355,17 @@ def _glacier_job(args) -> dict:
 
 def _context_job(args) -> dict | None:
     """One context tile's cube (glaciermap.data.context) at one inventory epoch, its pixels inside
-    any glacier cube masked invalid; its context.csv row, or None when too little stays usable."""
-    (region_root, sensors, cfg, out_dir, tid, grid, cube_boxes, near, epoch, check) = args
+    any glacier cube (`boxes`: their extents within the tile) masked invalid; its context.csv row,
+    or None when too little stays usable."""
+    (region_root, sensors, cfg, out_dir, tid, grid, boxes, near, epoch, check) = args
     region = open_region(region_root)
     dem, _, dhdt = static_layers(region, sensors, cfg, grid)
-    boxed = rasterize_geoms([cube_boxes], grid) == 1
+    boxed = rasterize_geoms([boxes], grid) == 1
     scene, *others = clearest_first(region, check.usable[epoch], sensors.groups["optical"][0], grid,
                                     (~boxed).astype(np.uint8))
-    centre = glacier_location(np.ones((grid.height, grid.width), np.uint8), grid)
+    loc = glacier_location(np.zeros((grid.height, grid.width), np.uint8), grid)  # no glacier: area 0, the centre
     attrs = {"glacier_id": tid, "context_tile": 1, "inventory_year": region.epoch_year(epoch),
-             "inventory_epoch": epoch, "area_km2": 0.0, "lon": centre["lon"], "lat": centre["lat"],
+             "inventory_epoch": epoch, "area_km2": loc["area_km2"], "lon": loc["lon"], "lat": loc["lat"],
              "crs": grid.crs.to_string(), "res": cfg.resolution_m, "coverage": 1.0}
     cube = build_cube(region, sensors, grid, None, near, epoch, scene, dem, check.has_sar[scene], attrs, dhdt,
                       alternates=others if cfg.fill_gaps else [], sar_voids=cfg.sar_voids)
@@ -390,7 +391,10 @@ def _context_jobs(region: Region, sensors: SensorsConfig, cfg: DataConfig, out_d
     jobs = []
     for tid, grid in context_grids(area, boxes, cfg.context_tile_m, cfg.resolution_m, outlines.crs):
         near = outlines.geometry.iloc[sindex.query(box(*grid.bounds))].tolist()
-        jobs += [(region.root, sensors, cfg, out_dir, tid, grid, boxes, near, e, check) for e in epochs]
+        # the boxes' part in the tile, so no job carries or rasterises the whole region's (clip_by_rect
+        # keeps polygons only, where an intersection would add the edges the tile merely touches as lines)
+        here = clip_by_rect(boxes, *grid.bounds)
+        jobs += [(region.root, sensors, cfg, out_dir, tid, grid, here, near, e, check) for e in epochs]
     return jobs
 
 

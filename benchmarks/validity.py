@@ -178,21 +178,30 @@ def _finite(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def glacier_coverage(glaciers: Iterable[dict]) -> dict[str, Any]:
-    """Fraction of glaciers whose true rate lies within 1 and 2 sigma of the estimate.
+def glacier_z(glaciers: Iterable[dict], scale: float = 1.0) -> np.ndarray:
+    """(est - true) / (sigma / scale) of each glacier {"est", "sigma", "true"} (%/yr) that has all
+    three and a sigma above 0 (the others are left out); `scale` undoes a sigma_scale already in
+    the sigma."""
+    z = []
+    for gl in glaciers:
+        e, s, t = _finite(gl.get("est")), _finite(gl.get("sigma")), _finite(gl.get("true"))
+        if e is not None and s is not None and t is not None and s > 0:
+            z.append((e - t) / (s / scale))
+    return np.asarray(z, dtype=float)
 
-    Each glacier is {"est", "sigma", "true"} (%/yr); it counts as covered at k sigma when
-    |est - true| <= k * sigma. Glaciers without an estimate, a sigma or a truth are left out
-    (`n` counts those that remain); no such glacier: coverage None.
-    """
-    rows = [(g.get("est"), g.get("sigma"), g.get("true")) for g in glaciers]
-    ok = np.array([(e, s, t) for e, s, t in ((_finite(a), _finite(b), _finite(c)) for a, b, c in rows)
-                   if e is not None and s is not None and t is not None], dtype=float).reshape(-1, 3)
-    n = len(ok)
-    if n == 0:
-        return {"n": 0, "cover_1sigma": None, "cover_2sigma": None}
-    err, sigma = np.abs(ok[:, 0] - ok[:, 2]), ok[:, 1]
-    return {"n": n, "cover_1sigma": float(np.mean(err <= sigma)), "cover_2sigma": float(np.mean(err <= 2 * sigma))}
+
+def _cover(z: np.ndarray) -> dict[str, float | None]:
+    """Fraction of |z| within 1 and 2 (the bound counts as inside); None for no z."""
+    z = np.abs(z)
+    return {"cover_1sigma": float(np.mean(z <= 1)) if len(z) else None,
+            "cover_2sigma": float(np.mean(z <= 2)) if len(z) else None}
+
+
+def glacier_coverage(glaciers: Iterable[dict]) -> dict[str, Any]:
+    """Fraction of glaciers whose true rate lies within 1 and 2 sigma of the estimate
+    (|est - true| <= k * sigma), over the glaciers `glacier_z` keeps (`n` counts them)."""
+    z = glacier_z(glaciers)
+    return {"n": len(z), **_cover(z)}
 
 
 def _check(value: float | None, op: str, bound) -> bool | None:
@@ -212,16 +221,10 @@ TAU_GRID = np.round(np.arange(0.0, 0.5 + 1e-9, 0.005), 3)
 
 
 def _glacier_z(rows: list[dict]) -> np.ndarray:
-    """(est - true) / s of every kept glacier of the rows, s its sigma before the row's sigma_scale
+    """`glacier_z` of every kept glacier of the rows, against its sigma before the row's sigma_scale
     (the bands' own; rows written before sigma_scale existed have 1)."""
-    z = []
-    for r in rows:
-        scale = _finite(r.get("sigma_scale")) or 1.0
-        for gl in r.get("kept_glaciers", []):
-            e, s, t = _finite(gl.get("est")), _finite(gl.get("sigma")), _finite(gl.get("true"))
-            if e is not None and s is not None and t is not None and s > 0:
-                z.append((e - t) / (s / scale))
-    return np.asarray(z, dtype=float)
+    return np.concatenate([glacier_z(r.get("kept_glaciers", []), _finite(r.get("sigma_scale")) or 1.0)
+                           for r in rows] or [np.array([])])
 
 
 def _regional(rows: list[dict]) -> list[tuple[str, float, np.ndarray]]:
@@ -254,12 +257,6 @@ def _fit(glacier_z: np.ndarray, regions: list[tuple[str, float, np.ndarray]]) ->
         nll = nll + np.log(sigma) + 0.5 * (e / sigma) ** 2
     i, j = np.unravel_index(int(np.argmin(nll)), nll.shape)
     return kappa, float(RHO_GRID[i]), float(TAU_GRID[j])
-
-
-def _cover(z: np.ndarray) -> dict[str, float | None]:
-    z = np.abs(z)
-    return {"cover_1sigma": float(np.mean(z <= 1)) if len(z) else None,
-            "cover_2sigma": float(np.mean(z <= 2)) if len(z) else None}
 
 
 def fit_uncertainty(rows: list[dict]) -> dict[str, Any] | None:

@@ -45,8 +45,8 @@ def test_glacier_coverage_counts_each_glacier_against_its_own_sigma(validity):
     assert cover["n"] == 5
     assert cover["cover_1sigma"] == pytest.approx(3 / 5)
     assert cover["cover_2sigma"] == pytest.approx(4 / 5)
-    assert validity.glacier_coverage([g(-1.0, None, -1.2), g(None, 0.1, -1.0)]) == {
-        "n": 0, "cover_1sigma": None, "cover_2sigma": None}
+    assert validity.glacier_coverage([g(-1.0, None, -1.2), g(None, 0.1, -1.0), g(-1.0, 0.0, -1.0)]) == {
+        "n": 0, "cover_1sigma": None, "cover_2sigma": None}  # no sigma, no estimate, a zero sigma
 
 
 def region(name, true, est, sigma, corr=None, regionwide=None, glaciers=()):

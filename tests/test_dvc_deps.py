@@ -3,9 +3,10 @@
 A stage whose deps miss a module it runs keeps its old outputs after that module changes, and
 `dvc status` still says all is up to date: the models of a changed sampler, an experiment's area
 change from older code. For each `glaciermap <command>` stage of the project's pipelines, the
-modules that command can import (statically: the command function's own imports and its module's,
-then everything those import, imports inside functions included; the params validation in
-`glaciermap.config` always) must each lie under one of the stage's deps. Static and transitive,
+modules that command can import (statically: the command function's own imports, the top-level
+imports it and the helpers it calls name, then everything those import, imports inside functions
+included; the params validation in `glaciermap.config` always) must each lie under one of the
+stage's deps. Static and transitive,
 so it over-counts (a module a code path never reaches) and never under-counts an import.
 """
 
@@ -58,9 +59,15 @@ def imported(nodes, package: str) -> set[str]:
     return {m for m in out if module_file(m)}
 
 
+@cache
+def syntax(name: str) -> ast.Module:
+    """The module's parsed source (each module is read once)."""
+    return ast.parse(module_file(name).read_text())
+
+
 def has_code(name: str) -> bool:
     """Whether the module holds more than a docstring and `from __future__` imports."""
-    body = ast.parse(module_file(name).read_text()).body
+    body = syntax(name).body
     return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str))
                and not (isinstance(n, ast.ImportFrom) and n.module == "__future__") for n in body)
 
@@ -72,7 +79,7 @@ def package_of(name: str) -> str:
 @cache
 def module_imports(name: str) -> frozenset[str]:
     """Every import anywhere in the module, functions included."""
-    return frozenset(imported(ast.walk(ast.parse(module_file(name).read_text())), package_of(name)))
+    return frozenset(imported(ast.walk(syntax(name)), package_of(name)))
 
 
 def closure(roots: set[str]) -> set[str]:
@@ -89,7 +96,7 @@ def command_modules(command: str) -> set[str]:
     """What `glaciermap <command>` can run: its cli module, the modules its function (and the module's
     helpers that function calls) imports or names, and the params validation, then all they import."""
     run = next(c.run for c in COMMANDS if c.name == command)
-    tree = ast.parse(module_file(run.__module__).read_text())
+    tree = syntax(run.__module__)
     package = package_of(run.__module__)
     functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     top_level = {}  # name bound by a top-level import -> the glaciermap modules behind it

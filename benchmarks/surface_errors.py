@@ -8,7 +8,13 @@ classes of that epoch (truth/surface_<epoch>.tif):
   rock, forefield, ...), and the class's valid pixels, per fold of the inventory epoch;
 - inside the cube's own outline, per role (inventory / recent): validity.py's `pixel_budget`
   (true, predicted, missed and false glacier, missed debris, false forefield), the pixels that move
-  an area change.
+  an area change;
+- the halo at the ice edge (`edge_halo`): in the inventory year, the ice mapped within 3 pixels
+  outside the own outline (off every outline) per pixel of outline edge; in the recent year, the
+  false ice inside the own outline per pixel of the mapped ice's edge inside it. The young forefield
+  (forefield inside the own outline in the recent year), kept as ice or not: its pixels, their median
+  distance to the true ice and mean InSAR coherence; and the forefield off every outline mapped as
+  ice in the recent year.
 
     .venv/bin/python benchmarks/surface_errors.py /tmp/gm-val/demo /tmp/gm-ctx/demo --out x.json
 
@@ -24,13 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from validity import BUDGET_KEYS, pixel_budget, surface_on_grid  # noqa: E402 (puts src/ on the path)
 
 from glaciermap.data.cubes import read_cube, read_index  # noqa: E402
-from glaciermap.data.simulate.surface import CLASS_NAMES  # noqa: E402
+from glaciermap.data.simulate.surface import CLASS_NAMES, FOREFIELD, GLACIER_CLASSES  # noqa: E402
 from glaciermap.io import write_json  # noqa: E402
 
 
@@ -41,6 +48,41 @@ def off_ice_errors(pred: np.ndarray, cls: np.ndarray, mask_all: np.ndarray, vali
             for k, name in CLASS_NAMES.items() if (off & (cls == k)).any()}
 
 
+#: the ring outside the outline (pixels) whose mapped ice counts as the inventory year's halo
+HALO_RING_PX = 3
+
+
+def edge_halo(role: str, pred: np.ndarray, cls: np.ndarray, own: np.ndarray, mask_all: np.ndarray,
+              valid: np.ndarray) -> dict[str, int]:
+    """Pixel counts for `edge_halo_widths`: inventory {halo, edge}: ice mapped within HALO_RING_PX
+    outside the own outline and off every outline, and the outline's outer edge there; recent {halo,
+    edge}: false ice inside the own outline, and the pixels beside the mapped ice inside it."""
+    if role == "inventory":
+        ground = ~mask_all.astype(bool) & valid
+        ring = ndimage.binary_dilation(own, iterations=HALO_RING_PX) & ground
+        return {"halo": int((pred & ring).sum()), "edge": int((ndimage.binary_dilation(own) & ground).sum())}
+    mapped = pred & own & valid
+    edge = ndimage.binary_dilation(mapped) & ~mapped & own & valid
+    return {"halo": int((mapped & ~np.isin(cls, GLACIER_CLASSES)).sum()), "edge": int(edge.sum())}
+
+
+def young_forefield(pred: np.ndarray, cls: np.ndarray, own: np.ndarray, valid: np.ndarray,
+                    coherence: np.ndarray | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{kept_as_ice, mapped_off}: (distance to the true ice in pixels, coherence) of each recent-year
+    forefield pixel inside the own outline."""
+    ff = (cls == FOREFIELD) & own & valid
+    dist = ndimage.distance_transform_edt(~np.isin(cls, GLACIER_CLASSES))
+    coh = coherence if coherence is not None else np.full(cls.shape, np.nan, np.float32)
+    return {k: (dist[m], coh[m]) for k, m in (("kept_as_ice", ff & pred), ("mapped_off", ff & ~pred))}
+
+
+def _summary(parts: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    dist = np.concatenate([d for d, _ in parts]) if parts else np.array([])
+    coh = np.concatenate([c for _, c in parts]) if parts else np.array([])
+    return {"px": int(len(dist)), "median_dist_to_ice_px": float(np.median(dist)) if len(dist) else None,
+            "mean_coherence": float(np.nanmean(coh)) if np.isfinite(coh).any() else None}
+
+
 def work_errors(work: Path) -> dict:
     """Both tables for one finished work folder."""
     folds = {g: f["index"] for f in json.loads((work / "products" / "folds.json").read_text())["folds"]
@@ -48,19 +90,34 @@ def work_errors(work: Path) -> dict:
     index = read_index(work / "products" / "cubes")
     off: dict[str, dict[str, list[int]]] = {}
     inside = {role: dict.fromkeys(BUDGET_KEYS, 0) for role in ("inventory", "recent")}
+    halo = {role: {"halo": 0, "edge": 0} for role in ("inventory", "recent")}
+    young: dict[str, list] = {"kept_as_ice": [], "mapped_off": []}
+    lia_as_ice = 0
     for r in index[index.glacier_id.isin(folds)].itertuples():
         cube = read_cube(work / "products" / "cubes" / r.path)
         with rasterio.open(work / "products" / "predictions" / r.epoch / f"{r.glacier_id}.tif") as src:
             prob = src.read(1)
         cls = surface_on_grid(work / "data" / "truth" / f"surface_{r.epoch}.tif", cube.grid)
-        valid = cube.mask_invalid == 0
+        valid, own, pred = cube.mask_invalid == 0, cube.mask_glacier == 1, prob >= 0.5
+        for key, n in edge_halo(r.role, pred, cls, own, cube.mask_all, valid).items():
+            halo[r.role][key] += n
+        if r.role == "recent":
+            coherence = cube.select(["coh"])[0] if "coh" in cube.bands else None
+            for key, part in young_forefield(pred, cls, own, valid, coherence).items():
+                young[key].append(part)
+            lia_as_ice += int((pred & (cls == FOREFIELD) & (cube.mask_all == 0) & valid).sum())
         if r.role == "inventory":
             fold = off.setdefault(f"fold{folds[r.glacier_id]}", {})
-            for name, (n_false, n) in off_ice_errors(prob >= 0.5, cls, cube.mask_all, valid).items():
+            for name, (n_false, n) in off_ice_errors(pred, cls, cube.mask_all, valid).items():
                 fold[name] = [a + b for a, b in zip(fold.get(name, [0, 0]), (n_false, n))]
-        for key, n in pixel_budget(cls, prob, (cube.mask_glacier == 1) & valid).items():
+        for key, n in pixel_budget(cls, prob, own & valid).items():
             inside[r.role][key] += n
-    return {"off_ice_mapped_as_glacier_px": off, "inside_outline_px": inside}
+    widths = {role: h["halo"] / h["edge"] if h["edge"] else None for role, h in halo.items()}
+    return {"off_ice_mapped_as_glacier_px": off, "inside_outline_px": inside,
+            "edge_halo": {"inventory_px_per_outline_edge_px": widths["inventory"],
+                          "recent_false_px_per_ice_edge_px": widths["recent"], "counts": halo,
+                          "young_forefield": {k: _summary(v) for k, v in young.items()},
+                          "recent_forefield_off_outlines_mapped_as_ice_px": lia_as_ice}}
 
 
 def main(argv: list[str] | None = None) -> int:

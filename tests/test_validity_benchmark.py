@@ -373,3 +373,26 @@ def test_surface_errors_count_each_class_by_hand():
     inside = se.pixel_budget(cls, pred.astype(np.float32), (outline == 1) & valid)  # validity.py's, shared
     assert inside["missed"] - inside["missed_debris"] == 1 and inside["missed_debris"] == 1  # clean, debris
     assert inside["false_forefield"] == 1 and inside["false"] - inside["false_forefield"] == 0
+
+
+def test_edge_halo_and_young_forefield_by_hand():
+    spec = importlib.util.spec_from_file_location("surface_errors", ROOT / "benchmarks" / "surface_errors.py")
+    se = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(se)
+    from glaciermap.data.simulate.surface import FOREFIELD, ICE, ROCK
+
+    # a 1 x 9 strip: outline on columns 2-6, the ice retreated to columns 2-4 by the recent year
+    own = np.zeros((1, 9), bool)
+    own[0, 2:7] = True
+    valid, mask_all = np.ones((1, 9), bool), own.astype(np.uint8)
+    cls = np.array([[ROCK, ROCK, ICE, ICE, ICE, FOREFIELD, FOREFIELD, ROCK, ROCK]])
+    # inventory: ice mapped one pixel beyond the outline on the right (3-px ring: columns 7-8 and 0-1)
+    pred = np.array([[False, False, True, True, True, True, True, True, False]])
+    assert se.edge_halo("inventory", pred, cls, own, mask_all, valid) == {"halo": 1, "edge": 2}
+    # recent: the map keeps column 5 (young forefield) as ice: 1 false pixel, its edge inside is column 6
+    pred = np.array([[False, False, True, True, True, True, False, False, False]])
+    assert se.edge_halo("recent", pred, cls, own, mask_all, valid) == {"halo": 1, "edge": 1}
+    coh = np.array([[0.7, 0.7, 0.1, 0.1, 0.1, 0.4, 0.6, 0.7, 0.7]], np.float32)
+    young = se.young_forefield(pred, cls, own, valid, coh)
+    assert young["kept_as_ice"][0].tolist() == [1.0] and young["kept_as_ice"][1].tolist() == pytest.approx([0.4])
+    assert young["mapped_off"][0].tolist() == [2.0] and young["mapped_off"][1].tolist() == pytest.approx([0.6])

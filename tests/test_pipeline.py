@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from glaciermap.config.trace import TRACE_VAR
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -36,7 +40,8 @@ def repro(tmp_path_factory) -> tuple[Path, dict]:
     run(["glaciermap", "config", "apply", "experiments/tiny.yaml"], work, env)
     run(["glaciermap", "-q", "simulate"], work, env)
     run(["dvc", "add", "-q", "data"], work, env)
-    run(["dvc", "repro"], work, env)
+    # record the params each command reads (glaciermap.config.trace), for the params test below
+    run(["dvc", "repro"], work, {**env, TRACE_VAR: str(work / "params_trace.jsonl")})
     return work, env
 
 
@@ -132,6 +137,94 @@ def test_repro_is_up_to_date_afterwards(repro):
     work, env = repro
     out = run(["dvc", "status"], work, env).stdout
     assert "changed" not in out
+
+
+#: settings a stage may read without listing them in its `params:` (dvc.yaml): locations (the files
+#: and folders they name are the stage's deps and outs), where runs are logged, and how fast or where
+#: a stage computes, which does not change what it writes
+UNLISTED_PARAMS = {"data.raw_dir", "data.cubes_dir", "folds.path", "train.runs_dir", "tracking.*",
+                   "data.workers", "patches.num_workers", "infer.device", "infer.devices", "infer.compile",
+                   "infer.batch_size"}
+#: per command: prediction batches default to the training batch size; ingest reads the sensor sets
+#: only to refuse a dhdt set a region cannot give (it writes every sensor group the region has)
+UNLISTED_BY_COMMAND = {"evaluate": {"patches.batch_size"}, "infer": {"patches.batch_size"},
+                       "benchmark": {"patches.batch_size"}, "ingest": {"train.sensor_sets", "infer.sensor_set"}}
+
+
+#: options that only name files: they change where a command reads and writes, not which settings
+PATH_FLAGS = {"--out", "--table", "--figure", "--evaluate", "--area-change", "--areas", "--metrics", "--details"}
+
+
+def command_and_flags(argv: list[str]) -> tuple[str, dict[str, str]]:
+    """`glaciermap` argv (after the program name) -> (command, {--flag: value}), PATH_FLAGS left out."""
+    args = [a for a in argv if a not in ("-q", "-v", "--quiet", "--verbose")]
+    while args and args[0].startswith("-"):  # global options with a value (--params p.yaml)
+        args = args[2:]
+    command, rest = args[0], args[1:]
+    return command, {a: (rest[i + 1] if i + 1 < len(rest) and not rest[i + 1].startswith("--") else "")
+                     for i, a in enumerate(rest) if a.startswith("--") and a not in PATH_FLAGS}
+
+
+def listed(key: str, patterns: list[str]) -> bool:
+    """Whether a stage's params entry covers `key` (an entry covers its sub-keys; `${...}` and `*`
+    match one part)."""
+    for pattern in patterns:
+        parts = [r"[^.]+" if p == "*" else re.escape(p) for p in re.sub(r"\$\{[^}]*\}", "*", pattern).split(".")]
+        if re.fullmatch(r"\.".join(parts) + r"(\..+)?", key):
+            return True
+    return False
+
+
+def test_each_stage_lists_the_params_its_command_reads(repro, tmp_path):
+    """dvc.yaml `params:` are what `dvc repro` watches: a stage that reads a setting it does not list
+    keeps outputs of the old value after it changes, and `dvc status` says all is up to date. Every
+    setting each command read in the demo's `dvc repro` (and, for experiments/compare's stages, in
+    the same commands run with that pipeline's options) must be listed by each stage of the three
+    pipelines that runs the command with those options, or be one of UNLISTED_PARAMS."""
+    work, env = repro
+    trace = tmp_path / "trace.jsonl"
+    shutil.copy(work / "params_trace.jsonl", trace)
+    traced = {**env, TRACE_VAR: str(trace)}
+    model, sensors, out = "unet", "optical_dem", tmp_path / "compare_layout"
+    run(["glaciermap", "-q", "register", "--model", model, "--sensors", sensors,
+         "--out", str(out / "registry.json")], work, traced)
+    run(["glaciermap", "-q", "infer", "--model", model, "--sensors", sensors, "--out", str(out / "predictions")],
+        work, traced)
+    run(["glaciermap", "-q", "area-change", "--areas", str(out / "predictions/areas.csv"), "--out",
+         str(out / "area_change"), "--metrics", str(out / f"metrics/{model}_{sensors}.json")], work, traced)
+    run(["glaciermap", "-q", "compare", "--area-change", str(out / "metrics"), "--out", str(out / "results.json"),
+         "--table", str(out / "results.md"), "--figure", str(out / "compare.png")], work, traced)
+    run(["glaciermap", "-q", "benchmark", "--sensors", sensors, "--baseline-band", "B8", "--rgb", "B4,B3,B2",  # Everest's report
+         "--out", str(out / "benchmark.json"), "--figure", str(out / "benchmark.png"), "--details", str(out / "bm")],
+        work, traced)
+    reads: dict[tuple[str, frozenset], tuple[dict, set[str]]] = {}
+    for line in trace.read_text().splitlines():
+        entry = json.loads(line)
+        command, flags = command_and_flags(entry["argv"])
+        key = (command, frozenset(flags))
+        reads[key] = (flags, reads.get(key, ({}, set()))[1] | set(entry["read"]))
+    assert {c for c, _ in reads} >= {"ingest", "folds", "train", "evaluate", "register", "infer", "area-change",
+                                      "compare", "benchmark"}
+    problems, checked = [], set()
+    for pipeline in (ROOT / "dvc.yaml", ROOT / "experiments/compare/dvc.yaml", ROOT / "experiments/everest/dvc.yaml"):
+        for name, stage in yaml.safe_load(pipeline.read_text())["stages"].items():
+            cmd = " ".join(str(stage["cmd"]).split())
+            if not cmd.startswith("glaciermap "):
+                continue
+            command, flags = command_and_flags(cmd.split()[1:])
+            if (command, frozenset(flags)) not in reads:
+                continue  # not run here (prepare-everest needs the real scene)
+            checked.add(f"{'main' if pipeline.parent == ROOT else pipeline.parent.name}:{name}")
+            patterns = [str(p) for p in stage.get("params", []) if isinstance(p, str)]
+            allowed = UNLISTED_PARAMS | UNLISTED_BY_COMMAND.get(command, set())
+            missing = sorted(k for k in reads[command, frozenset(flags)][1]
+                             if not listed(k, patterns) and not listed(k, sorted(allowed)))
+            if missing:
+                problems.append(f"{pipeline.relative_to(ROOT)} stage {name} (`glaciermap {command}`) reads "
+                                f"{missing} without listing them in params:")
+    assert {"main:train", "main:infer", "compare:infer", "compare:register", "compare:area_change",
+            "compare:compare", "everest:train", "everest:report"} <= checked
+    assert not problems, "\n".join(problems)
 
 
 def test_registry_holds_each_fold_and_a_champion(repro):

@@ -101,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = format_warning
     try:
         from glaciermap.config import load_params
+        from glaciermap.config.trace import trace_reads
 
         params = load_params(args.params)
-        args.func(args, params)
+        with trace_reads(params, sys.argv[1:] if argv is None else list(argv)):
+            args.func(args, params)
     except Exception as exc:
         err = exc if isinstance(exc, GlaciermapError) else user_error(exc)
         if err is None or args.verbose:

@@ -10,7 +10,8 @@ and appends one JSON line to the file when it ends::
     {"argv": ["train", "--model", "unet", ...], "read": ["patches.size", "train.lr", ...]}
 
 Keys are dotted paths as in params.yaml (`models.unet.encoder`). Reads through `model_dump()`
-bypass attribute access and are not seen.
+bypass attribute access and are not seen, nor reads in DataLoader worker processes (none on a CPU,
+where `patches.num_workers: auto` is 0; the main process reads the same settings to build them).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from glaciermap.config.base import StrictModel
 TRACE_VAR = "GLACIERMAP_TEST_PARAMS_TRACE"
 
 
-def _paths(model: StrictModel, prefix: str, by_id: dict[int, str], by_class: dict[type, str | None]) -> None:
-    """Each sub-model's dotted path, by object, and by class for the sections outside mappings
-    (None for a class met at two paths)."""
-    by_id[id(model)] = prefix
+def _paths(model: StrictModel, prefix: str, by_id: dict[int, tuple[str, StrictModel]],
+           by_class: dict[type, str | None]) -> None:
+    """Each sub-model's dotted path, by object (held, so that its id is not reused), and by class
+    for the sections outside mappings (None for a class met at two paths)."""
+    by_id[id(model)] = prefix, model
     for name in type(model).model_fields:
         value = object.__getattribute__(model, name)
         items = value.items() if isinstance(value, dict) else [(None, value)]
@@ -55,7 +57,7 @@ def trace_reads(params: StrictModel, argv: list[str]) -> Iterator[None]:
         yield
         return
     root = type(params)
-    by_id: dict[int, str] = {}
+    by_id: dict[int, tuple[str, StrictModel]] = {}
     by_class: dict[type, str | None] = {}
     read: set[str] = set()
     validating = [0]
@@ -67,18 +69,18 @@ def trace_reads(params: StrictModel, argv: list[str]) -> Iterator[None]:
         if validating[0] or name not in type(self).model_fields:
             return value
         if id(self) in by_id and not _is_section(value):
-            read.add(by_id[id(self)] + name)
+            read.add(by_id[id(self)][0] + name)
         return value
 
     def validate(cls, *args, **kwargs):
         validating[0] += 1
         try:
-            out = original_validate(cls, *args, **kwargs)
+            copy = original_validate(cls, *args, **kwargs)
         finally:
             validating[0] -= 1
-        if id(out) not in by_id and (cls is root or by_class.get(cls)):
-            _paths(out, "" if cls is root else by_class[cls] + ".", by_id, {})
-        return out
+        if id(copy) not in by_id and (cls is root or by_class.get(cls)):
+            _paths(copy, "" if cls is root else by_class[cls] + ".", by_id, {})
+        return copy
 
     def init(self, *args, **kwargs):
         validating[0] += 1

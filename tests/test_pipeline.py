@@ -155,14 +155,12 @@ UNLISTED_BY_COMMAND = {"evaluate": {"patches.batch_size"}, "infer": {"patches.ba
 PATH_FLAGS = {"--out", "--table", "--figure", "--evaluate", "--area-change", "--areas", "--metrics", "--details"}
 
 
-def command_and_flags(argv: list[str]) -> tuple[str, dict[str, str]]:
-    """`glaciermap` argv (after the program name) -> (command, {--flag: value}), PATH_FLAGS left out."""
+def command_and_flags(argv: list[str]) -> tuple[str, frozenset[str]]:
+    """`glaciermap` argv (after the program name) -> (command, its --options but PATH_FLAGS)."""
     args = [a for a in argv if a not in ("-q", "-v", "--quiet", "--verbose")]
     while args and args[0].startswith("-"):  # global options with a value (--params p.yaml)
         args = args[2:]
-    command, rest = args[0], args[1:]
-    return command, {a: (rest[i + 1] if i + 1 < len(rest) and not rest[i + 1].startswith("--") else "")
-                     for i, a in enumerate(rest) if a.startswith("--") and a not in PATH_FLAGS}
+    return args[0], frozenset(a for a in args[1:] if a.startswith("--") and a not in PATH_FLAGS)
 
 
 def listed(key: str, patterns: list[str]) -> bool:
@@ -178,9 +176,10 @@ def listed(key: str, patterns: list[str]) -> bool:
 def test_each_stage_lists_the_params_its_command_reads(repro, tmp_path):
     """dvc.yaml `params:` are what `dvc repro` watches: a stage that reads a setting it does not list
     keeps outputs of the old value after it changes, and `dvc status` says all is up to date. Every
-    setting each command read in the demo's `dvc repro` (and, for experiments/compare's stages, in
-    the same commands run with that pipeline's options) must be listed by each stage of the three
-    pipelines that runs the command with those options, or be one of UNLISTED_PARAMS."""
+    setting each command read in the demo's `dvc repro` (and, for the stages of experiments/compare
+    and the Everest report, in the same commands run with those pipelines' options) must be listed
+    by each stage of the three pipelines that runs the command with those options, or be one of
+    UNLISTED_PARAMS."""
     work, env = repro
     trace = tmp_path / "trace.jsonl"
     shutil.copy(work / "params_trace.jsonl", trace)
@@ -197,12 +196,10 @@ def test_each_stage_lists_the_params_its_command_reads(repro, tmp_path):
     run(["glaciermap", "-q", "benchmark", "--sensors", sensors, "--baseline-band", "B8", "--rgb", "B4,B3,B2",  # Everest's report
          "--out", str(out / "benchmark.json"), "--figure", str(out / "benchmark.png"), "--details", str(out / "bm")],
         work, traced)
-    reads: dict[tuple[str, frozenset], tuple[dict, set[str]]] = {}
+    reads: dict[tuple[str, frozenset[str]], set[str]] = {}  # (command, options) -> settings read
     for line in trace.read_text().splitlines():
         entry = json.loads(line)
-        command, flags = command_and_flags(entry["argv"])
-        key = (command, frozenset(flags))
-        reads[key] = (flags, reads.get(key, ({}, set()))[1] | set(entry["read"]))
+        reads.setdefault(command_and_flags(entry["argv"]), set()).update(entry["read"])
     assert {c for c, _ in reads} >= {"ingest", "folds", "train", "evaluate", "register", "infer", "area-change",
                                       "compare", "benchmark"}
     problems, checked = [], set()
@@ -212,12 +209,12 @@ def test_each_stage_lists_the_params_its_command_reads(repro, tmp_path):
             if not cmd.startswith("glaciermap "):
                 continue
             command, flags = command_and_flags(cmd.split()[1:])
-            if (command, frozenset(flags)) not in reads:
+            if (command, flags) not in reads:
                 continue  # not run here (prepare-everest needs the real scene)
             checked.add(f"{'main' if pipeline.parent == ROOT else pipeline.parent.name}:{name}")
-            patterns = [str(p) for p in stage.get("params", []) if isinstance(p, str)]
+            patterns = [str(p) for p in stage.get("params") or [] if isinstance(p, str)]
             allowed = UNLISTED_PARAMS | UNLISTED_BY_COMMAND.get(command, set())
-            missing = sorted(k for k in reads[command, frozenset(flags)][1]
+            missing = sorted(k for k in reads[command, flags]
                              if not listed(k, patterns) and not listed(k, sorted(allowed)))
             if missing:
                 problems.append(f"{pipeline.relative_to(ROOT)} stage {name} (`glaciermap {command}`) reads "

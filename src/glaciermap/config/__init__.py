@@ -10,6 +10,7 @@ every layer can depend on it.
     training.py     TrainConfig, TrackingConfig, InferConfig
     tune.py         TuneConfig, ParamSpec
     area_change.py  AreaChangeConfig
+    trace.py        which settings a command reads (for the test of dvc.yaml's params; off by default)
 """
 
 from __future__ import annotations

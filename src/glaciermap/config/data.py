@@ -153,6 +153,10 @@ class PatchesConfig(StrictModel):
     # and this share on the ground of a context tile (the region beyond every glacier cube, written by
     # ingest with data.context_tile_m > 0): terrain that lies nowhere near the training glaciers
     context_centres: float = Field(0.0, ge=0, le=1)
+    # training labels within this many pixels of another glacier's outline (inside or out, not on
+    # the cube's own glacier) are left out of the loss: a neighbour's outline may be of another date
+    # than the image (`ignore_neighbour_margins`); 0 = off
+    neighbour_margin_px: int = Field(0, ge=0)
     # photometric augmentation of training patches (`Photometric`; 0 = off): each patch's optical
     # bands times exp(U(-illumination, illumination)), its SAR backscatter (dB) plus
     # U(-backscatter_db, backscatter_db); coherence, DEM and dh/dt unchanged

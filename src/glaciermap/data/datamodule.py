@@ -11,6 +11,7 @@ mask (no data, cloud and cloud shadow are invalid) so losses and metrics can ign
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from pathlib import Path
 
@@ -32,19 +33,37 @@ from glaciermap.errors import ConfigError
 class CubeCache:
     """Per-process LRU cache of prepared cubes (cubes are small; whole regions never are)."""
 
-    def __init__(self, groups: dict[str, list[str]], stats: dict, max_items: int = 128):
+    def __init__(self, groups: dict[str, list[str]], stats: dict, max_items: int = 128, neighbour_margin_px: int = 0):
         self.groups, self.stats, self.max_items = groups, stats, max_items
+        self.neighbour_margin_px = neighbour_margin_px
         self._items: OrderedDict[Path, PreparedCube] = OrderedDict()
 
     def __getitem__(self, path: Path) -> PreparedCube:
         if path in self._items:
             self._items.move_to_end(path)
             return self._items[path]
-        cube = prepare_cube(path, self.groups, self.stats)
+        cube = ignore_neighbour_margins(prepare_cube(path, self.groups, self.stats), self.neighbour_margin_px)
         self._items[path] = cube
         if len(self._items) > self.max_items:
             self._items.popitem(last=False)
         return cube
+
+
+def ignore_neighbour_margins(cube: PreparedCube, width: int) -> PreparedCube:
+    """The cube with its labels near the other glaciers' outlines left out of the loss (`valid`
+    off within `width` pixels of them, inside or out, except on this glacier); unchanged for 0.
+
+    A cube's image is of its own glacier's inventory date, and so is that glacier's outline; its
+    neighbours' outlines may be of another date (inventories mix years, as RGI and the simulator
+    do). Against a later image, an earlier neighbour outline labels the strip of ice lost since as
+    glacier: training would teach that a fresh forefield beside the ice is ice, the halo that
+    later maps keep at the retreated edge. Each glacier's margin is still learnt in its own cube."""
+    neighbours = (cube.target == 1) & (cube.glacier == 0)
+    if not width or not neighbours.any():
+        return cube
+    near = ((neighbours & (ndimage.distance_transform_edt(neighbours) <= width))
+            | (~neighbours & (ndimage.distance_transform_edt(~neighbours) <= width)))
+    return dataclasses.replace(cube, valid=cube.valid & ~(near & (cube.glacier == 0)))
 
 
 #: a compact batch's dtypes (half the image bytes, a quarter of the masks'): what crosses process
@@ -177,7 +196,8 @@ class GlacierPatches(Dataset):
                  length: int, augment: bool = True, seed: int = 0, compact: bool = False, *,
                  debris_centres: float = 0.0, margin_centres: float = 0.0, margin_px: int = 16,
                  background_centres: float = 0.0, illumination: float = 0.0, backscatter_db: float = 0.0,
-                 group_dropout: float = 0.0, context_centres: float = 0.0, context_paths: list[Path] = ()):
+                 group_dropout: float = 0.0, context_centres: float = 0.0, context_paths: list[Path] = (),
+                 neighbour_margin_px: int = 0):
         if not paths:
             raise ConfigError("no training cubes for this fold")
         if context_centres and not context_paths:
@@ -189,7 +209,7 @@ class GlacierPatches(Dataset):
         self.shares = (("debris", debris_centres), ("margin", margin_centres), ("background", background_centres),
                        ("context", context_centres))
         self.context_paths = list(context_paths)
-        self.cache = CubeCache(groups, stats)
+        self.cache = CubeCache(groups, stats, neighbour_margin_px=neighbour_margin_px)
         self.pools = CentrePools(margin_px)
         self.photometric = Photometric(groups, stats, illumination, backscatter_db)
         self.group_dropout = group_dropout if len(groups) > 1 else 0.0
@@ -304,7 +324,8 @@ class GlacierDataModule(L.LightningDataModule):
                                             backscatter_db=self.cfg.backscatter_db,
                                             group_dropout=self.cfg.group_dropout,
                                             context_centres=self.cfg.context_centres,
-                                            context_paths=self.context_paths() if self.cfg.context_centres else [])
+                                            context_paths=self.context_paths() if self.cfg.context_centres else [],
+                                            neighbour_margin_px=self.cfg.neighbour_margin_px)
             self.val_set = GridPatches(self.paths(self.fold.val), self.groups, stats, self.cfg.size,
                                        self.cfg.eval_stride)
         if stage in (None, "test"):

@@ -505,3 +505,30 @@ def test_photometric_is_off_by_default():
     assert PatchesConfig().illumination == 0 and PatchesConfig().backscatter_db == 0
     with pytest.raises(ValueError):
         PatchesConfig(illumination=-0.1)
+
+
+def test_labels_near_other_glaciers_outlines_leave_the_loss_but_not_the_own_glaciers():
+    """patches.neighbour_margin_px: a neighbour's outline may predate the image; its margin (inside
+    and out) is not a label to train on, the cube's own glacier is (its outline is of the image's date)."""
+    from glaciermap.data.datamodule import ignore_neighbour_margins
+    from glaciermap.data.windows import PreparedCube
+
+    own, target = np.zeros((12, 20), np.uint8), np.zeros((12, 20), np.uint8)
+    own[2:10, 2:8] = 1  # this glacier: columns 2-7
+    target[2:10, 2:8] = 1
+    target[2:10, 9:16] = 1  # a neighbour: columns 9-15, one pixel of ground (column 8) between them
+    valid = np.ones((12, 20), bool)
+    valid[0, :] = False  # no data stays no data
+    cube = PreparedCube(image=np.zeros((1, 12, 20), np.float32), target=target, glacier=own, valid=valid,
+                        location=np.zeros(2, np.float32), glacier_pixels=np.argwhere(own == 1))
+    out = ignore_neighbour_margins(cube, 2)
+    row = out.valid[5]  # across both glaciers, mid-height
+    assert row[2:8].all()  # the own glacier keeps every label, even beside the neighbour
+    assert not row[8]  # the ground between them: within 2 px of the neighbour
+    assert not row[9:11].any() and row[11:14].all() and not row[14:16].any()  # the neighbour's 2-px rim
+    assert not row[16:18].any() and row[18:].all()  # ground beyond it: 2 px left out
+    assert not out.valid[0].any() and out.valid[11, 0]  # no data kept out; far ground kept
+    assert (out.target == target).all() and out.valid is not valid  # labels unchanged, a new mask
+    assert ignore_neighbour_margins(cube, 0) is cube
+    alone = dataclasses.replace(cube, target=own.copy())
+    assert ignore_neighbour_margins(alone, 2) is alone  # no neighbour: nothing to leave out

@@ -14,7 +14,11 @@ classes of that epoch (truth/surface_<epoch>.tif):
   false ice inside the own outline per pixel of the mapped ice's edge inside it. The young forefield
   (forefield inside the own outline in the recent year), kept as ice or not: its pixels, their median
   distance to the true ice and mean InSAR coherence; and the forefield off every outline mapped as
-  ice in the recent year.
+  ice in the recent year;
+- the training labels against the truth of the image's date (`label_dates`, inventory cubes): a
+  cube's image and own outline share a date, but its neighbours' outlines (the rest of the target
+  `mask_all`) may be of another inventory year. Neighbour-labelled pixels that are not ice at the
+  image's date (and of them forefield: ice lost since an earlier outline), and ice no outline labels.
 
     .venv/bin/python benchmarks/surface_errors.py /tmp/gm-val/demo /tmp/gm-ctx/demo --out x.json
 
@@ -76,6 +80,15 @@ def young_forefield(pred: np.ndarray, cls: np.ndarray, own: np.ndarray, valid: n
     return {k: (dist[m], coh[m]) for k, m in (("kept_as_ice", ff & pred), ("mapped_off", ff & ~pred))}
 
 
+def label_dates(cls: np.ndarray, own: np.ndarray, mask_all: np.ndarray, valid: np.ndarray) -> dict[str, int]:
+    """Training labels of one inventory cube against the surface of its image's date."""
+    ice, neighbours = np.isin(cls, GLACIER_CLASSES), (mask_all == 1) & ~own & valid
+    return {"neighbour_label_px": int(neighbours.sum()), "neighbour_label_not_ice_px": int((neighbours & ~ice).sum()),
+            "neighbour_label_forefield_px": int((neighbours & (cls == FOREFIELD)).sum()),
+            "own_label_not_ice_px": int((own & valid & ~ice).sum()),
+            "ice_off_every_label_px": int(((mask_all == 0) & valid & ice).sum())}
+
+
 def _summary(parts: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     dist = np.concatenate([d for d, _ in parts]) if parts else np.array([])
     coh = np.concatenate([c for _, c in parts]) if parts else np.array([])
@@ -93,6 +106,7 @@ def work_errors(work: Path) -> dict:
     halo = {role: {"halo": 0, "edge": 0} for role in ("inventory", "recent")}
     young: dict[str, list] = {"kept_as_ice": [], "mapped_off": []}
     lia_as_ice = 0
+    labels: dict[str, int] = {}
     for r in index[index.glacier_id.isin(folds)].itertuples():
         cube = read_cube(work / "products" / "cubes" / r.path)
         with rasterio.open(work / "products" / "predictions" / r.epoch / f"{r.glacier_id}.tif") as src:
@@ -107,6 +121,8 @@ def work_errors(work: Path) -> dict:
                 young[key].append(part)
             lia_as_ice += int((pred & (cls == FOREFIELD) & (cube.mask_all == 0) & valid).sum())
         if r.role == "inventory":
+            for key, n in label_dates(cls, own, cube.mask_all, valid).items():
+                labels[key] = labels.get(key, 0) + n
             fold = off.setdefault(f"fold{folds[r.glacier_id]}", {})
             for name, (n_false, n) in off_ice_errors(pred, cls, cube.mask_all, valid).items():
                 fold[name] = [a + b for a, b in zip(fold.get(name, [0, 0]), (n_false, n))]
@@ -117,7 +133,8 @@ def work_errors(work: Path) -> dict:
             "edge_halo": {"inventory_px_per_outline_edge_px": widths["inventory"],
                           "recent_false_px_per_ice_edge_px": widths["recent"], "counts": halo,
                           "young_forefield": {k: _summary(v) for k, v in young.items()},
-                          "recent_forefield_off_outlines_mapped_as_ice_px": lia_as_ice}}
+                          "recent_forefield_off_outlines_mapped_as_ice_px": lia_as_ice},
+            "label_dates": labels}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -396,3 +396,23 @@ def test_edge_halo_and_young_forefield_by_hand():
     young = se.young_forefield(pred, cls, own, valid, coh)
     assert young["kept_as_ice"][0].tolist() == [1.0] and young["kept_as_ice"][1].tolist() == pytest.approx([0.4])
     assert young["mapped_off"][0].tolist() == [2.0] and young["mapped_off"][1].tolist() == pytest.approx([0.6])
+
+
+def test_label_dates_by_hand():
+    """A neighbour outline older than the image labels the ice lost since (forefield now) as glacier."""
+    spec = importlib.util.spec_from_file_location("surface_errors", ROOT / "benchmarks" / "surface_errors.py")
+    se = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(se)
+    from glaciermap.data.simulate.surface import FOREFIELD, ICE, ROCK
+
+    # own glacier on columns 1-3; a neighbour outline on 5-8 whose ice now ends at column 7; ice on 10
+    # that no outline labels; column 4 rock
+    cls = np.array([[ROCK, ICE, ICE, ICE, ROCK, ICE, ICE, ICE, FOREFIELD, ROCK, ICE]])
+    own = np.zeros((1, 11), bool)
+    own[0, 1:4] = True
+    mask_all = own.astype(np.uint8)
+    mask_all[0, 5:9] = 1
+    valid = np.ones((1, 11), bool)
+    assert se.label_dates(cls, own, mask_all, valid) == {
+        "neighbour_label_px": 4, "neighbour_label_not_ice_px": 1, "neighbour_label_forefield_px": 1,
+        "own_label_not_ice_px": 0, "ice_off_every_label_px": 1}

@@ -155,7 +155,8 @@ class PatchesConfig(StrictModel):
     context_centres: float = Field(0.0, ge=0, le=1)
     # training labels within this many pixels of another glacier's outline (inside or out, not on
     # the cube's own glacier) are left out of the loss: a neighbour's outline may be of another date
-    # than the image (`ignore_neighbour_margins`); 0 = off
+    # than the image (`ignore_neighbour_margins`); 0 = off.
+    # Measured at 3 px with context tiles: seed 7's rate error under 0.3 %/yr, the demo's worse (README)
     neighbour_margin_px: int = Field(0, ge=0)
     # photometric augmentation of training patches (`Photometric`; 0 = off): each patch's optical
     # bands times exp(U(-illumination, illumination)), its SAR backscatter (dB) plus

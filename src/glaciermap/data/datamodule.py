@@ -61,9 +61,7 @@ def ignore_neighbour_margins(cube: PreparedCube, width: int) -> PreparedCube:
     neighbours = (cube.target == 1) & (cube.glacier == 0)
     if not width or not neighbours.any():
         return cube
-    near = ((neighbours & (ndimage.distance_transform_edt(neighbours) <= width))
-            | (~neighbours & (ndimage.distance_transform_edt(~neighbours) <= width)))
-    return dataclasses.replace(cube, valid=cube.valid & ~(near & (cube.glacier == 0)))
+    return dataclasses.replace(cube, valid=cube.valid & ~(margin_band(neighbours, width) & (cube.glacier == 0)))
 
 
 #: a compact batch's dtypes (half the image bytes, a quarter of the masks'): what crosses process
@@ -131,15 +129,20 @@ class Photometric:
         return scale[:, None, None], shift[:, None, None]
 
 
+def margin_band(mask: np.ndarray, width: int) -> np.ndarray:
+    """Boolean: the pixels within `width` pixels of the outline of `mask` (non-empty), inside or out."""
+    mask = mask.astype(bool)
+    inside = ndimage.distance_transform_edt(mask)  # distance to the nearest pixel off the mask
+    outside = ndimage.distance_transform_edt(~mask)  # ... to the nearest pixel on it
+    return (mask & (inside <= width)) | (~mask & (outside <= width))
+
+
 def margin_pixels(glacier: np.ndarray, width: int) -> np.ndarray:
     """(N, 2) row/col of the pixels within `width` pixels of the glacier's outline, inside or out:
     the band where retreat happens and where boundaries (debris tongues, shadows) are missed."""
-    mask = glacier.astype(bool)
-    if not mask.any():
+    if not glacier.any():
         return np.empty((0, 2), np.int64)
-    inside = ndimage.distance_transform_edt(mask)  # distance to the nearest non-glacier pixel
-    outside = ndimage.distance_transform_edt(~mask)  # ... to the nearest glacier pixel
-    return np.argwhere((mask & (inside <= width)) | (~mask & (outside <= width)))
+    return np.argwhere(margin_band(glacier, width))
 
 
 class CentrePools:

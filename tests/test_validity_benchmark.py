@@ -29,6 +29,15 @@ def validity():
     return module
 
 
+@pytest.fixture(scope="module")
+def se():
+    """benchmarks/surface_errors.py as a module."""
+    spec = importlib.util.spec_from_file_location("surface_errors", ROOT / "benchmarks" / "surface_errors.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def g(est, sigma, true):
     return {"glacier_id": "G", "est": est, "sigma": sigma, "true": true}
 
@@ -357,10 +366,7 @@ def test_mapping_figures_are_the_worst_folds_of_evaluate(validity):
                                             "debris_iou_mean": None, "debris_iou_min_fold": None}
 
 
-def test_surface_errors_count_each_class_by_hand():
-    spec = importlib.util.spec_from_file_location("surface_errors", ROOT / "benchmarks" / "surface_errors.py")
-    se = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(se)
+def test_surface_errors_count_each_class_by_hand(se):
     from glaciermap.data.simulate.surface import DEBRIS, FOREFIELD, FOREST, ICE, ROCK
 
     cls = np.array([[ICE, ICE, DEBRIS, FOREFIELD],
@@ -375,10 +381,7 @@ def test_surface_errors_count_each_class_by_hand():
     assert inside["false_forefield"] == 1 and inside["false"] - inside["false_forefield"] == 0
 
 
-def test_edge_halo_and_young_forefield_by_hand():
-    spec = importlib.util.spec_from_file_location("surface_errors", ROOT / "benchmarks" / "surface_errors.py")
-    se = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(se)
+def test_edge_halo_and_young_forefield_by_hand(se):
     from glaciermap.data.simulate.surface import FOREFIELD, ICE, ROCK
 
     # a 1 x 9 strip: outline on columns 2-6, the ice retreated to columns 2-4 by the recent year
@@ -398,11 +401,8 @@ def test_edge_halo_and_young_forefield_by_hand():
     assert young["mapped_off"][0].tolist() == [2.0] and young["mapped_off"][1].tolist() == pytest.approx([0.6])
 
 
-def test_label_dates_by_hand():
+def test_label_dates_by_hand(se):
     """A neighbour outline older than the image labels the ice lost since (forefield now) as glacier."""
-    spec = importlib.util.spec_from_file_location("surface_errors", ROOT / "benchmarks" / "surface_errors.py")
-    se = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(se)
     from glaciermap.data.simulate.surface import FOREFIELD, ICE, ROCK
 
     # own glacier on columns 1-3; a neighbour outline on 5-8 whose ice now ends at column 7; ice on 10

@@ -7,8 +7,10 @@ change input files work on a copy (`raw_copy`), never on the shared region.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,16 @@ def cube_index(cubes_dir):
 def folds(cube_index, cubes_dir):
     """Folds of the tiny region (k = 3)."""
     return make_folds(cube_index, cubes_dir, FOLDS, progress=False)
+
+
+def load_benchmark(script: str, name: str):
+    """A script of benchmarks/ as a module, registered under `name` (dataclasses look their module
+    up in sys.modules while the class is built)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def without_truth(*patterns: str):

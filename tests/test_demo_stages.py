@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def demo_stages():
-    spec = importlib.util.spec_from_file_location("demo_stages", ROOT / "benchmarks" / "demo_stages.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("demo_stages.py", "demo_stages")
 
 
 def _touch(root: Path, rel: str, t: float) -> None:

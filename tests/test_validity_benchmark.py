@@ -5,10 +5,8 @@ The benchmark itself runs the whole pipeline per region (minutes each) and is ru
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,25 +15,20 @@ import pytest
 
 from glaciermap.errors import ConfigError
 
+from conftest import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def validity():
-    spec = importlib.util.spec_from_file_location("validity_benchmark", ROOT / "benchmarks" / "validity.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("validity.py", "validity_benchmark")
 
 
 @pytest.fixture(scope="module")
 def se():
     """benchmarks/surface_errors.py as a module."""
-    spec = importlib.util.spec_from_file_location("surface_errors", ROOT / "benchmarks" / "surface_errors.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("surface_errors.py", "surface_errors")
 
 
 def g(est, sigma, true):

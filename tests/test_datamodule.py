@@ -17,7 +17,7 @@ from glaciermap.data.cubes import read_cube, read_index
 from glaciermap.data.datamodule import EpochSampler, GlacierDataModule
 from glaciermap.data.windows import window_starts
 from glaciermap.data.ingest import ingest_region
-from glaciermap.errors import ConfigError
+from glaciermap.errors import ConfigError, InputDataError
 
 from conftest import DATA, without_truth
 
@@ -532,3 +532,39 @@ def test_labels_near_other_glaciers_outlines_leave_the_loss_but_not_the_own_glac
     assert ignore_neighbour_margins(cube, 0) is cube
     alone = dataclasses.replace(cube, target=own.copy())
     assert ignore_neighbour_margins(alone, 2) is alone  # no neighbour: nothing to leave out
+
+
+def test_neighbour_margins_of_other_date_leave_out_only_those_outlines():
+    """patches.neighbour_margin_of: other_date: only the outlines marked in mask_other_date (another
+    inventory epoch than the image) lose their margins; a neighbour of the image's date keeps them."""
+    from glaciermap.data.datamodule import ignore_neighbour_margins
+    from glaciermap.data.windows import PreparedCube
+
+    own, target, other = (np.zeros((12, 24), np.uint8) for _ in range(3))
+    own[2:10, 2:8] = target[2:10, 2:8] = 1  # this glacier: columns 2-7
+    target[2:10, 10:14] = 1  # a neighbour of the image's date: columns 10-13
+    target[2:10, 17:22] = other[2:10, 17:22] = 1  # one of another date: columns 17-21
+    cube = PreparedCube(image=np.zeros((1, 12, 24), np.float32), target=target, glacier=own,
+                        valid=np.ones((12, 24), bool), location=np.zeros(2, np.float32),
+                        glacier_pixels=np.argwhere(own == 1), other_date=other)
+    row = ignore_neighbour_margins(cube, 1, "other_date").valid[5]
+    assert row[:16].all()  # own glacier, the same-date neighbour and the ground around it: all kept
+    assert not row[16:18].any() and row[18:21].all() and not row[21:23].any() and row[23]  # 1-px rim
+    assert not ignore_neighbour_margins(cube, 1, "all").valid[5][9:11].any()  # "all" leaves both out
+
+
+def test_neighbour_margins_of_other_date_need_the_marked_cubes(folds, cubes_dir, cube_index):
+    """Without data.mark_other_date_outlines the setting is refused when params are read, and a
+    cube without the layer is named."""
+    from glaciermap.config import parse_params
+    from glaciermap.data.datamodule import CubeCache
+
+    with pytest.raises(ConfigError, match="mark_other_date_outlines"):
+        parse_params({"patches": {"neighbour_margin_px": 2, "neighbour_margin_of": "other_date"}})
+    parse_params({"patches": {"neighbour_margin_px": 2, "neighbour_margin_of": "other_date"},
+                  "data": {"mark_other_date_outlines": True}})
+    path = cubes_dir / cube_index.path.iloc[0]
+    with pytest.raises(InputDataError, match="mask_other_date") as err:
+        CubeCache(SENSORS.resolve("optical"), folds[0].stats, neighbour_margin_px=2,
+                  neighbour_margin_of="other_date")[path]
+    assert str(path) in err.value.message

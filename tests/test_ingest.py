@@ -1080,3 +1080,34 @@ def test_a_glacier_wholly_masked_in_its_acquisition_is_named(raw_copy, tmp_path)
     assert len(masked) == 1 and f"{gid} (2023, 2023)" in masked[0], masked
     full = index[index.glacier_invalid_fraction >= 1.0]
     assert masked[0].startswith(f"{len(full)} glacier cube(s) 100% masked")
+
+
+def test_other_date_outlines_are_marked_in_their_own_layer(raw_region, cubes_dir, cube_index, tmp_path):
+    """data.mark_other_date_outlines: each cube's mask_other_date is 1 inside exactly the outlines
+    inventoried at another epoch than its image; off (the default), cubes have no such layer."""
+    from glaciermap.data.raw import open_region, read_outlines
+
+    region = open_region(raw_region)
+    outlines = read_outlines(region)
+    epochs = [region.nearest_inventory_epoch(y) for y in outlines.inventory_year]
+    assert len(set(epochs)) == 2  # the simulated inventory mixes two years
+    out = tmp_path / "cubes"
+    index = ingest_region(raw_region, out, updated(DATA, mark_other_date_outlines=True), SensorsConfig(),
+                          progress=False)
+    n_other = n_same = 0
+    for _, row in index.iterrows():
+        cube = read_cube(out / row.path)
+        g = cube.grid
+        other = [geom for geom, e in zip(outlines.to_crs(g.crs).geometry, epochs) if e != row.epoch]
+        expected = features.rasterize(((geom, 1) for geom in other), out_shape=(g.height, g.width),
+                                      transform=g.transform, fill=0, dtype="uint8") if other else 0
+        assert (cube.mask_other_date == expected).all(), row.path
+        if row.role == "recent":  # every outline predates a recent image, the cube's own included
+            assert (cube.mask_other_date == cube.mask_all).all()
+        else:  # the own outline is of the image's date; the marked ones are labelled ice
+            assert not (cube.mask_other_date & cube.mask_glacier).any()
+            assert not (cube.mask_other_date & (1 - cube.mask_all)).any()
+            n_other += int(cube.mask_other_date.sum())
+            n_same += int((cube.mask_all & (1 - cube.mask_glacier) & (1 - cube.mask_other_date)).sum())
+    assert n_other > 0 and n_same > 0  # neighbours of both kinds occur
+    assert all(read_cube(cubes_dir / p).mask_other_date is None for p in cube_index.path)

@@ -67,6 +67,10 @@ class Params(StrictModel):
         bad = [f for f in self.train.folds if not 0 <= f < self.folds.k]
         if bad:
             raise ValueError(f"train.folds {bad} outside 0..{self.folds.k - 1} (folds.k = {self.folds.k})")
+        if (self.patches.neighbour_margin_px and self.patches.neighbour_margin_of == "other_date"
+                and not self.data.mark_other_date_outlines):
+            raise ValueError("patches.neighbour_margin_of: other_date needs the cubes' mask_other_date layer: "
+                             "set data.mark_other_date_outlines: true")
         self._check_tune()
         return self
 

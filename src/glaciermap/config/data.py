@@ -47,6 +47,9 @@ class DataConfig(StrictModel):
     # dh/dt voids (NaN, nodata, |dh/dt| > 50 m/yr): "fill" interpolates them from their neighbours,
     # "mask" leaves them NaN and marks them in mask_dhdt_void (invalid where a set uses the dhdt group)
     dhdt_voids: Literal["fill", "mask"] = "fill"
+    # write each cube's `mask_other_date` layer: 1 inside the outlines inventoried at another epoch
+    # than the cube's image (inventories mix years); `patches.neighbour_margin_of: other_date` uses it
+    mark_other_date_outlines: bool = False
     # outlines crossing the edge of a scene or of the DEM: "skip" leaves them out; "keep" keeps those
     # with at least `min_coverage` of their area covered (the rest is no data, masked invalid).
     # Every outline left out is listed in <cubes_dir>/skipped.csv
@@ -158,6 +161,9 @@ class PatchesConfig(StrictModel):
     # than the image (`ignore_neighbour_margins`); 0 = off.
     # Measured at 3 px with context tiles: seed 7's rate error under 0.3 %/yr, the demo's worse (README)
     neighbour_margin_px: int = Field(0, ge=0)
+    # whose outlines: "all" other glaciers', or "other_date" only those inventoried at another epoch
+    # than the image (the cubes' mask_other_date layer: data.mark_other_date_outlines)
+    neighbour_margin_of: Literal["all", "other_date"] = "all"
     # photometric augmentation of training patches (`Photometric`; 0 = off): each patch's optical
     # bands times exp(U(-illumination, illumination)), its SAR backscatter (dB) plus
     # U(-backscatter_db, backscatter_db); coherence, DEM and dh/dt unchanged

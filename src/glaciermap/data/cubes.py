@@ -31,10 +31,15 @@ DEM_VOID = "mask_dem_void"
 #: only this glacier). Absent when the region or dataset gives no debris information.
 DEBRIS = "mask_debris"
 DEBRIS_UNKNOWN = 2
+#: optional layer (ingest with data.mark_other_date_outlines): 1 inside the outlines inventoried at
+#: another epoch than the cube's image, whose labels there may be ice gained or lost in between
+OTHER_DATE = "mask_other_date"
 #: optional mask of pixels without a usable dh/dt value (invalid where a sensor set uses the dhdt group)
 DHDT_VOID = "mask_dhdt_void"
 #: the void mask of each sensor group that has one
 GROUP_VOIDS = {"dem": DEM_VOID, "dhdt": DHDT_VOID}
+#: the optional (H, W) layers, each a Cube field of the same name: written when not None
+OPTIONAL_MASKS = (*GROUP_VOIDS.values(), DEBRIS, OTHER_DATE)
 #: groups read from one region-wide file, the same at every epoch (raw format: dem.tif, dhdt.tif): a
 #: model that leans on them carries the inventory-year extent into its later maps
 STATIC_GROUPS = ("dem", "dhdt")
@@ -55,6 +60,7 @@ class Cube:
     `mask_dhdt_void` the same for the dh/dt band.
     `mask_debris` (None when the source has no debris information) is the `DEBRIS` layer: 1 on
     debris-covered ice, 0 not debris, `DEBRIS_UNKNOWN` where the source does not say.
+    `mask_other_date` (None unless ingest marked them) is the `OTHER_DATE` layer.
     """
 
     data: np.ndarray
@@ -67,6 +73,7 @@ class Cube:
     mask_dem_void: np.ndarray | None = None
     mask_debris: np.ndarray | None = None
     mask_dhdt_void: np.ndarray | None = None
+    mask_other_date: np.ndarray | None = None
 
     def select(self, bands: list[str]) -> np.ndarray:
         """(len(bands), H, W) view in the given order; absent bands come back all-NaN."""
@@ -87,7 +94,7 @@ def write_cube(path: Path, cube: Cube) -> Path:
         "GeoTransform": " ".join(str(v) for v in (t.c, t.a, t.b, t.f, t.d, t.e)),
     })
     gm = {"grid_mapping": "spatial_ref"}
-    optional = {**{m: getattr(cube, m) for m in GROUP_VOIDS.values()}, DEBRIS: cube.mask_debris}
+    optional = {m: getattr(cube, m) for m in OPTIONAL_MASKS}
     masks = [*MASKS, *(m for m, v in optional.items() if v is not None)]
     ds = xr.Dataset(
         {
@@ -172,8 +179,7 @@ def read_cube(path: str | Path) -> Cube:
         mask_invalid=ds["mask_invalid"].values,
         grid=cube_grid(ds, path),
         attrs=dict(ds.attrs),
-        **{m: ds[m].values if m in ds else None for m in GROUP_VOIDS.values()},
-        mask_debris=ds[DEBRIS].values if DEBRIS in ds else None,
+        **{m: ds[m].values if m in ds else None for m in OPTIONAL_MASKS},
     )
 
 

@@ -27,38 +27,48 @@ from glaciermap.data.cubes import read_context, read_index
 from glaciermap.data.folds import Fold
 from glaciermap.device import loader_workers
 from glaciermap.data.windows import PreparedCube, band_stats, crop, prepare_cube, window_starts
-from glaciermap.errors import ConfigError
+from glaciermap.errors import ConfigError, InputDataError
 
 
 class CubeCache:
     """Per-process LRU cache of prepared cubes (cubes are small; whole regions never are)."""
 
-    def __init__(self, groups: dict[str, list[str]], stats: dict, max_items: int = 128, neighbour_margin_px: int = 0):
+    def __init__(self, groups: dict[str, list[str]], stats: dict, max_items: int = 128, neighbour_margin_px: int = 0,
+                 neighbour_margin_of: str = "all"):
         self.groups, self.stats, self.max_items = groups, stats, max_items
-        self.neighbour_margin_px = neighbour_margin_px
+        self.neighbour_margin = (neighbour_margin_px, neighbour_margin_of)
         self._items: OrderedDict[Path, PreparedCube] = OrderedDict()
 
     def __getitem__(self, path: Path) -> PreparedCube:
         if path in self._items:
             self._items.move_to_end(path)
             return self._items[path]
-        cube = ignore_neighbour_margins(prepare_cube(path, self.groups, self.stats), self.neighbour_margin_px)
+        cube = prepare_cube(path, self.groups, self.stats)
+        width, of = self.neighbour_margin
+        if width and of == "other_date" and cube.other_date is None:
+            raise InputDataError("cube has no mask_other_date layer (patches.neighbour_margin_of: other_date)",
+                                 path=path, hint="set data.mark_other_date_outlines: true and re-run "
+                                                 "`glaciermap ingest` (raw regions only)")
+        cube = ignore_neighbour_margins(cube, width, of)
         self._items[path] = cube
         if len(self._items) > self.max_items:
             self._items.popitem(last=False)
         return cube
 
 
-def ignore_neighbour_margins(cube: PreparedCube, width: int) -> PreparedCube:
+def ignore_neighbour_margins(cube: PreparedCube, width: int, of: str = "all") -> PreparedCube:
     """The cube with its labels near the other glaciers' outlines left out of the loss (`valid`
     off within `width` pixels of them, inside or out, except on this glacier); unchanged for 0.
+    `of` = "other_date": only near the outlines of another inventory epoch than the image
+    (`cube.other_date`, the cube's mask_other_date layer).
 
     A cube's image is of its own glacier's inventory date, and so is that glacier's outline; its
     neighbours' outlines may be of another date (inventories mix years, as RGI and the simulator
     do). Against a later image, an earlier neighbour outline labels the strip of ice lost since as
     glacier: training would teach that a fresh forefield beside the ice is ice, the halo that
     later maps keep at the retreated edge. Each glacier's margin is still learnt in its own cube."""
-    neighbours = (cube.target == 1) & (cube.glacier == 0)
+    outlines = cube.target if of == "all" else cube.other_date
+    neighbours = (outlines == 1) & (cube.glacier == 0)
     if not width or not neighbours.any():
         return cube
     return dataclasses.replace(cube, valid=cube.valid & ~(margin_band(neighbours, width) & (cube.glacier == 0)))
@@ -200,7 +210,7 @@ class GlacierPatches(Dataset):
                  debris_centres: float = 0.0, margin_centres: float = 0.0, margin_px: int = 16,
                  background_centres: float = 0.0, illumination: float = 0.0, backscatter_db: float = 0.0,
                  group_dropout: float = 0.0, context_centres: float = 0.0, context_paths: list[Path] = (),
-                 neighbour_margin_px: int = 0):
+                 neighbour_margin_px: int = 0, neighbour_margin_of: str = "all"):
         if not paths:
             raise ConfigError("no training cubes for this fold")
         if context_centres and not context_paths:
@@ -212,7 +222,8 @@ class GlacierPatches(Dataset):
         self.shares = (("debris", debris_centres), ("margin", margin_centres), ("background", background_centres),
                        ("context", context_centres))
         self.context_paths = list(context_paths)
-        self.cache = CubeCache(groups, stats, neighbour_margin_px=neighbour_margin_px)
+        self.cache = CubeCache(groups, stats, neighbour_margin_px=neighbour_margin_px,
+                               neighbour_margin_of=neighbour_margin_of)
         self.pools = CentrePools(margin_px)
         self.photometric = Photometric(groups, stats, illumination, backscatter_db)
         self.group_dropout = group_dropout if len(groups) > 1 else 0.0
@@ -328,7 +339,8 @@ class GlacierDataModule(L.LightningDataModule):
                                             group_dropout=self.cfg.group_dropout,
                                             context_centres=self.cfg.context_centres,
                                             context_paths=self.context_paths() if self.cfg.context_centres else [],
-                                            neighbour_margin_px=self.cfg.neighbour_margin_px)
+                                            neighbour_margin_px=self.cfg.neighbour_margin_px,
+                                            neighbour_margin_of=self.cfg.neighbour_margin_of)
             self.val_set = GridPatches(self.paths(self.fold.val), self.groups, stats, self.cfg.size,
                                        self.cfg.eval_stride)
         if stage in (None, "test"):

@@ -218,7 +218,7 @@ def fill_gaps(region: Region, optical_bands: list[str], grid: Grid, opt: np.ndar
 def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geoms,
                epoch: str, scene: str, dem: tuple[np.ndarray, np.ndarray] | None, has_sar: bool,
                attrs: dict, dhdt: tuple[np.ndarray, np.ndarray] | None = None,
-               alternates: list[str] = (), sar_voids: str = "keep") -> Cube:
+               alternates: list[str] = (), sar_voids: str = "keep", other_date_geoms: list | None = None) -> Cube:
     """Read every sensor of one acquisition (`scene`, of `epoch`) onto a glacier's grid; add masks.
 
     `dem` is (DEM feature bands, DEM void mask) from `dem_features`, or None without a dem group;
@@ -227,7 +227,8 @@ def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geo
     optical pixels `scene` leaves masked; attrs `filled_from` and `filled_fraction` say from where
     and how much. With `sar_voids` "fill" the SAR layover and radar shadow are interpolated from
     their neighbours (`fill_voids`); attr `sar_void_fraction` is the share of the window that was
-    void, filled or not.
+    void, filled or not. With `other_date_geoms` (the outlines among `all_geoms` whose inventory
+    epoch is not `epoch`), the cube gets its `mask_other_date` layer.
     """
     bands: list[str] = []
     layers: list[np.ndarray] = []
@@ -265,6 +266,7 @@ def build_cube(region: Region, sensors: SensorsConfig, grid: Grid, geom, all_geo
         mask_dem_void=None if dem is None else dem[1].astype(np.uint8),
         mask_debris=debris_mask(region, epoch, grid),
         mask_dhdt_void=None if dhdt is None else dhdt[1].astype(np.uint8),
+        mask_other_date=None if other_date_geoms is None else rasterize_geoms(other_date_geoms, grid),
         grid=grid,
         attrs={**attrs, "epoch": epoch, "scene": scene, "year": decimal_year(region.scenes[scene]),
                "invalid_fraction": float(invalid.mean()), **filled},
@@ -316,9 +318,23 @@ def static_layers(region: Region, sensors: SensorsConfig, cfg: DataConfig, grid:
     return dem, voids, dhdt
 
 
+def _outlines_with_years(outlines: gpd.GeoDataFrame) -> tuple[list, list[float]]:
+    """(geometries, inventory years) of some outlines, as the cube jobs take them."""
+    return outlines.geometry.tolist(), outlines["inventory_year"].tolist()
+
+
+def other_date(region: Region, cfg: DataConfig, geoms: list, years: list[float], epoch: str) -> list | None:
+    """The outlines (of `geoms`, inventoried in `years`) whose nearest inventory epoch is not
+    `epoch`: what a cube of that epoch marks in `mask_other_date`. None (no layer) unless
+    `data.mark_other_date_outlines`."""
+    if not cfg.mark_other_date_outlines:
+        return None
+    return [g for g, y in zip(geoms, years) if region.nearest_inventory_epoch(y) != epoch]
+
+
 def _glacier_job(args) -> dict:
     """One glacier's cubes (every epoch): {"rows": index rows, "skipped": [...], "dem_voids": counts}."""
-    (region_root, sensors, cfg, out_dir, row, neighbours, crs, check) = args
+    (region_root, sensors, cfg, out_dir, row, (neighbours, neighbour_years), crs, check) = args
     region = open_region(region_root)
     gid, geom = row["glacier_id"], row["geometry"]
     grid = glacier_grid(geom, crs, cfg.resolution_m, cfg.buffer_m)
@@ -342,7 +358,8 @@ def _glacier_job(args) -> dict:
                                         glacier_mask)
         cube = build_cube(region, sensors, grid, geom, neighbours, epoch, scene, dem,
                           check.has_sar[scene], attrs, dhdt, alternates=others if cfg.fill_gaps else [],
-                          sar_voids=cfg.sar_voids)
+                          sar_voids=cfg.sar_voids,
+                          other_date_geoms=other_date(region, cfg, neighbours, neighbour_years, epoch))
         rel = Path(epoch) / f"{gid}.nc"
         write_cube(out_dir / rel, cube)
         on_glacier = cube.mask_glacier == 1
@@ -357,7 +374,7 @@ def _context_job(args) -> dict | None:
     """One context tile's cube (glaciermap.data.context) at one inventory epoch, its pixels inside
     any glacier cube (`boxes`: their extents within the tile) masked invalid; its context.csv row,
     or None when too little stays usable."""
-    (region_root, sensors, cfg, out_dir, tid, grid, boxes, near, epoch, check) = args
+    (region_root, sensors, cfg, out_dir, tid, grid, boxes, (near, near_years), epoch, check) = args
     region = open_region(region_root)
     dem, _, dhdt = static_layers(region, sensors, cfg, grid)
     boxed = rasterize_geoms([boxes], grid) == 1
@@ -368,7 +385,8 @@ def _context_job(args) -> dict | None:
              "inventory_epoch": epoch, "area_km2": loc["area_km2"], "lon": loc["lon"], "lat": loc["lat"],
              "crs": grid.crs.to_string(), "res": cfg.resolution_m, "coverage": 1.0}
     cube = build_cube(region, sensors, grid, None, near, epoch, scene, dem, check.has_sar[scene], attrs, dhdt,
-                      alternates=others if cfg.fill_gaps else [], sar_voids=cfg.sar_voids)
+                      alternates=others if cfg.fill_gaps else [], sar_voids=cfg.sar_voids,
+                      other_date_geoms=other_date(region, cfg, near, near_years, epoch))
     invalid = (cube.mask_invalid == 1) | boxed
     usable = float((~invalid).mean())
     if usable < MIN_USABLE_FRACTION:
@@ -390,7 +408,7 @@ def _context_jobs(region: Region, sensors: SensorsConfig, cfg: DataConfig, out_d
     sindex = outlines.sindex
     jobs = []
     for tid, grid in context_grids(area, boxes, cfg.context_tile_m, cfg.resolution_m, outlines.crs):
-        near = outlines.geometry.iloc[sindex.query(box(*grid.bounds))].tolist()
+        near = _outlines_with_years(outlines.iloc[sindex.query(box(*grid.bounds))])
         # the boxes' part in the tile, so no job carries or rasterises the whole region's (clip_by_rect
         # keeps polygons only, where an intersection would add the edges the tile merely touches as lines)
         here = clip_by_rect(boxes, *grid.bounds)
@@ -518,7 +536,7 @@ def ingest_region(raw_dir: str | Path, out_dir: str | Path, cfg: DataConfig, sen
     with atomic_path(out_dir) as tmp:
         for _, row in outlines.iterrows():
             cube_boxes.append(box(*glacier_grid(row.geometry, crs, cfg.resolution_m, cfg.buffer_m).bounds))
-            near = outlines.geometry.iloc[sindex.query(cube_boxes[-1])].tolist()
+            near = _outlines_with_years(outlines.iloc[sindex.query(cube_boxes[-1])])
             jobs.append((region.root, sensors, cfg, tmp, row, near, crs, check))
         results = _run(_glacier_job, jobs, cfg.workers, "ingest", "glacier", progress)
         if cfg.context_tile_m > 0:

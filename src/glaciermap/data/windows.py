@@ -52,6 +52,7 @@ class PreparedCube:
     location: np.ndarray  # (2,) lon, lat
     glacier_pixels: np.ndarray  # (N, 2) row/col of this glacier's pixels
     debris: np.ndarray | None = None  # (H, W) uint8 cube layer mask_debris (None: no debris truth)
+    other_date: np.ndarray | None = None  # (H, W) uint8 cube layer mask_other_date (None: not marked)
 
 
 def band_stats(bands: list[str], stats: dict[str, dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
@@ -87,6 +88,7 @@ def prepare_cube(path: Path, groups: dict[str, list[str]], stats: dict[str, dict
         valid=valid,
         location=np.array([cube.attrs.get("lon", 0.0), cube.attrs.get("lat", 0.0)], np.float32),
         glacier_pixels=np.argwhere(cube.mask_glacier == 1), debris=cube.mask_debris,
+        other_date=cube.mask_other_date,
     )
 
 

@@ -17,7 +17,7 @@ from glaciermap.data.cubes import read_cube, read_index
 from glaciermap.data.datamodule import EpochSampler, GlacierDataModule
 from glaciermap.data.windows import window_starts
 from glaciermap.data.ingest import ingest_region
-from glaciermap.errors import ConfigError, InputDataError
+from glaciermap.errors import ConfigError
 
 from conftest import DATA, without_truth
 
@@ -554,8 +554,9 @@ def test_neighbour_margins_of_other_date_leave_out_only_those_outlines():
 
 
 def test_neighbour_margins_of_other_date_need_the_marked_cubes(folds, cubes_dir, cube_index):
-    """Without data.mark_other_date_outlines the setting is refused when params are read, and a
-    cube without the layer is named."""
+    """Without data.mark_other_date_outlines the setting is refused when params are read. Cubes
+    without the layer (a dataset adapter's: no outline dates) keep every label, with one warning
+    naming the first such cube."""
     from glaciermap.config import parse_params
     from glaciermap.data.datamodule import CubeCache
 
@@ -563,8 +564,11 @@ def test_neighbour_margins_of_other_date_need_the_marked_cubes(folds, cubes_dir,
         parse_params({"patches": {"neighbour_margin_px": 2, "neighbour_margin_of": "other_date"}})
     parse_params({"patches": {"neighbour_margin_px": 2, "neighbour_margin_of": "other_date"},
                   "data": {"mark_other_date_outlines": True}})
-    path = cubes_dir / cube_index.path.iloc[0]
-    with pytest.raises(InputDataError, match="mask_other_date") as err:
-        CubeCache(SENSORS.resolve("optical"), folds[0].stats, neighbour_margin_px=2,
-                  neighbour_margin_of="other_date")[path]
-    assert str(path) in err.value.message
+    paths = [cubes_dir / p for p in cube_index.path.iloc[:2]]
+    cache = CubeCache(SENSORS.resolve("optical"), folds[0].stats, neighbour_margin_px=2,
+                      neighbour_margin_of="other_date")
+    with pytest.warns(UserWarning, match="no mask_other_date layer") as caught:
+        cubes = [cache[p] for p in paths]
+    assert len(caught) == 1 and str(paths[0]) in str(caught[0].message)
+    plain = CubeCache(SENSORS.resolve("optical"), folds[0].stats)
+    assert all((c.valid == plain[p].valid).all() for c, p in zip(cubes, paths))

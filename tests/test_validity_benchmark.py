@@ -170,7 +170,8 @@ def test_region_params_apply_the_region_and_the_reductions(validity, tmp_path):
     labels = [label for label, _ in validity.stage_commands(validity.parse_params(raw))]
     assert labels[:3] == ["simulate", "ingest", "folds"] and labels[-4:] == ["evaluate", "register", "infer",
                                                                              "area-change"]
-    assert [x.split()[1] for x in labels[3:-4]] == ["fold0", "fold1", "fold2"]
+    seeds = raw["train"]["seeds"]  # params.yaml's ensemble: every fold once per member
+    assert labels[3:-4] == [f"train fold{f}" + (f" seed{s}" if len(seeds) > 1 else "") for f in range(3) for s in seeds]
     with pytest.raises(ConfigError, match="cloud_cover"):
         validity.region_params(validity.Region("bad", 1, "r", {"cloud_cover": 5.0}), settings(validity), tmp_path)
 

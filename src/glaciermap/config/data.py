@@ -162,7 +162,8 @@ class PatchesConfig(StrictModel):
     # Measured at 3 px with context tiles: seed 7's rate error under 0.3 %/yr, the demo's worse (README)
     neighbour_margin_px: int = Field(0, ge=0)
     # whose outlines: "all" other glaciers', or "other_date" only those inventoried at another epoch
-    # than the image (the cubes' mask_other_date layer: data.mark_other_date_outlines).
+    # than the image (the cubes' mask_other_date layer: data.mark_other_date_outlines; cubes without
+    # it, such as a dataset adapter's, keep every label, with a warning).
     # Measured at 3 px with context tiles: every rate error within 0.3 %/yr, debris IoU lower (README)
     neighbour_margin_of: Literal["all", "other_date"] = "all"
     # photometric augmentation of training patches (`Photometric`; 0 = off): each patch's optical

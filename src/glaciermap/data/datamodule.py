@@ -12,6 +12,7 @@ mask (no data, cloud and cloud shadow are invalid) so losses and metrics can ign
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from glaciermap.data.cubes import read_context, read_index
 from glaciermap.data.folds import Fold
 from glaciermap.device import loader_workers
 from glaciermap.data.windows import PreparedCube, band_stats, crop, prepare_cube, window_starts
-from glaciermap.errors import ConfigError, InputDataError
+from glaciermap.errors import ConfigError
 
 
 class CubeCache:
@@ -37,6 +38,7 @@ class CubeCache:
                  neighbour_margin_of: str = "all"):
         self.groups, self.stats, self.max_items = groups, stats, max_items
         self.neighbour_margin = (neighbour_margin_px, neighbour_margin_of)
+        self._warned_undated = False
         self._items: OrderedDict[Path, PreparedCube] = OrderedDict()
 
     def __getitem__(self, path: Path) -> PreparedCube:
@@ -45,10 +47,11 @@ class CubeCache:
             return self._items[path]
         cube = prepare_cube(path, self.groups, self.stats)
         width, of = self.neighbour_margin
-        if width and of == "other_date" and cube.other_date is None:
-            raise InputDataError("cube has no mask_other_date layer (patches.neighbour_margin_of: other_date)",
-                                 path=path, hint="set data.mark_other_date_outlines: true and re-run "
-                                                 "`glaciermap ingest` (raw regions only)")
+        if width and of == "other_date" and cube.other_date is None and not self._warned_undated:
+            self._warned_undated = True
+            warnings.warn(f"{path}: no mask_other_date layer (cubes of a dataset adapter, or ingested without "
+                          "data.mark_other_date_outlines), so no outline is known to be of another date: "
+                          "patches.neighbour_margin_of: other_date leaves no label of such cubes out", stacklevel=2)
         cube = ignore_neighbour_margins(cube, width, of)
         self._items[path] = cube
         if len(self._items) > self.max_items:
@@ -60,7 +63,7 @@ def ignore_neighbour_margins(cube: PreparedCube, width: int, of: str = "all") ->
     """The cube with its labels near the other glaciers' outlines left out of the loss (`valid`
     off within `width` pixels of them, inside or out, except on this glacier); unchanged for 0.
     `of` = "other_date": only near the outlines of another inventory epoch than the image
-    (`cube.other_date`, the cube's mask_other_date layer).
+    (`cube.other_date`, the cube's mask_other_date layer; unchanged without it).
 
     A cube's image is of its own glacier's inventory date, and so is that glacier's outline; its
     neighbours' outlines may be of another date (inventories mix years, as RGI and the simulator
@@ -68,8 +71,10 @@ def ignore_neighbour_margins(cube: PreparedCube, width: int, of: str = "all") ->
     glacier: training would teach that a fresh forefield beside the ice is ice, the halo that
     later maps keep at the retreated edge. Each glacier's margin is still learnt in its own cube."""
     outlines = cube.target if of == "all" else cube.other_date
+    if not width or outlines is None:  # no layer: no outline known to be of another date
+        return cube
     neighbours = (outlines == 1) & (cube.glacier == 0)
-    if not width or not neighbours.any():
+    if not neighbours.any():
         return cube
     return dataclasses.replace(cube, valid=cube.valid & ~(margin_band(neighbours, width) & (cube.glacier == 0)))
 

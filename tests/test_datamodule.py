@@ -553,7 +553,7 @@ def test_neighbour_margins_of_other_date_leave_out_only_those_outlines():
     assert not ignore_neighbour_margins(cube, 1, "all").valid[5][9:11].any()  # "all" leaves both out
 
 
-def test_neighbour_margins_of_other_date_need_the_marked_cubes(folds, cubes_dir, cube_index):
+def test_other_date_margins_are_refused_unmarked_and_undated_cubes_keep_their_labels(folds, cubes_dir, cube_index):
     """Without data.mark_other_date_outlines the setting is refused when params are read. Cubes
     without the layer (a dataset adapter's: no outline dates) keep every label, with one warning
     naming the first such cube."""

@@ -11,7 +11,7 @@ import pytest
 
 from glaciermap.config import FoldsConfig
 from glaciermap.data.cubes import read_cube
-from glaciermap.data.folds import assign_folds, band_stats, make_folds, read_folds, write_folds
+from glaciermap.data.folds import assign_folds, band_stats, make_folds, read_folds, split_train_val, write_folds
 from glaciermap.errors import ConfigError, InputDataError
 
 from conftest import FOLDS
@@ -146,6 +146,34 @@ def test_assign_folds_one_huge_glacier_falls_back_to_counts():
                             index=list("abcdef"))
     fold = assign_folds(glaciers, 3)
     assert fold.tolist() == [0, 0, 1, 1, 2, 2]  # every fold tests something
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_validation_never_takes_the_one_huge_glacier_of_a_pool(seed):
+    """A pool of one huge glacier and small ones (a simulated region's fold: 14.8 km2 and 0.21):
+    the huge one trains, whatever the draw, and validation holds about val_fraction of the area."""
+    areas = pd.Series({"huge": 14.76, "a": 0.21, "b": 0.3, "c": 0.12})
+    train, val = split_train_val(sorted(areas.index), areas, 0.15, seed)
+    assert "huge" in train and val and set(train) | set(val) == set(areas.index) and not set(train) & set(val)
+    assert areas[val].sum() <= 0.15 * areas.sum()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_validation_of_a_pool_of_two_is_the_smaller_glacier(seed):
+    areas = pd.Series({"big": 5.0, "small": 4.0})
+    assert split_train_val(["big", "small"], areas, 0.15, seed) == (["big"], ["small"])
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_validation_holds_about_val_fraction_of_many_glaciers(seed):
+    """Many glaciers: validation reaches the share (or its count cap, val_fraction of the glaciers)
+    and overshoots it by less than one glacier it may draw."""
+    rng = np.random.default_rng(seed)
+    areas = pd.Series(rng.lognormal(0, 1.2, 40), index=[f"G{i:02d}" for i in range(40)])
+    train, val = split_train_val(sorted(areas.index), areas, 0.15, seed)
+    target = 0.15 * areas.sum()
+    assert areas[val].sum() <= 2 * target and len(val) <= 6 and len(train) == 40 - len(val)
+    assert areas[val].sum() >= target or len(val) == 6
 
 
 # ------------------------------------------------------------- glacier groups (divides)

@@ -864,6 +864,39 @@ def test_evaluate_scores_the_mean_probability_of_the_folds_members(infer_setup, 
     assert scores["mean"] == 1.0 and scores["seed0"] < 1.0 and scores["seed1"] == 0.0
 
 
+@pytest.mark.parametrize("tta", [False, True])
+def test_infer_evaluate_and_the_benchmark_predict_with_the_same_settings(infer_setup, folds, tmp_path, monkeypatch, tta):
+    """`infer.tta` (and stride, batch size, precision) reach every prediction: a test score is of
+    the maps infer makes (evaluate once predicted without flips whatever infer.tta said)."""
+    import glaciermap.data.windows as windows
+    from glaciermap.analysis.benchmark import model_predictor
+    from glaciermap.analysis.evaluate import evaluate_fold
+    from glaciermap.config import updated
+    from glaciermap.inference.run import infer
+    from glaciermap.tracking import registry
+
+    params, _, _ = infer_setup
+    params = updated(params, infer=updated(params.infer, tta=tta, batch_size=5, precision="32"))
+    seen: list[dict] = []
+
+    def predict(net, bundle, path, **kw):
+        seen.append(kw)
+        mask = read_cube(path).mask_glacier.astype(np.float32)
+        return mask, SimpleNamespace(target=mask.astype(np.uint8), valid=np.ones(mask.shape, bool), debris=None)
+
+    monkeypatch.setattr(windows, "predict_cube_file", predict)
+    monkeypatch.setattr(registry, "fold_models", lambda params, model, sensor_set, registry=False: {
+        f: [(None, SimpleNamespace(fold=f, seed=0, patch_size=64, groups={}, stats={}, extra={}))]
+        for f in params.train.folds})
+    infer(params, "unet", "optical", tmp_path / "predictions", progress=False)
+    n_infer = len(seen)
+    evaluate_fold([(None, SimpleNamespace(fold=0, seed=0, patch_size=64))], params, folds[0].test)
+    model_predictor(params, "unet", "optical")(0, params.data.cubes_dir / read_index(params.data.cubes_dir).path[0])
+    assert n_infer and len(seen) > n_infer + 1
+    expected = {"stride": params.patches.eval_stride, "batch_size": 5, "tta": tta, "precision": "32"}
+    assert all({k: kw[k] for k in expected} == expected for kw in seen)
+
+
 def test_a_member_that_predicts_nan_is_named_by_its_alias(infer_setup, tmp_path):
     from glaciermap.config import updated
     from glaciermap.inference.run import infer

@@ -46,15 +46,13 @@ Predictor = Callable[[int, Path], np.ndarray]
 def model_predictor(params: Params, model: str, sensor_set: str) -> Predictor:
     """Predict with the mean probability of each fold's trained members (this configuration's
     runs), as evaluate does."""
-    from glaciermap.data.windows import predict_members
+    from glaciermap.data.windows import ensemble_settings, predict_members
     from glaciermap.tracking.registry import fold_models
 
     loaded = fold_models(params, model, sensor_set)
 
     def predict(fold: int, path: Path) -> np.ndarray:
-        return predict_members(loaded[fold], path, stride=params.patches.eval_stride,
-                               batch_size=params.infer.batch_size or params.patches.batch_size,
-                               device=params.infer.device, precision=params.infer.precision)[0].mean(axis=0)
+        return predict_members(loaded[fold], path, **ensemble_settings(params))[0].mean(axis=0)
 
     return predict
 

@@ -2,8 +2,8 @@
 IoU and recall on debris-covered and clean ice where the cubes carry a debris mask (NaN where
 none of a fold's test cubes does; definitions in `glaciermap.metrics`).
 
-A fold's prediction is the mean probability of its members (one per seed of `train.seeds`), as in
-`glaciermap infer`."""
+A fold's prediction is the mean probability of its members (one per seed of `train.seeds`), with
+infer's settings (flips with `infer.tta`), as in `glaciermap infer`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from glaciermap.config import Params
 from glaciermap.data.cubes import read_index
 from glaciermap.data.folds import read_folds
-from glaciermap.data.windows import n_windows, predict_members
+from glaciermap.data.windows import ensemble_settings, n_windows, predict_members
 from glaciermap.metrics import (METRICS, SURFACE_METRICS, confusion, scores, surface_confusion,
                                 surface_scores)
 from glaciermap.tracking.registry import fold_models
@@ -29,11 +29,8 @@ def evaluate_fold(members: list, params: Params, glacier_ids: list[str], progres
     rows = index[(index.role == "inventory") & index.glacier_id.isin(glacier_ids)]
     total, n_patches = np.zeros(4, np.int64), 0
     surface, n_surface = np.zeros((2, 3), np.int64), 0  # debris / clean counts, cubes with a debris mask
-    infer = params.infer
     for path in tqdm(rows.path, desc=f"evaluate fold {bundle.fold}", disable=not progress, leave=False):
-        probs, cube = predict_members(members, params.data.cubes_dir / path, stride=params.patches.eval_stride,
-                                      batch_size=infer.batch_size or params.patches.batch_size,
-                                      device=infer.device, precision=infer.precision)
+        probs, cube = predict_members(members, params.data.cubes_dir / path, **ensemble_settings(params))
         prob = probs.mean(axis=0)
         total += confusion(prob, cube.target, cube.valid)
         if cube.debris is not None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext as _nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,9 @@ import torch
 from glaciermap.data.cubes import GROUP_VOIDS, read_cube
 from glaciermap.device import autocast, autocast_dtype, resolve_device
 from glaciermap.errors import ConfigError
+
+if TYPE_CHECKING:
+    from glaciermap.config import Params
 
 
 @dataclass
@@ -286,6 +290,15 @@ def predict_cube_file(model: torch.nn.Module, bundle, path, *, stride: int, batc
                         batch_size=batch_size, tta=tta, temperature=temperature, device=device,
                         precision=precision)
     return prob, cube
+
+
+def ensemble_settings(params: Params, **overrides) -> dict:
+    """`predict_members`' settings from params: the evaluation stride, and infer's batch size, flips
+    (`tta`), device and precision. infer, evaluate and the benchmark all predict with them, so a
+    test score is of the maps infer makes."""
+    infer = params.infer
+    return {"stride": params.patches.eval_stride, "batch_size": infer.batch_size or params.patches.batch_size,
+            "tta": infer.tta, "device": infer.device, "precision": infer.precision, **overrides}
 
 
 def predict_members(members: list, path, **settings) -> tuple[np.ndarray, PreparedCube]:

@@ -24,8 +24,7 @@ def _infer(args, params):
     overrides = {k: v for k, v in {"tta": args.tta, "device": args.device}.items() if v is not None}
     cfg = updated(params.infer, section="infer", **overrides)
     params = updated(params, infer=cfg)
-    table = infer(params, args.model or cfg.model, args.sensors or cfg.sensor_set, args.out,
-                  tta=cfg.tta, progress=not args.quiet)
+    table = infer(params, args.model or cfg.model, args.sensors or cfg.sensor_set, args.out, progress=not args.quiet)
     print(f"{len(table)} glaciers predicted -> {args.out}")
 
 

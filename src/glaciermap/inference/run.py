@@ -27,7 +27,7 @@ from glaciermap.config import Params
 from glaciermap.data.cubes import STATIC_GROUPS, read_cube, read_index
 from glaciermap.data.folds import read_folds
 from glaciermap.data.grid import Grid
-from glaciermap.data.windows import predict_members
+from glaciermap.data.windows import ensemble_settings, predict_members
 from glaciermap.device import accelerator, resolve_device
 from glaciermap.errors import GlaciermapError
 from glaciermap.inference.distributed import map_cubes
@@ -129,15 +129,12 @@ def glacier_stats(prob: np.ndarray, cube) -> dict[str, float]:
             "debris_recall": glacier_debris_recall(pred, inside, cube.mask_debris, visible)}
 
 
-def map_glacier(item: dict, device, *, models: dict, params: Params, name: str, tta: bool,
-                cube=None) -> tuple[np.ndarray, np.ndarray]:
+def map_glacier(item: dict, device, *, models: dict, params: Params, name: str, cube=None) -> tuple[np.ndarray, np.ndarray]:
     """Predict one cube with the members of its fold (`item["fold"]`): p = mean of their
     probabilities, spread = their standard deviation (0 with one member), both NaN off
     `seen_pixels`; write the probability raster, return (p, spread) as written. `cube`: the item's
     cube if the caller has read it. Module-level, so DDP ranks can run it."""
-    probs, _ = predict_members(models[item["fold"]], item["cube"], stride=params.patches.eval_stride,
-                               batch_size=params.infer.batch_size or params.patches.batch_size, tta=tta,
-                               device=device, precision=params.infer.precision)
+    probs, _ = predict_members(models[item["fold"]], item["cube"], **ensemble_settings(params, device=device))
     for seed, member in zip(params.train.seeds, probs):
         if not is_probability(member):
             raise GlaciermapError(f"model {name}@{member_alias(item['fold'], seed)} predicted values outside [0, 1] "
@@ -168,8 +165,7 @@ def warn_static_inputs(params: Params, sensor_set: str) -> list[str]:
     return static
 
 
-def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, tta: bool = False,
-          progress: bool = True) -> pd.DataFrame:
+def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, progress: bool = True) -> pd.DataFrame:
     """Predict every test glacier at every epoch with its fold's members; write rasters, outlines
     and an area table."""
     name = registered_name(model, sensor_set)
@@ -181,11 +177,12 @@ def infer(params: Params, model: str, sensor_set: str, out_dir: Path, *, tta: bo
     fold_of = {g: f for f in params.train.folds for g in folds[f].test}
     rows, outlines = [], []
     todo = index[index.glacier_id.isin(fold_of)]
-    job = partial(map_glacier, models=models, params=params, name=name, tta=tta)
+    job = partial(map_glacier, models=models, params=params, name=name)
     items = []
     for _, r in todo.iterrows():
         fold = fold_of[r.glacier_id]
-        key = raster_key(params.data.cubes_dir / r.path, member_runs[fold], stride=params.patches.eval_stride, tta=tta)
+        key = raster_key(params.data.cubes_dir / r.path, member_runs[fold], stride=params.patches.eval_stride,
+                         tta=params.infer.tta)
         items.append({"cube": params.data.cubes_dir / r.path, "raster": out_dir / r.epoch / f"{r.glacier_id}.tif",
                       "fold": fold, "key": key, "glacier_id": r.glacier_id, "epoch": r.epoch})
     if params.infer.devices != 1:  # the rasters on many devices (Lightning DDP), the tables below

@@ -865,7 +865,8 @@ def test_evaluate_scores_the_mean_probability_of_the_folds_members(infer_setup, 
 
 
 @pytest.mark.parametrize("tta", [False, True])
-def test_infer_evaluate_and_the_benchmark_predict_with_the_same_settings(infer_setup, folds, tmp_path, monkeypatch, tta):
+def test_infer_evaluate_and_the_benchmark_predict_with_the_same_settings(infer_setup, folds, tmp_path, monkeypatch,
+                                                                          tta):
     """`infer.tta` (and stride, batch size, precision) reach every prediction: a test score is of
     the maps infer makes (evaluate once predicted without flips whatever infer.tta said)."""
     import glaciermap.data.windows as windows

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from contextlib import nullcontext as _nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch

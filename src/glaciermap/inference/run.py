@@ -129,7 +129,8 @@ def glacier_stats(prob: np.ndarray, cube) -> dict[str, float]:
             "debris_recall": glacier_debris_recall(pred, inside, cube.mask_debris, visible)}
 
 
-def map_glacier(item: dict, device, *, models: dict, params: Params, name: str, cube=None) -> tuple[np.ndarray, np.ndarray]:
+def map_glacier(item: dict, device, *, models: dict, params: Params, name: str,
+                cube=None) -> tuple[np.ndarray, np.ndarray]:
     """Predict one cube with the members of its fold (`item["fold"]`): p = mean of their
     probabilities, spread = their standard deviation (0 with one member), both NaN off
     `seen_pixels`; write the probability raster, return (p, spread) as written. `cube`: the item's
